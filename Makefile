@@ -1,0 +1,38 @@
+# bmx: the two commands are `make demo` (main job) and `make test` (whole suite).
+# Both create/refresh the environment (.venv, Debian packages) on first use.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+JOBS ?= $(shell nproc)
+CPP_BUILD ?= build/cpp
+PYTEST_ARGS ?=
+
+.PHONY: env build cpp-build cpp-test test test-fast demo clean
+
+env:
+	@bash scripts/setup-env.sh
+
+# Rebuild the pybind11 module in place (bmx/_engine*.so) after C++ changes.
+build: env
+	@$(PY) setup.py -q build_ext --inplace
+
+cpp-build: env
+	@cmake -S . -B $(CPP_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DBMX_BUILD_TESTS=ON >/dev/null
+	@cmake --build $(CPP_BUILD) -j $(JOBS)
+
+cpp-test: cpp-build
+	@cd $(CPP_BUILD) && ctest --output-on-failure -j $(JOBS)
+
+test: build cpp-test
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# Quick loop: skips tests marked slow.
+test-fast: build
+	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
+
+demo: build
+	$(PY) -m bmx.demo
+
+clean:
+	rm -rf build demo-out bmx/_engine*.so

@@ -1,0 +1,54 @@
+#include "core/common/cpu.h"
+
+#include <cstdlib>
+#include <cstring>
+
+namespace bmx {
+
+namespace {
+
+CpuFeatures detect() {
+  CpuFeatures f;
+#if defined(BMX_ARCH_X86) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  f.popcnt = __builtin_cpu_supports("popcnt");
+  f.avx2 = __builtin_cpu_supports("avx2");
+  f.avx512_vpopcntdq = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                       __builtin_cpu_supports("avx512vl") &&
+                       __builtin_cpu_supports("avx512vpopcntdq");
+#elif defined(__aarch64__)
+  f.neon = true;  // Advanced SIMD is mandatory on AArch64
+#elif defined(__ARM_NEON)
+  f.neon = true;  // compiled with -mfpu=neon*: the target has NEON
+#endif
+  if (const char* mask = std::getenv("BMX_DISABLE_SIMD")) {
+    if (std::strstr(mask, "avx512")) f.avx512_vpopcntdq = false;
+    if (std::strstr(mask, "avx2")) f.avx2 = false;
+    if (std::strstr(mask, "neon")) f.neon = false;
+  }
+  return f;
+}
+
+}  // namespace
+
+const CpuFeatures& cpu_features() {
+  static const CpuFeatures f = detect();
+  return f;
+}
+
+std::string cpu_features_string() {
+  const auto& f = cpu_features();
+  std::string s;
+  auto add = [&](bool on, const char* n) {
+    if (!on) return;
+    if (!s.empty()) s += ",";
+    s += n;
+  };
+  add(f.popcnt, "popcnt");
+  add(f.avx2, "avx2");
+  add(f.avx512_vpopcntdq, "avx512_vpopcntdq");
+  add(f.neon, "neon");
+  return s.empty() ? "portable" : s;
+}
+
+}  // namespace bmx
