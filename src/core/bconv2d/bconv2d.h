@@ -1,0 +1,38 @@
+// Binary 2-D convolution on bit-packed NHWC activations (Rastegari et al., XNOR-Net,
+// 2016; Bethge et al., BMXNet 2, 2019), with -1 padding, stride and dilation.
+//
+// Input : [N, H, W, in_words] packed words, in_words = words_for_bits(C_in); channel c
+//         of a pixel is bit c % 64 of word c / 64; tail bits 0.
+// Filter: [C_out, KH, KW, in_words] packed words, same layout.
+// Output: int32 [N, OH, OW, C_out] holding the +-1 dot product
+//         dot = K - 2 * popcount, K = C_in * KH * KW.  Padded positions are -1 (all-ones
+//         words), so no correction term is needed.
+// groups: not supported here (bmx's binary convs are dense); the runtime splits groups.
+#pragma once
+
+#include <cstdint>
+
+#include "bmx/convention.h"
+
+namespace bmx {
+class ThreadPool;
+struct BgemmKernel;
+
+struct BConv2DShape {
+  std::int64_t batch = 1, in_h = 0, in_w = 0, in_c = 0, out_c = 0;
+  std::int64_t kernel_h = 3, kernel_w = 3;
+  std::int64_t stride_h = 1, stride_w = 1;
+  std::int64_t pad_h = 0, pad_w = 0;  // -1 padding on each side
+  std::int64_t dilation_h = 1, dilation_w = 1;
+  std::int64_t out_h() const { return (in_h + 2 * pad_h - dilation_h * (kernel_h - 1) - 1) / stride_h + 1; }
+  std::int64_t out_w() const { return (in_w + 2 * pad_w - dilation_w * (kernel_w - 1) - 1) / stride_w + 1; }
+  std::int64_t in_words() const { return words_for_bits(in_c); }
+  std::int32_t k_bits() const { return static_cast<std::int32_t>(in_c * kernel_h * kernel_w); }
+};
+
+// Throws std::invalid_argument on a shape that makes no sense (non-positive sizes,
+// empty output).
+void bconv2d(const word_t* input, const word_t* filter, const BConv2DShape& s, std::int32_t* out,
+             ThreadPool* pool = nullptr, const BgemmKernel* kernel = nullptr);
+
+}  // namespace bmx

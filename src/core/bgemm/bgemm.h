@@ -1,0 +1,39 @@
+// Binary GEMM: C[m, n] = K - 2 * popcount(A[m] xor B[n])  (see bmx/convention.h).
+// A: M rows of `words` packed words (row stride lda words); B: N rows (stride ldb);
+// C: int32, row-major M x N with row stride ldc. k_bits is the true bit count
+// (tail bits beyond it are 0 in both operands).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "bmx/convention.h"
+
+namespace bmx {
+class ThreadPool;
+
+// One micro-kernel of the single kernel list that drives dispatch, tests and benchmarks.
+struct BgemmKernel {
+  const char* name;        // XNNPACK style: "bgemm_4x4__avx2"
+  bool (*available)();     // can this CPU run it?
+  int priority;            // higher wins in "auto" dispatch
+  // Computes the full product for rows [m0, m1) of A (all N); threads split M or N
+  // in the caller.
+  void (*run)(const word_t* a, std::int64_t lda, const word_t* b, std::int64_t ldb,
+              std::int64_t m0, std::int64_t m1, std::int64_t n0, std::int64_t n1,
+              std::int64_t words, std::int32_t k_bits, std::int32_t* c, std::int64_t ldc);
+};
+
+// Every kernel compiled into this build (reference first); available() says which run here.
+const std::vector<BgemmKernel>& bgemm_kernels();
+// The kernel called "name", or the best available for "auto"; throws std::invalid_argument
+// for an unknown or unavailable name.
+const BgemmKernel& bgemm_kernel(const std::string& name = "auto");
+
+void bgemm(const word_t* a, std::int64_t lda, const word_t* b, std::int64_t ldb,
+           std::int64_t m, std::int64_t n, std::int64_t words, std::int32_t k_bits,
+           std::int32_t* c, std::int64_t ldc, ThreadPool* pool = nullptr,
+           const BgemmKernel* kernel = nullptr);
+
+}  // namespace bmx
