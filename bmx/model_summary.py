@@ -1,0 +1,263 @@
+"""Model summary: parameters, model size and operations by the BNN papers' rule.
+
+Bethge et al., "Back to Simplicity" (2019) / "MeliusNet" (2020), after Rastegari et al.
+(XNOR-Net, 2016) and Liu et al. (Bi-Real Net, 2018):
+
+* model size: binary (quantized) convolution / dense weights at their bit width (1 bit),
+  everything else at 32 bits: full-precision conv weights, Dense weights and bias,
+  BatchNorm gamma and beta; BatchNorm running statistics (and any other parameter that is
+  not trained, ``grad_req == 'null'``) are excluded. Reported in MiB (2**20 bytes);
+* FLOPs: multiply-accumulates of full-precision convolutions (and of full-precision
+  Dense layers other than the final classifier, which is not counted);
+* BOPs: multiply-accumulates of binary (quantized) convolutions and dense layers;
+* OPs = FLOPs + BOPs / 64.
+
+:func:`summary` traces a real forward pass with forward hooks on every block that owns
+parameters or has no children; layers are recognised by their class
+(``nn.Conv2D`` / :class:`bmx.nn.QConv2D`, ``nn.Dense`` / :class:`bmx.nn.QDense`), never by
+their names. Counts are per sample (independent of the batch size of ``input_shape``).
+"""
+import mxnet as mx
+import numpy as np
+from mxnet.gluon import nn
+
+from .nn.layers import QConv2D, QDense
+
+__all__ = ["summary", "ModelSummary", "LayerRow"]
+
+MIB = 2 ** 20
+
+
+class LayerRow:
+    """One traced layer call.
+
+    Attributes
+    ----------
+    name, kind : str
+        Gluon block name and class name.
+    output_shape : tuple
+    weight_bits : int or None
+        Bits of the weight (1 for binary convs, 32 for float layers, None without weight).
+    params : int
+        Trained parameters owned by the layer (0 on repeated calls of a shared block).
+    binary_params, fp_params : int
+        Of ``params``: those stored below 32 bits, those stored at 32 bits.
+    size_bits : int
+        Storage of ``params`` in bits.
+    macs : int
+        Multiply-accumulates per sample (conv / dense only).
+    binary : bool
+        The MACs are binary operations (quantized weights).
+    counted_flops, counted_bops : int
+        What this row contributes to the totals (the classifier's MACs are not counted).
+    """
+
+    __slots__ = ("name", "kind", "output_shape", "weight_bits", "params", "binary_params",
+                 "fp_params", "size_bits", "macs", "binary", "counted_flops", "counted_bops")
+
+    def __init__(self, **kw):
+        for k in self.__slots__:
+            setattr(self, k, kw.get(k, 0))
+
+    def as_dict(self):
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    def __repr__(self):
+        return f"LayerRow({self.name}, {self.kind}, out={self.output_shape}, macs={self.macs})"
+
+
+class ModelSummary:
+    """Result of :func:`summary`; ``str()`` renders a Larq-style table.
+
+    Attributes
+    ----------
+    rows : list of LayerRow
+    input_shape : tuple
+    binary_params, fp_params, total_params : int
+    model_size_bytes : float
+    model_size_mib : float
+    flops, bops : int
+        Per sample, by the papers' rule (see module docstring).
+    ops : float
+        ``flops + bops / 64``.
+    classifier_macs : int
+        MACs of the final Dense (reported, not counted).
+    """
+
+    def __init__(self, rows, input_shape, name=""):
+        self.rows = rows
+        self.input_shape = tuple(input_shape)
+        self.name = name
+        self.binary_params = sum(r.binary_params for r in rows)
+        self.fp_params = sum(r.fp_params for r in rows)
+        self.total_params = self.binary_params + self.fp_params
+        size_bits = sum(r.size_bits for r in rows)
+        self.model_size_bytes = size_bits / 8
+        self.model_size_mib = size_bits / 8 / MIB
+        self.flops = int(sum(r.counted_flops for r in rows))
+        self.bops = int(sum(r.counted_bops for r in rows))
+        self.ops = self.flops + self.bops / 64
+        self.classifier_macs = int(sum(r.macs for r in rows
+                                       if r.macs and not r.counted_flops and not r.counted_bops))
+
+    def as_dict(self):
+        return {"name": self.name, "input_shape": self.input_shape,
+                "binary_params": self.binary_params, "fp_params": self.fp_params,
+                "total_params": self.total_params, "model_size_mib": self.model_size_mib,
+                "flops": self.flops, "bops": self.bops, "ops": self.ops}
+
+    def __repr__(self):
+        return (f"ModelSummary({self.name or 'net'}: {self.model_size_mib:.2f} MiB, "
+                f"{self.flops:.3g} FLOPs, {self.bops:.3g} BOPs, {self.ops:.3g} OPs)")
+
+    def __str__(self):
+        head = ("Layer", "Output shape", "W bits", "Params", "Binary MACs", "FP MACs")
+        body = []
+        for r in self.rows:
+            body.append((r.name, "x".join(str(d) for d in r.output_shape[1:]) or "-",
+                         "-" if r.weight_bits is None else str(r.weight_bits),
+                         f"{r.params:,}" if r.params else "0",
+                         f"{r.macs:,}" if r.binary and r.macs else "0",
+                         f"{r.macs:,}" if not r.binary and r.macs else "0"))
+        widths = [max(len(head[i]), *(len(b[i]) for b in body)) if body else len(head[i])
+                  for i in range(len(head))]
+
+        def line(cells):
+            return "| " + " | ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                                     for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+        sep = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+        out = [f"{self.name or 'model'} summary, input {self.input_shape}", sep, line(head),
+               sep.replace("-", "=")]
+        out += [line(b) for b in body]
+        out.append(sep)
+        out += [
+            f"Total params:       {self.total_params:,}",
+            f"  binary params:    {self.binary_params:,} "
+            f"({self.binary_params / 8 / MIB:.2f} MiB at 1 bit)",
+            f"  fp params:        {self.fp_params:,} ({self.fp_params * 4 / MIB:.2f} MiB at 32 bit)",
+            f"Model size:         {self.model_size_mib:.2f} MiB ({self.model_size_bytes:,.0f} bytes)",
+            f"FLOPs (fp MACs):    {self.flops:.3e}",
+            f"BOPs (binary MACs): {self.bops:.3e}",
+            f"OPs = FLOPs + BOPs/64: {self.ops:.3e}",
+            f"(classifier MACs {self.classifier_macs:,} not counted; running statistics "
+            "excluded from the size)",
+        ]
+        return "\n".join(out)
+
+
+def _walk(block):
+    yield block
+    for c in block._children.values():
+        yield from _walk(c)
+
+
+def _first_array(out):
+    while isinstance(out, (list, tuple)):
+        if not out:
+            return None
+        out = out[0]
+    return out
+
+
+def _weight_bits(block):
+    if isinstance(block, (QConv2D, QDense)):
+        return int(block.bits)
+    return 32
+
+
+def _ensure_initialized(net, ctx):
+    from .model_zoo.common import default_initializer
+    for p in net.collect_params().values():
+        if p._data is None and not p._deferred_init:
+            p.initialize(init=default_initializer(), ctx=ctx)
+
+
+def summary(net, input_shape=(1, 3, 224, 224), ctx=None, dtype="float32"):
+    """Trace ``net`` on a random input and count parameters, size and operations.
+
+    Bethge et al., "Back to Simplicity" (2019): binary weights count 1 bit, everything
+    else 32 bits (BN gamma/beta included, running statistics excluded);
+    FLOPs = full-precision conv MACs (final Dense not counted), BOPs = binary MACs,
+    OPs = FLOPs + BOPs / 64.
+
+    Parameters
+    ----------
+    net : mxnet.gluon.Block
+        Any Gluon network. Parameters that were never initialized are initialized with
+        He-normal (the zoo's default); initialized ones are left alone. A hybridized net
+        is traced imperatively (its cached graph is kept).
+    input_shape : tuple
+        Shape of the traced input (counts are per sample).
+    ctx : mxnet.Context, optional
+    dtype : str
+
+    Returns
+    -------
+    ModelSummary
+    """
+    ctx = ctx or mx.cpu()
+    _ensure_initialized(net, ctx)
+    blocks = list(_walk(net))
+    calls = []
+    handles = []
+    for b in blocks:
+        if b._reg_params or not b._children:
+            handles.append(b.register_forward_hook(
+                lambda blk, inp, out: calls.append((blk, _first_array(out)))))
+    active = {id(b): b._active for b in blocks if isinstance(b, nn.HybridBlock)}
+    try:
+        for b in blocks:
+            if isinstance(b, nn.HybridBlock):
+                b._active = False  # run imperatively so that the children's hooks fire
+        x = mx.nd.random.normal(shape=tuple(input_shape), ctx=ctx, dtype=dtype)
+        with mx.autograd.pause():
+            out = net(x)
+        mx.nd.waitall()
+    finally:
+        for h in handles:
+            h.detach()
+        for b in blocks:
+            if id(b) in active:
+                b._active = active[id(b)]
+    del out
+
+    dense_calls = [i for i, (b, _) in enumerate(calls) if isinstance(b, nn.Dense)]
+    classifier = dense_calls[-1] if dense_calls else None
+    seen = set()
+    rows = []
+    for i, (b, y) in enumerate(calls):
+        shape = tuple(y.shape) if y is not None and hasattr(y, "shape") else ()
+        wbits = _weight_bits(b) if "weight" in b._reg_params else None
+        params = binp = fpp = size = 0
+        if id(b) not in seen:
+            seen.add(id(b))
+            for pname, p in b._reg_params.items():
+                if p.grad_req == "null":
+                    continue  # BN running statistics, fixed gamma: not stored weights
+                n = int(np.prod(p.shape))
+                bits = wbits if (pname == "weight" and wbits is not None) else 32
+                params += n
+                size += n * bits
+                if bits < 32:
+                    binp += n
+                else:
+                    fpp += n
+        macs = 0
+        if isinstance(b, nn.Conv2D) and shape:
+            w = b.weight.shape  # (O, C/groups, kh, kw)
+            macs = int(np.prod(shape[1:])) * int(np.prod(w[1:]))
+        elif isinstance(b, nn.Dense) and shape:
+            w = b.weight.shape  # (units, in_units)
+            macs = int(np.prod(shape[1:])) * int(w[1])
+        binary = bool(macs) and wbits is not None and wbits < 32
+        flops = bops = 0
+        if macs and i != classifier:
+            if binary:
+                bops = macs
+            else:
+                flops = macs
+        rows.append(LayerRow(name=b.name, kind=type(b).__name__, output_shape=shape,
+                             weight_bits=wbits, params=params, binary_params=binp,
+                             fp_params=fpp, size_bits=size, macs=macs, binary=binary,
+                             counted_flops=flops, counted_bops=bops))
+    return ModelSummary(rows, input_shape, name=getattr(net, "model_name", "") or net.name)
