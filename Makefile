@@ -8,7 +8,7 @@ JOBS ?= $(shell nproc)
 CPP_BUILD ?= build/cpp
 PYTEST_ARGS ?=
 
-.PHONY: env build cpp-build cpp-test test test-fast demo clean
+.PHONY: env build cpp-build cpp-test test test-fast test-arm demo clean
 
 env:
 	@bash scripts/setup-env.sh
@@ -30,6 +30,10 @@ test: build cpp-test
 # Quick loop: skips tests marked slow.
 test-fast: build
 	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
+
+# Cross-build for aarch64 and armhf (NEON) and run the C++ tests and example under qemu-user.
+test-arm: env
+	@bash scripts/test-arm.sh
 
 demo: build
 	$(PY) -m bmx.demo
