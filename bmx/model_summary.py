@@ -84,8 +84,9 @@ class ModelSummary:
         MACs of the final Dense (reported, not counted).
     """
 
-    def __init__(self, rows, input_shape, name=""):
+    def __init__(self, rows, input_shape, name="", prefix=""):
         self.rows = rows
+        self.prefix = prefix
         self.input_shape = tuple(input_shape)
         self.name = name
         self.binary_params = sum(r.binary_params for r in rows)
@@ -113,12 +114,14 @@ class ModelSummary:
     def __str__(self):
         head = ("Layer", "Output shape", "W bits", "Params", "Binary MACs", "FP MACs")
         body = []
+        root = self.prefix
         for r in self.rows:
-            body.append((r.name, "x".join(str(d) for d in r.output_shape[1:]) or "-",
+            name = r.name[len(root):] if root and r.name.startswith(root) else r.name
+            body.append((f"{name} ({r.kind})", "x".join(str(d) for d in r.output_shape[1:]) or "-",
                          "-" if r.weight_bits is None else str(r.weight_bits),
                          f"{r.params:,}" if r.params else "0",
-                         f"{r.macs:,}" if r.binary and r.macs else "0",
-                         f"{r.macs:,}" if not r.binary and r.macs else "0"))
+                         _fmt_macs(r) if r.binary else "0",
+                         "0" if r.binary else _fmt_macs(r)))
         widths = [max(len(head[i]), *(len(b[i]) for b in body)) if body else len(head[i])
                   for i in range(len(head))]
 
@@ -139,10 +142,17 @@ class ModelSummary:
             f"FLOPs (fp MACs):    {self.flops:.3e}",
             f"BOPs (binary MACs): {self.bops:.3e}",
             f"OPs = FLOPs + BOPs/64: {self.ops:.3e}",
-            f"(classifier MACs {self.classifier_macs:,} not counted; running statistics "
-            "excluded from the size)",
+            f"(MACs in parentheses, the classifier's {self.classifier_macs:,}, are not "
+            "counted; BN running statistics are excluded from the size)",
         ]
         return "\n".join(out)
+
+
+def _fmt_macs(r):
+    if not r.macs:
+        return "0"
+    counted = r.counted_flops or r.counted_bops
+    return f"{r.macs:,}" if counted else f"({r.macs:,})"
 
 
 def _walk(block):
@@ -260,4 +270,5 @@ def summary(net, input_shape=(1, 3, 224, 224), ctx=None, dtype="float32"):
                              weight_bits=wbits, params=params, binary_params=binp,
                              fp_params=fpp, size_bits=size, macs=macs, binary=binary,
                              counted_flops=flops, counted_bops=bops))
-    return ModelSummary(rows, input_shape, name=getattr(net, "model_name", "") or net.name)
+    return ModelSummary(rows, input_shape, name=getattr(net, "model_name", "") or net.name,
+                        prefix=net.prefix)

@@ -18,7 +18,7 @@ from .binary_densenet import (BinaryDenseNet, DenseLayer, DenseNetBase, binaryde
                               binarydensenet37, binarydensenet37_dilated, binarydensenet45,
                               binarydensenet_flex, binarydensenet_spec, get_binarydensenet,
                               transition_features)
-from .common import STEMS, ChannelShuffle, default_initializer
+from .common import STEMS, ChannelShuffle, PretrainedNotFoundError, default_initializer
 from .meliusnet import (ImprovementBlock, MeliusNet, get_meliusnet, meliusnet22, meliusnet29,
                         meliusnet42, meliusnet59, meliusnet_a, meliusnet_b, meliusnet_c,
                         meliusnet_flex, meliusnet_spec)
@@ -26,6 +26,7 @@ from .resnete import (ResNetE, ResNetEBlock, get_resnete, resnete18, resnete34, 
                       resnete_spec)
 
 __all__ = ["get_model", "get_model_list", "default_initializer", "STEMS",
+           "PretrainedNotFoundError",
            "ResNetE", "ResNetEBlock", "BinaryDenseNet", "DenseLayer", "DenseNetBase",
            "MeliusNet", "ImprovementBlock", "ChannelShuffle",
            "resnete_flex", "binarydensenet_flex", "meliusnet_flex",

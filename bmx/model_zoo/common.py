@@ -18,8 +18,8 @@ from mxnet.gluon import nn
 from .. import nn as bnn
 from ..nn.config import binary_layer_config
 
-__all__ = ["STEMS", "default_initializer", "ChannelShuffle", "add_stem", "binary_conv",
-           "finalize_model", "load_pretrained"]
+__all__ = ["STEMS", "PretrainedNotFoundError", "default_initializer", "ChannelShuffle",
+           "add_stem", "binary_conv", "finalize_model", "load_pretrained"]
 
 #: stem variants (spec section 3)
 STEMS = ("imagenet", "grouped", "thumbnail")
@@ -101,6 +101,11 @@ def binary_conv(channels, kernel_size=3, stride=1, padding=0, dilation=1, groups
                               in_channels=in_channels, **kwargs)
 
 
+class PretrainedNotFoundError(FileNotFoundError, ValueError):
+    """No local parameter file for ``pretrained`` (bmx never downloads weights).
+    Both a ``FileNotFoundError`` and a ``ValueError``."""
+
+
 def _pretrained_root():
     return os.path.join(os.environ.get("MXNET_HOME", os.path.join("~", ".mxnet")), "models")
 
@@ -118,14 +123,14 @@ def load_pretrained(net, name, pretrained, ctx=None, root=None):
         root = os.path.expanduser(root or _pretrained_root())
         path = os.path.join(root, f"{name}.params")
         if not os.path.isfile(path):
-            raise FileNotFoundError(
+            raise PretrainedNotFoundError(
                 f"no pretrained parameters for {name!r}: bmx downloads nothing and "
                 f"{path} does not exist; pass pretrained='<path to .params>' (e.g. a "
                 "checkpoint written by net.save_parameters) or put the file there")
     elif isinstance(pretrained, (str, os.PathLike)):
         path = os.fspath(pretrained)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"pretrained parameter file {path!r} does not exist")
+            raise PretrainedNotFoundError(f"pretrained parameter file {path!r} does not exist")
     else:
         raise ValueError(f"pretrained must be False, True or a path, got {pretrained!r}")
     net.load_parameters(path, ctx=ctx or mx.cpu())
