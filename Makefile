@@ -8,7 +8,7 @@ JOBS ?= $(shell nproc)
 CPP_BUILD ?= build/cpp
 PYTEST_ARGS ?=
 
-.PHONY: env build cpp-build cpp-test test test-fast test-arm demo clean
+.PHONY: env build cpp-build cpp-test test test-fast test-arm test-asan demo clean
 
 env:
 	@bash scripts/setup-env.sh
@@ -34,6 +34,10 @@ test-fast: build
 # Cross-build for aarch64 and armhf (NEON) and run the C++ tests and example under qemu-user.
 test-arm: env
 	@bash scripts/test-arm.sh
+
+# AddressSanitizer + UBSan build of the C++ tests and the Python engine tests.
+test-asan: env
+	@bash scripts/test-asan.sh
 
 demo: build
 	$(PY) -m bmx.demo

@@ -19,3 +19,14 @@ def _seed_mxnet():
     mx.random.seed(42)
     np.random.seed(42)
     yield
+
+
+def pytest_sessionstart(session):
+    # make test-asan runs the suite against a sanitized extension: make sure it is the
+    # one imported (not the regular build in bmx/).
+    expect = os.environ.get("BMX_EXPECT_ENGINE_DIR")
+    if expect:
+        import bmx._engine
+        loaded = os.path.dirname(os.path.realpath(bmx._engine.__file__))
+        if loaded != os.path.realpath(expect):
+            raise pytest.UsageError(f"bmx._engine loaded from {loaded}, expected {expect}")
