@@ -27,7 +27,8 @@ cmake -S . -B build/asan-ext -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBMX_BU
   -Dpybind11_DIR="$(.venv/bin/python -c 'import pybind11; print(pybind11.get_cmake_dir())')" \
   -DBMX_PYTHON_OUT="$ROOT/$stage/bmx" >/dev/null
 cmake --build build/asan-ext --target _engine -j "$(nproc)"
-# Python itself is not instrumented: preload the runtimes, ignore CPython's own leaks.
+# Python itself is not instrumented: preload the runtimes, ignore CPython's own leaks;
+# -P keeps the working directory (with the regular build in bmx/) off sys.path.
 LIBASAN=$(g++ -print-file-name=libasan.so)
 LIBUBSAN=$(g++ -print-file-name=libubsan.so)
 tests=(tests/test_convention.py tests/test_kernels.py tests/test_engine_model.py tests/test_bad_inputs.py)
@@ -37,5 +38,5 @@ marker=()
 [ "${BMX_ASAN_QUICK:-0}" = "1" ] && marker=(-m "not slow")
 ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 LD_PRELOAD="$LIBASAN $LIBUBSAN" \
   PYTHONPATH="$ROOT/$stage" BMX_EXPECT_ENGINE_DIR="$ROOT/$stage/bmx" \
-  .venv/bin/python -m pytest -q -p no:cacheprovider "${marker[@]}" "${existing[@]}"
+  .venv/bin/python -P -m pytest -q -p no:cacheprovider "${marker[@]}" "${existing[@]}"
 echo "== test-asan passed"
