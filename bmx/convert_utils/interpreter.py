@@ -1,0 +1,145 @@
+"""A plain-numpy reference interpreter of bmx model files.
+
+Bethge et al., "BMXNet 2" (2019). Slow and simple on purpose: it follows the op semantics
+of ``src/schema/bmx_model.fbs`` literally (binary convolutions as integer match counts of
+unpacked +-1 values with -1 padding), so it is an oracle for the converter tests and for
+debugging the C++ engine.
+"""
+import numpy as np
+
+from ..convention import unpack_bits
+from .reader import read_model
+
+__all__ = ["run_model"]
+
+
+def _pad(x, ph, pw, value):
+    if not ph and not pw:
+        return x
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+
+
+def _conv(x, w, stride, dil, groups):
+    """Plain grouped convolution of an already padded x (float64 accumulate)."""
+    n, c, h, wd = x.shape
+    co, cig, kh, kw = w.shape
+    sh, sw = stride
+    dh, dw = dil
+    oh = (h - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd - dw * (kw - 1) - 1) // sw + 1
+    out = np.zeros((n, co, oh, ow), np.float64)
+    cog = co // groups
+    for gi in range(groups):
+        xs = x[:, gi * cig:(gi + 1) * cig]
+        ws = w[gi * cog:(gi + 1) * cog].astype(np.float64)
+        cols = np.empty((n, cig, kh, kw, oh, ow), np.float64)
+        for i in range(kh):
+            for j in range(kw):
+                cols[:, :, i, j] = xs[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh,
+                                      j * dw:j * dw + sw * (ow - 1) + 1:sw]
+        out[:, gi * cog:(gi + 1) * cog] = np.einsum("nckluv,ockl->nouv", cols, ws, optimize=True)
+    return out
+
+
+def _pool(x, o):
+    n, c, h, w = x.shape
+    if o["global"]:
+        return (x.max(axis=(2, 3), keepdims=True) if o["type"] == "max"
+                else x.mean(axis=(2, 3), keepdims=True, dtype=np.float64).astype(np.float32))
+    kh, kw = o["kernel"]
+    sh, sw = o["stride"]
+    ph, pw = o["pad"]
+    oh = (h + 2 * ph - kh) // sh + 1
+    ow = (w + 2 * pw - kw) // sw + 1
+    if o["type"] == "max":
+        xp = _pad(x, ph, pw, -np.inf)
+        out = np.full((n, c, oh, ow), -np.inf, np.float32)
+        for i in range(kh):
+            for j in range(kw):
+                out = np.maximum(out, xp[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw])
+        return out
+    xp = _pad(x.astype(np.float64), ph, pw, 0.0)
+    ones = _pad(np.ones((1, 1, h, w)), ph, pw, 0.0)
+    s = np.zeros((n, c, oh, ow))
+    cnt = np.zeros((1, 1, oh, ow))
+    for i in range(kh):
+        for j in range(kw):
+            s += xp[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+            cnt += ones[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+    div = kh * kw if o["count_include_pad"] else cnt
+    return (s / div).astype(np.float32)
+
+
+def _act(y, a):
+    return np.maximum(y, 0) if a == "relu" else y
+
+
+def run_model(model, x, return_values=False):
+    """Run a model file (bytes, path or :func:`read_model` dict) on NCHW float32 ``x``.
+
+    Returns the logits, or with ``return_values`` also the list of all values: Float
+    values as float32 arrays, Bits values as the +-1 float32 arrays they encode.
+    Binary convolutions return exact integers times scale plus shift.
+    """
+    m = model if isinstance(model, dict) else read_model(model)
+    x = np.asarray(x, np.float32)
+    vals = [None] * len(m["values"])
+    exp = m["values"][m["inputs"][0]]["shape"]
+    if list(x.shape[1:]) != list(exp[1:]):
+        raise ValueError(f"input shape {x.shape} does not match the model's {exp}")
+    vals[m["inputs"][0]] = x
+    for op in m["ops"]:
+        t, o = op["type"], op["options"]
+        ins = [vals[i] for i in op["inputs"]]
+        a = ins[0] if ins else None
+        if t == "Conv2D":
+            y = _conv(_pad(a, *o["pad"], 0.0), o["weight"], o["stride"], o["dilation"], o["groups"])
+            if o["bias"] is not None:
+                y = y + o["bias"].reshape(1, -1, 1, 1)
+            y = _act(y.astype(np.float32), o["activation"])
+        elif t == "BinaryConv2D":
+            kh, kw = o["kernel"]
+            cig = o["inchannels"] // o["groups"]
+            w = unpack_bits(o["weight_bits"], cig)          # C_out, KH, KW, C_in/g
+            w = np.transpose(w, (0, 3, 1, 2))
+            dot = _conv(_pad(a, *o["pad"], -1.0), w, o["stride"], o["dilation"], o["groups"])
+            match = (dot + cig * kh * kw) / 2                 # exact integers
+            y = (o["scale"].reshape(1, -1, 1, 1) * match.astype(np.float32)
+                 + o["shift"].reshape(1, -1, 1, 1))
+            y = _act(y.astype(np.float32), o["activation"])
+        elif t == "Sign":
+            z = a
+            if o["scale"] is not None:
+                z = o["scale"].reshape(1, -1, 1, 1) * a + o["shift"].reshape(1, -1, 1, 1)
+            y = np.where(z < 0, -1.0, 1.0).astype(np.float32)
+        elif t == "Affine":
+            y = _act(o["scale"].reshape(1, -1, 1, 1) * a + o["shift"].reshape(1, -1, 1, 1),
+                     o["activation"]).astype(np.float32)
+        elif t == "Relu":
+            y = np.maximum(a, 0)
+        elif t == "Pool2D":
+            y = _pool(a, o)
+        elif t == "Concat":
+            y = np.concatenate(ins, axis=1)
+        elif t == "Add":
+            y = ins[0] + ins[1]
+        elif t == "AddToLastChannels":
+            y = ins[0].copy()
+            k = ins[1].shape[1]
+            y[:, -k:] += ins[1]
+        elif t == "ChannelShuffle":
+            n, c, h, w_ = a.shape
+            g = o["groups"]
+            y = a.reshape(n, g, c // g, h, w_).transpose(0, 2, 1, 3, 4).reshape(n, c, h, w_)
+        elif t == "Dense":
+            y = a.reshape(a.shape[0], -1).astype(np.float64) @ o["weight"].T.astype(np.float64)
+            if o["bias"] is not None:
+                y = y + o["bias"]
+            y = y.astype(np.float32)
+        elif t == "Flatten":
+            y = a.reshape(a.shape[0], -1)
+        else:
+            raise ValueError(f"unknown op type {t}")
+        vals[op["outputs"][0]] = y
+    out = vals[m["outputs"][0]]
+    return (out, vals) if return_values else out

@@ -1,0 +1,1270 @@
+"""Convert a Gluon binary network into a packed bmx model file (``docs/model-format.md``).
+
+Bethge et al., "BMXNet 2" (2019): binary layers run as xnor-popcount on bit-packed
+weights and activations. The converter reads the MXNet symbol graph of a HybridBlock (or
+of an exported ``-symbol.json`` + ``.params`` pair), collapses the nodes of every
+:mod:`bmx.nn` quantized block into one operation, checks what each block computes on its
+real weights and on probe inputs (so it never trusts an op-sequence guess), folds
+BatchNorm where it is exact and writes the FlatBuffers file of ``src/schema/bmx_model.fbs``.
+
+Anything it does not understand fails with a :class:`ConversionError` (a ValueError)
+naming the layer or operator.
+"""
+import argparse
+import ast
+import json
+import os
+import re
+import sys
+import tempfile
+
+import numpy as np
+
+os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")  # quiet the probe evaluations
+
+from . import __version__
+from .convention import pack_bits, words_for_bits
+
+__all__ = ["FORMAT_VERSION", "FILE_IDENTIFIER", "ConversionError", "convert",
+           "convert_symbol", "float_size_bytes", "main"]
+
+#: format version written into every file (``Model.version``); bump on incompatible change
+FORMAT_VERSION = 1
+#: FlatBuffers file identifier (bytes 4..8 of every file)
+FILE_IDENTIFIER = b"BMX1"
+#: byte alignment of weight vectors inside the file (uint64 words, SIMD loads)
+WEIGHT_ALIGN = 16
+
+
+class ConversionError(ValueError):
+    """The network cannot be converted (unsupported layer or operator, k-bit layer, ...)."""
+
+
+# ----------------------------------------------------------------------------------------
+# Loading the graph
+# ----------------------------------------------------------------------------------------
+
+def _parse_attr(v):
+    if not isinstance(v, str):
+        return v
+    if v in ("True", "true"):
+        return True
+    if v in ("False", "false"):
+        return False
+    if v == "None":
+        return None
+    try:
+        return ast.literal_eval(v)
+    except (ValueError, SyntaxError):
+        return v
+
+
+def _node_attrs(node):
+    raw = node.get("attrs") or node.get("attr") or node.get("param") or {}
+    return {k: _parse_attr(v) for k, v in raw.items() if not k.startswith("__")}
+
+
+class _Graph:
+    """The symbol graph as plain json nodes plus parameter values and inferred shapes."""
+
+    def __init__(self, sym, params, input_shape, blocks=None):
+        import mxnet as mx
+        self.sym = sym
+        self.json = json.loads(sym.tojson())
+        self.nodes = self.json["nodes"]
+        self.heads = self.json["heads"]
+        self.params = params
+        self.blocks = blocks  # prefix -> bmx.nn block (net mode) or None (symbol mode)
+        self.input_shape = tuple(int(d) for d in input_shape)
+        data_nodes = [i for i, n in enumerate(self.nodes)
+                      if n["op"] == "null" and n["name"] not in params]
+        if len(data_nodes) != 1:
+            names = [self.nodes[i]["name"] for i in data_nodes]
+            raise ConversionError(f"the graph must have exactly one input without a value "
+                                  f"(the image); found {names} (missing parameters?)")
+        self.data_id = data_nodes[0]
+        if len(self.heads) != 1:
+            raise ConversionError(f"the network must have one output, it has {len(self.heads)}")
+        internals = sym.get_internals()
+        try:
+            _, out_shapes, _ = internals.infer_shape(**{self.nodes[self.data_id]["name"]:
+                                                        self.input_shape})
+        except mx.base.MXNetError as e:
+            msg = str(e).strip().splitlines()
+            raise ConversionError(f"shape inference failed for input shape {self.input_shape}: "
+                                  f"{msg[0] if msg else e}") from None
+        if out_shapes is None:
+            raise ConversionError(f"shape inference failed for input shape {self.input_shape}")
+        by_name = {}
+        for name, shp in zip(internals.list_outputs(), out_shapes):
+            m = re.match(r"^(.*)_output(\d*)$", name)
+            if m:
+                by_name[(m.group(1), int(m.group(2) or 0))] = tuple(shp)
+            else:
+                by_name[(name, 0)] = tuple(shp)
+        self.shapes = {}
+        for i, n in enumerate(self.nodes):
+            for k in range(4):
+                if (n["name"], k) in by_name:
+                    self.shapes[(i, k)] = by_name[(n["name"], k)]
+        self.consumers = {i: [] for i in range(len(self.nodes))}
+        for i, n in enumerate(self.nodes):
+            for src in n["inputs"]:
+                self.consumers[src[0]].append(i)
+
+    def shape(self, nid, idx=0):
+        try:
+            return self.shapes[(nid, idx)]
+        except KeyError:
+            raise ConversionError(f"no inferred shape for {self.nodes[nid]['name']!r}") from None
+
+    def is_param(self, nid):
+        n = self.nodes[nid]
+        return n["op"] == "null" and n["name"] in self.params
+
+    def eval_subgraph(self, members, feeds, out):
+        """Evaluate the member nodes with the given external inputs.
+
+        ``feeds`` maps ``(nid, idx)`` of every external input to a numpy array; ``out`` is
+        the ``(nid, idx)`` to return. Used to check what a quantizer subgraph computes.
+        """
+        import mxnet as mx
+        new_nodes, remap, args = [], {}, {}
+        for k, (key, val) in enumerate(feeds.items()):
+            remap[key] = len(new_nodes)
+            new_nodes.append({"op": "null", "name": f"__in{k}", "inputs": []})
+            args[f"__in{k}"] = mx.nd.array(val, dtype="float32")
+        for nid in sorted(members):
+            n = self.nodes[nid]
+            ins = []
+            for src in n["inputs"]:
+                key = (src[0], src[1])
+                if src[0] in members:
+                    ins.append([remap[(src[0], 0)], src[1], 0])
+                elif key in remap:
+                    ins.append([remap[key], 0, 0])
+                else:
+                    raise ConversionError(f"internal: unfed input {self.nodes[src[0]]['name']!r} "
+                                          f"of {n['name']!r}")
+            nn_ = dict(n)
+            nn_["inputs"] = ins
+            remap[(nid, 0)] = len(new_nodes)
+            new_nodes.append(nn_)
+        g = {"nodes": new_nodes,
+             "arg_nodes": [i for i, n in enumerate(new_nodes) if n["op"] == "null"],
+             "heads": [[remap[(out[0], 0)], out[1], 0]],
+             "attrs": self.json.get("attrs", {"mxnet_version": ["int", 10901]})}
+        g["node_row_ptr"] = list(range(len(new_nodes) + 1))
+        sym = mx.sym.load_json(json.dumps(g))
+        return sym.eval(ctx=mx.cpu(), **args)[0].asnumpy()
+
+
+def _net_graph(net, input_shape):
+    import mxnet as mx
+    from mxnet.gluon import HybridBlock
+    from mxnet.gluon.parameter import DeferredInitializationError
+    if not isinstance(net, HybridBlock):
+        raise ConversionError(f"convert() needs a Gluon HybridBlock, got {type(net).__name__}")
+    params = net.collect_params()
+    try:
+        for p in params.values():
+            p.data()
+    except DeferredInitializationError:
+        net(mx.nd.zeros(input_shape))  # finishes deferred shape inference (inference mode)
+    except RuntimeError as e:
+        raise ConversionError(f"parameters of the network are not initialized: {e}") from None
+    values = {p.name: p.data().asnumpy().astype(np.float32) for p in params.values()}
+    out = net(mx.sym.var("data"))
+    if isinstance(out, (list, tuple)):
+        if len(out) != 1:
+            raise ConversionError(f"the network must have one output, it has {len(out)}")
+        out = out[0]
+    return _Graph(out, values, input_shape, blocks=_quantized_blocks(net))
+
+
+def _quantized_blocks(net):
+    from .nn.layers import QActivation, QConv2D, QDense
+    blocks = {}
+
+    def walk(b):
+        if isinstance(b, (QActivation, QConv2D, QDense)):
+            blocks[b.prefix] = b
+        for c in b._children.values():
+            walk(c)
+    walk(net)
+    return blocks
+
+
+def _symbol_graph(symbol_file, params_file, input_shape):
+    import mxnet as mx
+    for f in (symbol_file, params_file):
+        if not os.path.isfile(f):
+            raise ConversionError(f"file not found: {f}")
+    try:
+        sym = mx.sym.load(symbol_file)
+    except Exception as e:  # MXNetError or json errors
+        raise ConversionError(f"cannot read symbol file {symbol_file}: "
+                              f"{str(e).strip().splitlines()[0] if str(e).strip() else e}") from None
+    try:
+        raw = mx.nd.load(params_file)
+    except Exception as e:
+        raise ConversionError(f"cannot read parameter file {params_file}: "
+                              f"{str(e).strip().splitlines()[0] if str(e).strip() else e}") from None
+    if not isinstance(raw, dict):
+        raise ConversionError(f"parameter file {params_file} holds no named arrays")
+    values = {}
+    for k, v in raw.items():
+        name = k.split(":", 1)[1] if k.startswith(("arg:", "aux:")) else k
+        values[name] = v.asnumpy().astype(np.float32)
+    names = {n for n in sym.list_arguments() + sym.list_auxiliary_states()}
+    missing = sorted(n for n in names if n not in values)
+    if len(missing) > 1:
+        raise ConversionError(f"parameter file {params_file} lacks {len(missing)} parameters of "
+                              f"the symbol, e.g. {missing[:3]} (use the pair net.export wrote)")
+    return _Graph(sym, values, input_shape, blocks=None)
+
+
+# ----------------------------------------------------------------------------------------
+# IR
+# ----------------------------------------------------------------------------------------
+
+class _Op:
+    """One node of the converter's IR: ``kind`` with attributes, inputs are IR node ids."""
+
+    def __init__(self, kind, name, inputs, shape, **attrs):
+        self.kind = kind
+        self.name = name
+        self.inputs = list(inputs)
+        self.shape = tuple(shape)
+        self.attrs = attrs
+
+    def __repr__(self):
+        return f"_Op({self.kind}, {self.name!r}, {self.inputs}, {self.shape})"
+
+
+def _pair(v, default):
+    if v is None or v == ():
+        return tuple(default)
+    if isinstance(v, int):
+        return (v, v)
+    v = tuple(int(i) for i in v)
+    if len(v) == 1:
+        return (v[0], v[0])
+    if len(v) != 2:
+        raise ConversionError(f"only 2-D operators are supported, got {v}")
+    return v
+
+
+def _sign_np(x):
+    return np.where(x < 0, -1.0, 1.0).astype(np.float32)
+
+
+class _Builder:
+    """Turns the json graph into the IR, one :mod:`bmx.nn` block at a time."""
+
+    def __init__(self, g):
+        self.g = g
+        self.ops = {}       # IR id (json node id of the op's output) -> _Op
+        self.order = []
+        self.output = None
+
+    # -- grouping nodes by the bmx.nn block that owns them --------------------------------
+
+    def _groups(self):
+        g = self.g
+        prefixes = {}
+        if g.blocks is not None:
+            from .nn.layers import QActivation
+            for p, b in g.blocks.items():
+                prefixes[p] = ("qact" if isinstance(b, QActivation) else
+                               "qdense" if type(b).__name__ == "QDense" else "qconv", b)
+        else:
+            # Exported graph: no block objects. A Convolution/FullyConnected whose weight is
+            # computed (not a stored parameter) is a quantized layer; the nodes named after a
+            # QActivation block belong to it. What each group computes is checked below.
+            for i, n in enumerate(g.nodes):
+                if n["op"] in ("Convolution", "FullyConnected") and n["name"].endswith("fwd"):
+                    w = n["inputs"][1][0] if len(n["inputs"]) > 1 else None
+                    if w is not None and g.nodes[w]["op"] != "null":
+                        kind = "qconv" if n["op"] == "Convolution" else "qdense"
+                        prefixes[n["name"][:-3]] = (kind, None)
+            for n in g.nodes:
+                m = re.match(r"^(.*?qactivation\d*_)", n["name"])
+                if m and n["op"] != "null":
+                    prefixes.setdefault(m.group(1), ("qact", None))
+        owner = {}
+        plist = sorted(prefixes, key=len, reverse=True)
+        for i, n in enumerate(g.nodes):
+            if n["op"] == "null":
+                continue
+            for p in plist:
+                if n["name"].startswith(p):
+                    owner[i] = p
+                    break
+        groups = {}
+        for i, p in owner.items():
+            groups.setdefault(p, set()).add(i)
+        return {p: (prefixes[p][0], prefixes[p][1], members) for p, members in groups.items()}
+
+    def _group_io(self, prefix, members):
+        g = self.g
+        ext = []
+        for i in sorted(members):
+            for src in g.nodes[i]["inputs"]:
+                if src[0] not in members and (src[0], src[1]) not in ext:
+                    ext.append((src[0], src[1]))
+        outs = [i for i in members
+                if any(c not in members for c in g.consumers[i]) or
+                any(h[0] == i for h in g.heads)]
+        if len(outs) != 1:
+            raise ConversionError(f"quantized block {prefix!r}: expected one output, found "
+                                  f"{[g.nodes[i]['name'] for i in outs]}")
+        return ext, outs[0]
+
+    # -- building ---------------------------------------------------------------------------
+
+    def build(self):
+        g = self.g
+        groups = self._groups()
+        self.owner = {}
+        self.group_out = {}
+        for p, (kind, block, members) in groups.items():
+            for i in members:
+                self.owner[i] = p
+        group_io = {p: self._group_io(p, members) for p, (_, _, members) in groups.items()}
+        for i, n in enumerate(g.nodes):
+            if n["op"] == "null":
+                if i == g.data_id:
+                    self._add(i, _Op("input", n["name"], [], g.shape(i)))
+                continue
+            p = self.owner.get(i)
+            if p is not None:
+                ext, out = group_io[p]
+                if i != out:
+                    continue  # converted as a whole at the block's output node
+                kind, block, members = groups[p]
+                self._add(out, getattr(self, "_group_" + kind)(p, block, members, ext, out))
+                continue
+            self._add(i, self._translate(i, n))
+        h = g.heads[0]
+        if h[1] != 0:
+            raise ConversionError("the network output must be the first output of its node")
+        self.output = self._ref((h[0], h[1]))
+        return self
+
+    def _add(self, nid, op):
+        self.ops[nid] = op
+        self.order.append(nid)
+
+    def _ref(self, src):
+        nid, idx = src[0], src[1]
+        n = self.g.nodes[nid]
+        if n["op"] == "null" and nid != self.g.data_id:
+            raise ConversionError(f"parameter {n['name']!r} is used as data")
+        if idx != 0:
+            raise ConversionError(f"output {idx} of {n['name']!r} ({n['op']}) is used; "
+                                  "only the first output of an operator is supported")
+        op = self.ops.get(nid)
+        if op is None:
+            raise ConversionError(f"internal: {n['name']!r} used before it was converted")
+        while op.kind == "alias":
+            nid = op.inputs[0]
+            op = self.ops[nid]
+        return nid
+
+    def _param(self, node, k, what):
+        g = self.g
+        src = node["inputs"][k]
+        if not g.is_param(src[0]):
+            raise ConversionError(f"{node['name']!r}: its {what} is computed, not a stored "
+                                  f"parameter ({g.nodes[src[0]]['op']}); cannot convert")
+        return g.params[g.nodes[src[0]]["name"]]
+
+    # -- bmx.nn blocks ---------------------------------------------------------------------
+
+    def _group_qact(self, prefix, block, members, ext, out):
+        g = self.g
+        name = prefix.rstrip("_")
+        if block is not None and block.bits != 1:
+            raise ConversionError(f"QActivation {name!r} has {block.bits}-bit activations: only "
+                                  "1-bit activations can be bit-packed")
+        data = [e for e in ext if not g.is_param(e[0])]
+        if len(data) != 1 or len(ext) != 1:
+            raise ConversionError(f"QActivation {name!r}: expected one input, found "
+                                  f"{[g.nodes[e[0]]['name'] for e in ext]}")
+        shp = g.shape(*data[0])
+        probe = np.random.RandomState(0).randn(*((1,) + shp[1:])).astype(np.float32)
+        flat = probe.reshape(-1)
+        special = np.array([0.0, -0.0, 1e-38, -1e-38, 1e-45, -1e-45, 0.5, -0.5, 3, -3],
+                           np.float32)
+        flat[:min(flat.size, special.size)] = special[:flat.size]
+        got = g.eval_subgraph(members, {data[0]: probe}, (out, 0))
+        if not np.array_equal(got, _sign_np(probe)):
+            raise ConversionError(f"QActivation {name!r} does not compute sign(x) with "
+                                  "sign(0)=+1 (k-bit activation?): only 1-bit activations "
+                                  "can be bit-packed")
+        return _Op("sign", name, [self._ref(data[0])], g.shape(out), scale=None, shift=None)
+
+    def _group_qdense(self, prefix, block, members, ext, out):
+        name = prefix.rstrip("_")
+        bits = getattr(block, "bits", None)
+        raise ConversionError(f"QDense {name!r}" + (f" ({bits}-bit)" if bits else "") +
+                              ": quantized dense layers are not supported by the model format "
+                              "(the zoo keeps the classifier full precision)")
+
+    def _group_qconv(self, prefix, block, members, ext, out):
+        g = self.g
+        name = prefix.rstrip("_")
+        if block is not None:
+            if block.bits != 1:
+                raise ConversionError(f"QConv2D {name!r} has {block.bits}-bit weights: only "
+                                      "1-bit weights can be bit-packed")
+            if block.scaling == "xnor":
+                raise ConversionError(f"QConv2D {name!r} uses XNOR-Net input scaling "
+                                      "(scaling='xnor'), which the model format does not support")
+        convs = [i for i in members if g.nodes[i]["op"] == "Convolution"]
+        if len(convs) != 1:
+            raise ConversionError(f"QConv2D {name!r}: expected one Convolution, found {len(convs)}")
+        ci = convs[0]
+        cn = g.nodes[ci]
+        a = _node_attrs(cn)
+        if a.get("layout", "NCHW") not in (None, "NCHW"):
+            raise ConversionError(f"QConv2D {name!r}: layout {a.get('layout')} is not supported")
+        if not a.get("no_bias", False) or len(cn["inputs"]) > 2:
+            raise ConversionError(f"binary conv {name!r} has a bias: not supported")
+        if _pair(a.get("pad"), (0, 0)) != (0, 0):
+            raise ConversionError(f"binary conv {name!r} uses zero padding inside Convolution; "
+                                  "binary convolutions must pad with -1 (QConv2D does)")
+        kernel = _pair(a.get("kernel"), (1, 1))
+        stride = _pair(a.get("stride"), (1, 1))
+        dilation = _pair(a.get("dilate"), (1, 1))
+        groups = int(a.get("num_group", 1))
+        cout = int(a["num_filter"])
+        # data path: [Pad(-1)] -> Convolution
+        src = cn["inputs"][0]
+        pad = (0, 0)
+        if src[0] in members:
+            pn = g.nodes[src[0]]
+            pa = _node_attrs(pn)
+            pw = tuple(pa.get("pad_width", ()))
+            if (pn["op"] != "Pad" or pa.get("mode", "constant") != "constant" or len(pw) != 8
+                    or any(pw[:4]) or pw[4] != pw[5] or pw[6] != pw[7]):
+                raise ConversionError(f"binary conv {name!r}: unsupported input transform "
+                                      f"{pn['op']} {pa}")
+            if float(pa.get("constant_value", 0.0)) != -1.0:
+                raise ConversionError(f"binary conv {name!r} pads with "
+                                      f"{pa.get('constant_value', 0)}: only -1 padding is "
+                                      "representable after bit-packing")
+            pad = (int(pw[4]), int(pw[6]))
+            src = pn["inputs"][0]
+            if src[0] in members:
+                raise ConversionError(f"binary conv {name!r}: unsupported input transform "
+                                      f"{g.nodes[src[0]]['op']}")
+        data = src
+        if g.is_param(data[0]):
+            raise ConversionError(f"binary conv {name!r}: its input is a parameter")
+        # weight path: must compute exactly sign(W) from a stored parameter
+        wsrc = cn["inputs"][1]
+        wparams = [e for e in ext if g.is_param(e[0])]
+        if len(wparams) != 1:
+            raise ConversionError(f"binary conv {name!r}: expected one weight parameter, found "
+                                  f"{[g.nodes[e[0]]['name'] for e in wparams]}")
+        W = g.params[g.nodes[wparams[0][0]]["name"]]
+        if W.ndim != 4 or W.shape[0] != cout:
+            raise ConversionError(f"binary conv {name!r}: weight shape {W.shape} does not match")
+        if wsrc[0] in members:
+            wmembers = self._ancestors(wsrc[0], members)
+            wq = g.eval_subgraph(wmembers, {wparams[0]: W}, (wsrc[0], wsrc[1]))
+        else:
+            wq = W
+        if not np.array_equal(wq, _sign_np(W)):
+            raise ConversionError(f"QConv2D {name!r} does not binarize its weights with "
+                                  "sign(w) (k-bit weights?): only 1-bit weights can be packed")
+        # output path: an affine map of the conv result (offset form, no_offset, 'weight'
+        # scaling), optionally followed by ReLU.
+        activation = None
+        post_out = out
+        on = g.nodes[out]
+        if on["op"] in ("Activation", "relu") and out != ci:
+            if on["op"] == "Activation" and _node_attrs(on).get("act_type") != "relu":
+                raise ConversionError(f"QConv2D {name!r}: activation "
+                                      f"{_node_attrs(on).get('act_type')!r} is not supported")
+            activation = "relu"
+            post_out = on["inputs"][0][0]
+        cshape = g.shape(ci)
+        if post_out == ci:
+            a_c = np.ones(cout, np.float32)
+            b_c = np.zeros(cout, np.float32)
+        else:
+            # the nodes computing the output from the conv result, the traversal stopping at
+            # the conv; they may read stored parameters (the weight for K or mean|W|) only
+            post_all = self._ancestors_stop(post_out, members, stop=ci)
+            feeds_extra = {}
+            for i in sorted(post_all):
+                for s in g.nodes[i]["inputs"]:
+                    if s[0] in post_all or s[0] == ci:
+                        continue
+                    if g.is_param(s[0]):
+                        feeds_extra[(s[0], s[1])] = g.params[g.nodes[s[0]]["name"]]
+                        continue
+                    raise ConversionError(f"QConv2D {name!r}: its output depends on the input "
+                                          "other than through the convolution (XNOR-Net style "
+                                          "input scaling is not supported)")
+
+            def f(c):
+                fd = dict(feeds_extra)
+                fd[(ci, 0)] = c
+                return g.eval_subgraph(post_all, fd, (post_out, 0))
+            shp = (1, cout, 1, 1)
+            try:
+                y0 = f(np.zeros(shp, np.float32))
+                y1 = f(np.ones(shp, np.float32))
+                r = np.random.RandomState(1).randint(-50, 50, size=shp).astype(np.float32)
+                yr = f(r)
+            except ConversionError:
+                raise
+            except Exception as e:
+                raise ConversionError(f"QConv2D {name!r}: cannot analyse its output transform "
+                                      f"({str(e).strip().splitlines()[0] if str(e).strip() else e})") from None
+            if y0.shape != shp:
+                raise ConversionError(f"QConv2D {name!r}: its output is not per channel")
+            b_c = y0.reshape(-1)
+            a_c = (y1 - y0).reshape(-1)
+            if not np.allclose(yr.reshape(-1), a_c * r.reshape(-1) + b_c, rtol=1e-5, atol=1e-4):
+                raise ConversionError(f"QConv2D {name!r}: its output is not an affine function of "
+                                      "the convolution; cannot convert")
+        cin = W.shape[1] * groups
+        K = W.shape[1] * kernel[0] * kernel[1]
+        # y = a*dot + b, dot = 2*match - K  ->  y = 2a*match + (b - a*K)
+        scale = (2.0 * a_c.astype(np.float64))
+        shift = (b_c.astype(np.float64) - a_c.astype(np.float64) * K)
+        return _Op("bconv", name, [self._ref(data)], g.shape(out), W=W, cin=cin, cout=cout,
+                   kernel=kernel, stride=stride, pad=pad, dilation=dilation, groups=groups,
+                   scale=scale, shift=shift, activation=activation, conv_shape=cshape)
+
+    def _ancestors(self, nid, members, include_self=True):
+        res, stack = set(), [nid]
+        while stack:
+            i = stack.pop()
+            if i in res or i not in members:
+                continue
+            res.add(i)
+            for s in self.g.nodes[i]["inputs"]:
+                stack.append(s[0])
+        if not include_self:
+            res.discard(nid)
+        return res
+
+    def _ancestors_stop(self, nid, members, stop):
+        res, stack = set(), [nid]
+        while stack:
+            i = stack.pop()
+            if i in res or i not in members or i == stop:
+                continue
+            res.add(i)
+            for s in self.g.nodes[i]["inputs"]:
+                stack.append(s[0])
+        return res
+
+    # -- standard operators -----------------------------------------------------------------
+
+    def _translate(self, i, n):
+        g = self.g
+        op = n["op"]
+        a = _node_attrs(n)
+        shp = g.shape(i)
+        name = n["name"]
+        ins = n["inputs"]
+        if op in ("Dropout", "_copy", "identity", "BlockGrad", "stop_gradient"):
+            return _Op("alias", name, [self._ref(ins[0])], shp)
+        if op == "Convolution":
+            if a.get("layout", "NCHW") not in (None, "NCHW"):
+                raise ConversionError(f"{name!r}: layout {a.get('layout')} is not supported")
+            if len(_pair(a.get("kernel"), (1, 1))) != 2:
+                raise ConversionError(f"{name!r}: only 2-D convolutions are supported")
+            W = self._param(n, 1, "weight")
+            b = None if a.get("no_bias", False) else self._param(n, 2, "bias")
+            return _Op("conv", name, [self._ref(ins[0])], shp, W=W.copy(),
+                       b=None if b is None else b.copy(), cout=int(a["num_filter"]),
+                       kernel=_pair(a.get("kernel"), (1, 1)), stride=_pair(a.get("stride"), (1, 1)),
+                       pad=_pair(a.get("pad"), (0, 0)), dilation=_pair(a.get("dilate"), (1, 1)),
+                       groups=int(a.get("num_group", 1)), activation=None)
+        if op == "BatchNorm":
+            if int(a.get("axis", 1)) != 1:
+                raise ConversionError(f"BatchNorm {name!r} on axis {a.get('axis')}: only axis 1")
+            gamma = self._param(n, 1, "gamma").astype(np.float64)
+            beta = self._param(n, 2, "beta").astype(np.float64)
+            mean = self._param(n, 3, "running mean").astype(np.float64)
+            var = self._param(n, 4, "running var").astype(np.float64)
+            if a.get("fix_gamma", True):  # MXNet's default is fix_gamma=True: gamma is 1
+                gamma = np.ones_like(gamma)
+            eps = float(a.get("eps", 1e-3))
+            scale = gamma / np.sqrt(var + eps)
+            shift = beta - mean * scale
+            return _Op("affine", name, [self._ref(ins[0])], shp, scale=scale, shift=shift,
+                       activation=None)
+        if op in ("Activation", "relu"):
+            act = a.get("act_type", "relu") if op == "Activation" else "relu"
+            if act != "relu":
+                raise ConversionError(f"activation {act!r} ({name!r}) is not supported "
+                                      "(only relu)")
+            return _Op("relu", name, [self._ref(ins[0])], shp)
+        if op == "Pooling":
+            return self._pool(i, n, a, shp)
+        if op in ("Concat", "concat"):
+            if int(a.get("dim", 1)) != 1:
+                raise ConversionError(f"concat {name!r} along dim {a.get('dim')}: only channels")
+            return _Op("concat", name, [self._ref(s) for s in ins], shp)
+        if op in ("elemwise_add", "_plus", "_Plus", "broadcast_add", "_add", "broadcast_plus"):
+            s0, s1 = g.shape(*ins[0][:2]), g.shape(*ins[1][:2])
+            if s0 != s1:
+                raise ConversionError(f"{op} {name!r} of shapes {s0} and {s1}: broadcasting "
+                                      "additions are not supported")
+            return _Op("add", name, [self._ref(s) for s in ins], shp)
+        if op == "add_n" and len(ins) == 2:
+            return _Op("add", name, [self._ref(s) for s in ins], shp)
+        if op == "FullyConnected":
+            W = self._param(n, 1, "weight")
+            b = None if a.get("no_bias", False) else self._param(n, 2, "bias")
+            ishape = g.shape(*ins[0][:2])
+            if not a.get("flatten", True) and len(ishape) != 2:
+                raise ConversionError(f"FullyConnected {name!r} with flatten=False on a "
+                                      f"{len(ishape)}-D input is not supported")
+            return _Op("dense", name, [self._ref(ins[0])], shp, W=W.reshape(W.shape[0], -1).copy(),
+                       b=None if b is None else b.copy(), units=int(a["num_hidden"]))
+        if op in ("Flatten", "flatten"):
+            return _Op("flatten", name, [self._ref(ins[0])], shp)
+        if op == "slice_axis":
+            ishape = g.shape(*ins[0][:2])
+            axis = int(a["axis"])
+            axis = axis + len(ishape) if axis < 0 else axis
+            begin, end = a.get("begin", 0), a.get("end")
+            c = ishape[axis]
+            begin = int(begin) + c if int(begin) < 0 else int(begin)
+            end = c if end is None else (int(end) + c if int(end) < 0 else int(end))
+            return _Op("slice", name, [self._ref(ins[0])], shp, axis=axis, begin=begin, end=end,
+                       in_shape=ishape)
+        if op in ("Reshape", "reshape"):
+            return _Op("reshape", name, [self._ref(ins[0])], shp,
+                       in_shape=g.shape(*ins[0][:2]))
+        if op in ("transpose", "SwapAxis", "swapaxes"):
+            nd_ = len(g.shape(*ins[0][:2]))
+            if op == "transpose":
+                axes = tuple(a.get("axes") or tuple(reversed(range(nd_))))
+            else:
+                d1, d2 = int(a.get("dim1", 0)), int(a.get("dim2", 0))
+                ax = list(range(nd_))
+                ax[d1], ax[d2] = ax[d2], ax[d1]
+                axes = tuple(ax)
+            return _Op("transpose", name, [self._ref(ins[0])], shp, axes=axes)
+        raise ConversionError(f"unsupported operator {op!r} (node {name!r}); the converter "
+                              "handles bmx.nn binary layers, Conv2D, BatchNorm, ReLU, pooling, "
+                              "concat, add, channel shuffle, Dense and Flatten")
+
+    def _pool(self, i, n, a, shp):
+        g = self.g
+        name = n["name"]
+        ptype = a.get("pool_type", "max")
+        if ptype not in ("max", "avg"):
+            raise ConversionError(f"pooling {ptype!r} ({name!r}) is not supported")
+        if a.get("layout") not in (None, "NCHW"):
+            raise ConversionError(f"pooling {name!r}: layout {a.get('layout')} not supported")
+        ishape = g.shape(*n["inputs"][0][:2])
+        glob = bool(a.get("global_pool", False))
+        kernel = _pair(a.get("kernel"), (1, 1))
+        stride = _pair(a.get("stride"), (1, 1))
+        pad = _pair(a.get("pad"), (0, 0))
+        if glob:
+            kernel, stride, pad = tuple(ishape[2:]), (1, 1), (0, 0)
+        else:
+            conv = a.get("pooling_convention", "valid")
+            valid = tuple((ishape[2 + d] + 2 * pad[d] - kernel[d]) // stride[d] + 1 for d in (0, 1))
+            if conv not in ("valid", "full") or tuple(shp[2:]) != valid:
+                raise ConversionError(f"pooling {name!r} uses pooling_convention={conv!r} with "
+                                      f"partial windows ({ishape[2:]} -> {shp[2:]}); only the "
+                                      "'valid' (floor) output size is supported")
+        return _Op("pool", name, [self._ref(n["inputs"][0])], shp, type=ptype, kernel=kernel,
+                   stride=stride, pad=pad, glob=glob,
+                   count_include_pad=bool(a.get("count_include_pad", True)))
+
+
+# ----------------------------------------------------------------------------------------
+# Rewrites and fusions on the IR
+# ----------------------------------------------------------------------------------------
+
+class _IR:
+    def __init__(self, b):
+        self.ops = {k: v for k, v in b.ops.items() if v.kind != "alias"}
+        self.order = [k for k in b.order if k in self.ops]
+        self.output = b.output
+        self.input = [k for k in self.order if self.ops[k].kind == "input"][0]
+
+    def consumers(self):
+        c = {k: [] for k in self.ops}
+        for k in self.order:
+            for i in self.ops[k].inputs:
+                c[i].append(k)
+        return c
+
+    def sole_consumer(self, k, cons):
+        if k == self.output or len(cons[k]) != 1:
+            return None
+        return cons[k][0]
+
+    def replace(self, old, new):
+        """Make every user of ``old`` use ``new`` and drop ``old``."""
+        for k in self.order:
+            op = self.ops[k]
+            op.inputs = [new if i == old else i for i in op.inputs]
+        if self.output == old:
+            self.output = new
+        del self.ops[old]
+        self.order.remove(old)
+
+    def prune(self):
+        live, stack = set(), [self.output]
+        while stack:
+            k = stack.pop()
+            if k in live:
+                continue
+            live.add(k)
+            stack.extend(self.ops[k].inputs)
+        live.add(self.input)
+        self.order = [k for k in self.order if k in live]
+        self.ops = {k: self.ops[k] for k in self.order}
+
+    def run(self):
+        self.patterns()
+        self.fuse()
+        self.prune()
+        self.check()
+        return self
+
+    def patterns(self):
+        cons = self.consumers()
+        # channel shuffle: reshape (N,C,H,W)->(N,g,C/g,H,W), swap axes 1,2, reshape back
+        for k in list(self.order):
+            op = self.ops.get(k)
+            if op is None or op.kind != "reshape":
+                continue
+            src_shape = op.attrs["in_shape"]
+            if len(op.shape) == 2 and len(src_shape) == 4 and src_shape[2:] == (1, 1) \
+                    and op.shape[1] == src_shape[1]:
+                op.kind = "flatten"
+                continue
+            t = self.sole_consumer(k, cons)
+            if (len(src_shape) != 4 or len(op.shape) != 5 or t is None
+                    or self.ops[t].kind != "transpose"
+                    or self.ops[t].attrs["axes"] != (0, 2, 1, 3, 4)):
+                continue
+            r2 = self.sole_consumer(t, cons)
+            if r2 is None or self.ops[r2].kind != "reshape" or self.ops[r2].shape != src_shape:
+                continue
+            n_, c, h, w = src_shape
+            gsz = op.shape[1]
+            if op.shape != (n_, gsz, c // gsz, h, w) or gsz * (c // gsz) != c:
+                continue
+            shuf = self.ops[r2]
+            shuf.kind = "shuffle"
+            shuf.attrs = {"groups": gsz}
+            shuf.inputs = list(op.inputs)
+            cons = self.consumers()
+        cons = self.consumers()
+        # MeliusNet: concat(slice(x, 0, C-k), slice(x, C-k, C) + y) -> AddToLastChannels(x, y)
+        for k in list(self.order):
+            op = self.ops.get(k)
+            if op is None or op.kind != "concat" or len(op.inputs) != 2:
+                continue
+            s0, ad = self.ops[op.inputs[0]], self.ops[op.inputs[1]]
+            if s0.kind != "slice" or ad.kind != "add" or s0.attrs["axis"] != 1:
+                continue
+            x = s0.inputs[0]
+            C = s0.attrs["in_shape"][1]
+            for j in (0, 1):
+                s1, y = self.ops[ad.inputs[j]], ad.inputs[1 - j]
+                if (s1.kind == "slice" and s1.inputs[0] == x and s1.attrs["axis"] == 1
+                        and s0.attrs["begin"] == 0 and s0.attrs["end"] == s1.attrs["begin"]
+                        and s1.attrs["end"] == C and self.ops[y].shape == s1.shape):
+                    op.kind = "add_last"
+                    op.inputs = [x, y]
+                    break
+        self.prune()
+        for k in self.order:
+            op = self.ops[k]
+            if op.kind in ("slice", "reshape", "transpose"):
+                raise ConversionError(f"unsupported use of {op.kind} ({op.name!r}): only channel "
+                                      "shuffle, flatten and MeliusNet's add-to-last-channels "
+                                      "patterns are supported")
+
+    def fuse(self):
+        changed = True
+        while changed:
+            changed = False
+            cons = self.consumers()
+            for k in list(self.order):
+                op = self.ops.get(k)
+                if op is None:
+                    continue
+                # BN + sign -> per-channel thresholds of the Sign op (exact up to rounding)
+                if op.kind == "sign" and op.attrs["scale"] is None:
+                    src = self.ops[op.inputs[0]]
+                    if src.kind == "affine" and src.attrs["activation"] is None:
+                        op.attrs["scale"] = src.attrs["scale"].copy()
+                        op.attrs["shift"] = src.attrs["shift"].copy()
+                        op.inputs = list(src.inputs)
+                        changed = True
+                        break
+                nxt = self.sole_consumer(k, cons)
+                if nxt is None:
+                    continue
+                nop = self.ops[nxt]
+                if nop.kind == "affine" and op.kind in ("conv", "bconv") \
+                        and op.attrs["activation"] is None and nop.attrs["activation"] is None:
+                    s, t = nop.attrs["scale"], nop.attrs["shift"]
+                    if op.kind == "conv":  # BN into float conv weights and bias
+                        W = op.attrs["W"].astype(np.float64) * s.reshape(-1, 1, 1, 1)
+                        b = op.attrs["b"].astype(np.float64) if op.attrs["b"] is not None else 0.0
+                        op.attrs["W"] = W.astype(np.float32)
+                        op.attrs["b"] = (b * s + t).astype(np.float32)
+                    else:  # BN into binary conv scale/shift (with the (conv+K)/2 offset)
+                        op.attrs["scale"] = op.attrs["scale"] * s
+                        op.attrs["shift"] = op.attrs["shift"] * s + t
+                    op.shape = nop.shape
+                    self.replace(nxt, k)
+                    changed = True
+                    break
+                if nop.kind == "relu" and op.kind in ("conv", "bconv", "affine") \
+                        and op.attrs["activation"] is None:
+                    op.attrs["activation"] = "relu"
+                    self.replace(nxt, k)
+                    changed = True
+                    break
+
+    def check(self):
+        for k in self.order:
+            op = self.ops[k]
+            for i in op.inputs:
+                src = self.ops[i]
+                if op.kind == "bconv":
+                    if src.kind != "sign":
+                        raise ConversionError(f"binary conv {op.name!r} gets a real-valued input "
+                                              f"from {src.name!r} ({src.kind}); it needs a sign "
+                                              "(QActivation) before it")
+                elif src.kind == "sign":
+                    raise ConversionError(f"binarized value {src.name!r} feeds {op.name!r} "
+                                          f"({op.kind}); only binary convolutions read bits")
+        if self.ops[self.output].kind == "sign":
+            raise ConversionError("the network output is a binarized value")
+
+
+# ----------------------------------------------------------------------------------------
+# Serialization
+# ----------------------------------------------------------------------------------------
+
+def _fvec(b, arr):
+    return b.CreateNumpyVector(np.ascontiguousarray(arr, dtype="<f4").reshape(-1))
+
+
+def _ivec(b, vals):
+    return b.CreateNumpyVector(np.asarray(vals, dtype="<i4").reshape(-1))
+
+
+def _bytes(b, data, align=WEIGHT_ALIGN):
+    data = bytes(data)
+    b.StartVector(1, len(data), align)
+    b.head = b.head - len(data)
+    b.Bytes[b.head:b.head + len(data)] = data
+    b.vectorNumElems = len(data)
+    return b.EndVector()
+
+
+def pack_binary_weight(W, groups=1):
+    """Bit-pack a binary conv weight [C_out, C_in/groups, KH, KW] into the file layout
+    [C_out, KH, KW, words_for_bits(C_in/groups)] of little-endian uint64 words."""
+    Wt = np.transpose(np.asarray(W), (0, 2, 3, 1))  # C_out, KH, KW, C_in/groups
+    return pack_bits(Wt, axis=-1).astype("<u8")
+
+
+def _serialize(ir, num_classes, producer, mean, std):
+    import flatbuffers
+    from .fb import (Add, AddToLastChannels, Affine, BinaryConv2D, ChannelShuffle, Concat,
+                     Conv2D, Dense, Flatten, Model, Op, Pool2D, Relu, Sign, Value)
+    from .fb.Activation import Activation as A
+    from .fb.OpOptions import OpOptions as OO
+    from .fb.PoolType import PoolType
+    from .fb.ValueKind import ValueKind
+
+    b = flatbuffers.Builder(1 << 20)
+    vidx = {k: j for j, k in enumerate(ir.order)}
+    act = {None: A.None_ if hasattr(A, "None_") else 0, "relu": A.Relu}
+
+    op_offsets = []
+    for k in ir.order:
+        op = ir.ops[k]
+        if op.kind == "input":
+            continue
+        at = op.attrs
+        kind = op.kind
+        if kind == "conv":
+            w = _bytes(b, np.ascontiguousarray(at["W"], "<f4").tobytes())
+            bias = _bytes(b, np.ascontiguousarray(at["b"], "<f4").tobytes()) \
+                if at["b"] is not None else None
+            kern, strd, pad, dil = (_ivec(b, at[x]) for x in ("kernel", "stride", "pad", "dilation"))
+            Conv2D.Start(b)
+            Conv2D.AddOutChannels(b, at["cout"])
+            Conv2D.AddKernel(b, kern)
+            Conv2D.AddStride(b, strd)
+            Conv2D.AddPad(b, pad)
+            Conv2D.AddDilation(b, dil)
+            Conv2D.AddGroups(b, at["groups"])
+            Conv2D.AddWeight(b, w)
+            if bias is not None:
+                Conv2D.AddBias(b, bias)
+            Conv2D.AddActivation(b, act[at["activation"]])
+            opt, ot = Conv2D.End(b), OO.Conv2D
+        elif kind == "bconv":
+            w = _bytes(b, pack_binary_weight(at["W"], at["groups"]).tobytes())
+            sc, sh = _fvec(b, at["scale"]), _fvec(b, at["shift"])
+            kern, strd, pad, dil = (_ivec(b, at[x]) for x in ("kernel", "stride", "pad", "dilation"))
+            BinaryConv2D.Start(b)
+            BinaryConv2D.AddOutChannels(b, at["cout"])
+            BinaryConv2D.AddInChannels(b, at["cin"])
+            BinaryConv2D.AddKernel(b, kern)
+            BinaryConv2D.AddStride(b, strd)
+            BinaryConv2D.AddPad(b, pad)
+            BinaryConv2D.AddDilation(b, dil)
+            BinaryConv2D.AddGroups(b, at["groups"])
+            BinaryConv2D.AddWeightBits(b, w)
+            BinaryConv2D.AddScale(b, sc)
+            BinaryConv2D.AddShift(b, sh)
+            BinaryConv2D.AddActivation(b, act[at["activation"]])
+            opt, ot = BinaryConv2D.End(b), OO.BinaryConv2D
+        elif kind == "sign":
+            sc = _fvec(b, at["scale"]) if at["scale"] is not None else None
+            sh = _fvec(b, at["shift"]) if at["shift"] is not None else None
+            Sign.Start(b)
+            if sc is not None:
+                Sign.AddScale(b, sc)
+                Sign.AddShift(b, sh)
+            opt, ot = Sign.End(b), OO.Sign
+        elif kind == "affine":
+            sc, sh = _fvec(b, at["scale"]), _fvec(b, at["shift"])
+            Affine.Start(b)
+            Affine.AddScale(b, sc)
+            Affine.AddShift(b, sh)
+            Affine.AddActivation(b, act[at["activation"]])
+            opt, ot = Affine.End(b), OO.Affine
+        elif kind == "relu":
+            Relu.Start(b)
+            opt, ot = Relu.End(b), OO.Relu
+        elif kind == "pool":
+            kern, strd, pad = (_ivec(b, at[x]) for x in ("kernel", "stride", "pad"))
+            Pool2D.Start(b)
+            Pool2D.AddType(b, PoolType.Max if at["type"] == "max" else PoolType.Avg)
+            Pool2D.AddKernel(b, kern)
+            Pool2D.AddStride(b, strd)
+            Pool2D.AddPad(b, pad)
+            Pool2D.AddCountIncludePad(b, at["count_include_pad"])
+            Pool2D.AddGlobal_(b, at["glob"])
+            opt, ot = Pool2D.End(b), OO.Pool2D
+        elif kind == "concat":
+            Concat.Start(b)
+            opt, ot = Concat.End(b), OO.Concat
+        elif kind == "add":
+            Add.Start(b)
+            opt, ot = Add.End(b), OO.Add
+        elif kind == "add_last":
+            AddToLastChannels.Start(b)
+            opt, ot = AddToLastChannels.End(b), OO.AddToLastChannels
+        elif kind == "shuffle":
+            ChannelShuffle.Start(b)
+            ChannelShuffle.AddGroups(b, at["groups"])
+            opt, ot = ChannelShuffle.End(b), OO.ChannelShuffle
+        elif kind == "dense":
+            w = _bytes(b, np.ascontiguousarray(at["W"], "<f4").tobytes())
+            bias = _bytes(b, np.ascontiguousarray(at["b"], "<f4").tobytes()) \
+                if at["b"] is not None else None
+            Dense.Start(b)
+            Dense.AddUnits(b, at["units"])
+            Dense.AddWeight(b, w)
+            if bias is not None:
+                Dense.AddBias(b, bias)
+            opt, ot = Dense.End(b), OO.Dense
+        elif kind == "flatten":
+            Flatten.Start(b)
+            opt, ot = Flatten.End(b), OO.Flatten
+        else:  # pragma: no cover - the IR only holds the kinds above
+            raise ConversionError(f"internal: no serializer for {kind}")
+        name = b.CreateString(op.name)
+        ins = _ivec(b, [vidx[i] for i in op.inputs])
+        outs = _ivec(b, [vidx[k]])
+        Op.Start(b)
+        Op.AddName(b, name)
+        Op.AddOptionsType(b, ot)
+        Op.AddOptions(b, opt)
+        Op.AddInputs(b, ins)
+        Op.AddOutputs(b, outs)
+        op_offsets.append(Op.End(b))
+
+    val_offsets = []
+    for k in ir.order:
+        op = ir.ops[k]
+        name = b.CreateString(op.name)
+        shp = _ivec(b, (1,) + tuple(op.shape[1:]))
+        Value.Start(b)
+        Value.AddName(b, name)
+        Value.AddShape(b, shp)
+        Value.AddKind(b, ValueKind.Bits if op.kind == "sign" else ValueKind.Float)
+        val_offsets.append(Value.End(b))
+
+    def table_vec(offsets, start):
+        start(b, len(offsets))
+        for o in reversed(offsets):
+            b.PrependUOffsetTRelative(o)
+        return b.EndVector()
+
+    ops_vec = table_vec(op_offsets, Model.StartOpsVector)
+    vals_vec = table_vec(val_offsets, Model.StartValuesVector)
+    ins_vec = _ivec(b, [vidx[ir.input]])
+    outs_vec = _ivec(b, [vidx[ir.output]])
+    prod = b.CreateString(producer)
+    mean_vec = _fvec(b, mean) if mean is not None else None
+    std_vec = _fvec(b, std) if std is not None else None
+    Model.Start(b)
+    Model.AddVersion(b, FORMAT_VERSION)
+    Model.AddProducer(b, prod)
+    Model.AddValues(b, vals_vec)
+    Model.AddInputs(b, ins_vec)
+    Model.AddOutputs(b, outs_vec)
+    Model.AddOps(b, ops_vec)
+    Model.AddNumClasses(b, int(num_classes))
+    if mean_vec is not None:
+        Model.AddMean(b, mean_vec)
+    if std_vec is not None:
+        Model.AddStd(b, std_vec)
+    root = Model.End(b)
+    b.Finish(root, file_identifier=FILE_IDENTIFIER)
+    return bytes(b.Output())
+
+
+def _write_atomic(path, data):
+    path = os.fspath(path)
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".bmx.tmp", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# ----------------------------------------------------------------------------------------
+# Public API
+# ----------------------------------------------------------------------------------------
+
+def _check_shape(input_shape):
+    try:
+        shp = tuple(int(d) for d in input_shape)
+    except (TypeError, ValueError):
+        raise ConversionError(f"input_shape must be (N, C, H, W) integers, got {input_shape!r}") from None
+    if len(shp) != 4 or any(d < 1 for d in shp):
+        raise ConversionError(f"input_shape must be (N, C, H, W) with positive sizes, got {shp}")
+    return shp
+
+
+def _finish(g, input_shape, path, producer, mean, std):
+    ir = _IR(_Builder(g).build()).run()
+    out_shape = ir.ops[ir.output].shape
+    num_classes = int(np.prod(out_shape[1:]))
+    if len(out_shape) != 2:
+        raise ConversionError(f"the network output has shape {out_shape}; expected "
+                              "(N, classes) logits")
+    data = _serialize(ir, num_classes, producer, mean, std)
+    if path is not None:
+        _write_atomic(path, data)
+    return data
+
+
+def convert(net=None, input_shape=(1, 3, 224, 224), path=None, *, symbol_file=None,
+            params_file=None, producer=None, mean=None, std=None):
+    """Convert a Gluon network into a bmx model file (Bethge et al., BMXNet 2, 2019).
+
+    Parameters
+    ----------
+    net : mxnet.gluon.HybridBlock, optional
+        A network of :mod:`bmx.nn` binary layers and the Gluon layers the zoo uses, with
+        initialized (trained) parameters. Omit it to convert an exported pair instead.
+    input_shape : tuple of int
+        ``(N, C, H, W)`` used for shape inference; the file records ``(1, C, H, W)``.
+    path : str or os.PathLike, optional
+        Also write the file there (atomically: temp file + rename).
+    symbol_file, params_file : str, optional
+        The ``-symbol.json`` and ``-0000.params`` written by ``net.export``.
+    producer : str, optional
+        Producer string recorded in the file (default ``"bmx <version> (<model name>)"``).
+    mean, std : sequence of float, optional
+        Input normalisation recorded for users of the file (not applied by the engine).
+
+    Returns
+    -------
+    bytes
+        The FlatBuffers model (``docs/model-format.md``).
+
+    Raises
+    ------
+    ConversionError
+        (a ValueError) naming the layer or operator that cannot be converted.
+    """
+    shp = _check_shape(input_shape)
+    if net is not None and (symbol_file is not None or params_file is not None):
+        raise ConversionError("give either a network or symbol_file/params_file, not both")
+    if net is None:
+        if symbol_file is None or params_file is None:
+            raise ConversionError("give a network, or both symbol_file and params_file")
+        return convert_symbol(symbol_file, params_file, shp, path, producer=producer,
+                              mean=mean, std=std)
+    g = _net_graph(net, shp)
+    name = getattr(net, "model_name", None) or net.name
+    producer = producer or f"bmx {__version__} ({name})"
+    return _finish(g, shp, path, producer, mean, std)
+
+
+def convert_symbol(symbol_file, params_file, input_shape=(1, 3, 224, 224), path=None, *,
+                   producer=None, mean=None, std=None):
+    """Convert an exported ``-symbol.json`` + ``.params`` pair (see :func:`convert`)."""
+    shp = _check_shape(input_shape)
+    g = _symbol_graph(os.fspath(symbol_file), os.fspath(params_file), shp)
+    base = os.path.basename(os.fspath(symbol_file))
+    base = base[:-len("-symbol.json")] if base.endswith("-symbol.json") else base
+    producer = producer or f"bmx {__version__} ({base})"
+    return _finish(g, shp, path, producer, mean, std)
+
+
+def float_size_bytes(params):
+    """float32 size of the parameters a float deployment stores (BatchNorm running statistics
+    excluded, as in the papers' size rule): ``4 * sum(sizes)``."""
+    n = 0
+    for name, arr in params.items():
+        if name.endswith(("_running_mean", "_running_var")):
+            continue
+        n += int(np.prod(arr.shape))
+    return 4 * n
+
+
+# ----------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise _UsageError(message)
+
+
+def _parse_shape(s):
+    try:
+        shp = tuple(int(x) for x in s.replace("x", ",").split(","))
+    except ValueError:
+        raise _UsageError(f"bad --input-shape {s!r}: expected N,C,H,W integers, e.g. 1,3,224,224") from None
+    if len(shp) != 4 or any(d < 1 for d in shp):
+        raise _UsageError(f"bad --input-shape {s!r}: expected four positive integers N,C,H,W")
+    return shp
+
+
+def _mib(n):
+    return n / float(1 << 20)
+
+
+def _run(argv):
+    p = _Parser(prog="bmx-convert",
+                description="Convert a bmx Gluon model into a packed .bmx file.")
+    p.add_argument("model", nargs="?", help="model zoo name, e.g. binarydensenet28")
+    p.add_argument("--params", help="parameters (.params from save_parameters, or the "
+                                    "exported -0000.params with --symbol)")
+    p.add_argument("--symbol", help="exported -symbol.json (instead of a zoo name)")
+    p.add_argument("-o", "--output", help="output .bmx file")
+    p.add_argument("--input-shape", default=None, help="N,C,H,W (default 1,3,224,224)")
+    p.add_argument("--classes", type=int, default=None, help="number of classes (zoo models)")
+    p.add_argument("--stem", default=None, help="stem variant (zoo models)")
+    args = p.parse_args(argv)
+    shp = _parse_shape(args.input_shape) if args.input_shape else (1, 3, 224, 224)
+    if args.output is None:
+        raise _UsageError("missing -o/--output")
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(out_dir):
+        raise _UsageError(f"output directory {out_dir} does not exist")
+    if args.symbol is not None:
+        if args.model is not None:
+            raise _UsageError("give either a model name or --symbol, not both")
+        if args.classes is not None or args.stem is not None:
+            raise _UsageError("--classes and --stem apply to zoo models, not to --symbol")
+        if args.params is None:
+            raise _UsageError("--symbol needs --params (the exported -0000.params)")
+        for f in (args.symbol, args.params):
+            if not os.path.isfile(f):
+                raise _UsageError(f"file not found: {f}")
+        g = _symbol_graph(args.symbol, args.params, shp)
+        params = g.params
+        data = convert_symbol(args.symbol, args.params, shp, args.output)
+    else:
+        if args.model is None:
+            raise _UsageError("give a model zoo name or --symbol")
+        if args.params is not None and not os.path.isfile(args.params):
+            raise _UsageError(f"file not found: {args.params}")
+        if args.classes is not None and args.classes < 1:
+            raise _UsageError(f"--classes must be >= 1, got {args.classes}")
+        from . import model_zoo
+        kw = {}
+        if args.classes is not None:
+            kw["classes"] = args.classes
+        if args.stem is not None:
+            kw["stem"] = args.stem
+        try:
+            net = model_zoo.get_model(args.model, **kw)
+        except (ValueError, KeyError, TypeError) as e:
+            raise _UsageError(f"cannot build model {args.model!r}: "
+                              f"{str(e).strip().splitlines()[0] if str(e).strip() else e}") from None
+        if args.params is not None:
+            try:
+                net.load_parameters(args.params)
+            except Exception as e:
+                raise _UsageError(f"cannot load {args.params} into {args.model}: "
+                                  f"{str(e).strip().splitlines()[0] if str(e).strip() else e}") from None
+        else:
+            print(f"bmx-convert: warning: no --params, converting freshly initialized "
+                  f"{args.model} weights", file=sys.stderr)
+            import mxnet as mx
+            from .model_zoo.common import default_initializer
+            net.initialize(default_initializer())
+            net(mx.nd.zeros(shp))
+        data = convert(net, shp, args.output)
+        params = {p.name: p.data().asnumpy() for p in net.collect_params().values()}
+    fsize = float_size_bytes(params)
+    print(f"float32 size: {_mib(fsize):.3f} MiB; packed size: {_mib(len(data)):.3f} MiB "
+          f"({len(data)} bytes); ratio {fsize / max(len(data), 1):.2f}x -> {args.output}")
+    return 0
+
+
+def main(argv=None):
+    """Entry point of ``bmx-convert``; returns 2 with a one-line reason on bad input."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _run(argv)
+    except (_UsageError, ConversionError, FileNotFoundError, OSError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"bmx-convert: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
