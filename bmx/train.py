@@ -1,0 +1,776 @@
+"""``bmx-train``: train binary networks from scratch (no full-precision pretraining).
+
+Bethge et al., "Back to Simplicity: How to Train Accurate BNNs from Scratch?" (2019):
+Adam/RAdam, cosine decay, He-normal init, no weight decay on binary weights and
+BatchNorm, gradient-cancelling threshold 1.3 (spec section 6). See docs/training.md.
+
+Examples
+--------
+    bmx-train --model binarydensenet28 --dataset imagenet --data-dir /data/imagenet \\
+        --epochs 120 --batch-size 256 --optimizer radam --lr 0.002
+    bmx-train --model "binarydensenet_flex:block_config=(2,2,2),growth_rate=32,reduction=2" \\
+        --dataset digits
+    bmx-launch -n 2 -- bmx-train --kvstore dist_sync --dataset digits ...
+"""
+import argparse
+import ast
+import csv
+import json
+import math
+import os
+import pickle
+import random
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+__all__ = ["main", "run", "build_parser", "parse_args", "build_model", "UsageError",
+           "lr_at", "RAdam"]
+
+PROG = "bmx-train"
+CHECKPOINT = "checkpoint.json"
+#: kvstore key offset for the BatchNorm running statistics averaged across workers
+_AUX_KEY_BASE = 1 << 20
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported as one line on stderr, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _positive_int(s):
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
+    return v
+
+
+def _nonneg_int(s):
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}")
+    return v
+
+
+def _float(lo=None, hi=None, lo_open=False, hi_open=False, allow_inf=False):
+    def conv(s):
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+        if math.isnan(v) or (math.isinf(v) and not allow_inf):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {s!r}")
+        if lo is not None and (v < lo or (lo_open and v == lo)):
+            raise argparse.ArgumentTypeError(
+                f"expected a number {'>' if lo_open else '>='} {lo}, got {s!r}")
+        if hi is not None and (v > hi or (hi_open and v == hi)):
+            raise argparse.ArgumentTypeError(
+                f"expected a number {'<' if hi_open else '<='} {hi}, got {s!r}")
+        return v
+    return conv
+
+
+def _int_list(s):
+    try:
+        v = [int(x) for x in s.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated epochs, got {s!r}") from None
+    if not v:
+        raise argparse.ArgumentTypeError(f"expected comma-separated epochs, got {s!r}")
+    return v
+
+
+def build_parser():
+    from .data import DATASETS
+    p = _Parser(prog=PROG, description="Train a binary neural network from scratch "
+                "(bmx, BMXNet-v2 semantics). Outputs go to --save-dir: checkpoint.json "
+                "(+ epoch files), log.csv, curves.png, summary.json, model-symbol.json / "
+                "model-0000.params (for bmx-convert).",
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    a = p.add_argument
+    a("--model", default="binarydensenet_flex:block_config=(2,2,2),growth_rate=32,"
+      "init_features=32,reduction=2",
+      help="zoo name (e.g. binarydensenet28, meliusnet22, resnete18) or flex spec "
+           "'constructor:key=value,...' (values are Python literals)")
+    a("--dataset", default="digits", choices=DATASETS)
+    a("--data-dir", default=None, help="where the dataset files are (nothing is downloaded)")
+    a("--image-size", type=_positive_int, default=None,
+      help="input side (default per dataset: digits 16, mnist 28, cifar10 32, imagenet 224)")
+    a("--epochs", type=_positive_int, default=10)
+    a("--batch-size", type=_positive_int, default=64, help="per worker")
+    a("--optimizer", default="adam", choices=("adam", "radam", "sgd"))
+    a("--lr", type=_float(0, lo_open=True), default=0.005,
+      help="peak learning rate (spec: 0.002 per 256 images for ImageNet; scale linearly)")
+    a("--lr-mode", default="cosine", choices=("cosine", "step"))
+    a("--lr-steps", type=_int_list, default=None,
+      help="epochs at which --lr-mode step multiplies the lr by --lr-factor, e.g. 34,37")
+    a("--lr-factor", type=_float(0, 1, lo_open=True, hi_open=True), default=0.1)
+    a("--warmup-epochs", type=_float(0), default=0.0, help="linear warm-up from 0")
+    a("--wd", type=_float(0), default=0.0,
+      help="weight decay of full-precision weights (binary weights and BN: always 0)")
+    a("--momentum", type=_float(0, 1, hi_open=True), default=0.9, help="SGD momentum")
+    a("--clip-threshold", type=_float(0, allow_inf=True), default=1.3,
+      help="gradient-cancelling threshold t_clip of the sign STE")
+    a("--bits", type=_positive_int, default=1, help="weight bits of the binary layers")
+    a("--bits-a", type=_positive_int, default=1, help="activation bits of the binary layers")
+    a("--stem", default=None, choices=("imagenet", "grouped", "thumbnail"),
+      help="stem (default: thumbnail for inputs under 50 px, else the model's default)")
+    a("--kvstore", default="local", choices=("local", "device", "dist_sync"))
+    a("--num-workers", type=_nonneg_int, default=0,
+      help="data-loading worker processes (image folders / RecordIO)")
+    a("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
+      help="continue from --save-dir/checkpoint.json (or the given file/directory)")
+    a("--save-dir", default="bmx-run")
+    a("--seed", type=_nonneg_int, default=0)
+    a("--log-interval", type=_positive_int, default=10, help="batches between bar updates")
+    a("--label-smoothing", type=_float(0, 1, hi_open=True), default=0.0)
+    a("--mixup", type=_float(0), default=0.0, help="mixup Beta(alpha, alpha); 0 = off")
+    a("--teacher", default=None,
+      help="float teacher for knowledge distillation: a zoo/flex spec, a gluon model_zoo "
+           "name, or an exported NAME-symbol.json")
+    a("--teacher-params", default=None, help="parameters of --teacher")
+    a("--distill-alpha", type=_float(0, 1), default=0.5, help="weight of the teacher loss")
+    a("--distill-temperature", type=_float(0, lo_open=True), default=2.0)
+    a("--val-batch-size", type=_positive_int, default=256)
+    a("--no-plot", action="store_true", help="skip curves.png")
+    a("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def parse_args(argv=None):
+    """Parse and cross-check the command line; raises :class:`UsageError`."""
+    args = build_parser().parse_args(argv)
+    if args.lr_mode == "step" and not args.lr_steps:
+        raise UsageError("--lr-mode step needs --lr-steps (e.g. --lr-steps 34,37)")
+    if args.lr_mode == "cosine" and args.lr_steps:
+        raise UsageError("--lr-steps only applies to --lr-mode step")
+    if args.lr_steps:
+        if sorted(args.lr_steps) != args.lr_steps or len(set(args.lr_steps)) != len(args.lr_steps):
+            raise UsageError(f"--lr-steps must be increasing, got {args.lr_steps}")
+        if args.lr_steps[0] < 1 or args.lr_steps[-1] >= args.epochs:
+            raise UsageError(f"--lr-steps must lie in 1..{args.epochs - 1} (--epochs {args.epochs})")
+    if args.warmup_epochs >= args.epochs:
+        raise UsageError(f"--warmup-epochs {args.warmup_epochs:g} must be below --epochs "
+                         f"{args.epochs}")
+    for name in ("bits", "bits_a"):
+        if getattr(args, name) > 32:
+            raise UsageError(f"--{name.replace('_', '-')} must be in 1..32")
+    if (args.teacher is None) != (args.teacher_params is None):
+        raise UsageError("--teacher and --teacher-params go together")
+    if args.teacher_params is not None and not os.path.isfile(args.teacher_params):
+        raise UsageError(f"--teacher-params {args.teacher_params}: no such file")
+    if args.teacher and args.teacher.endswith("-symbol.json") and not os.path.isfile(args.teacher):
+        raise UsageError(f"--teacher {args.teacher}: no such file")
+    if args.mixup and args.teacher:
+        raise UsageError("--mixup and --teacher cannot be combined (the teacher sees "
+                         "mixed images; pick one)")
+    if args.dataset in ("digits", "synthetic") and args.data_dir:
+        raise UsageError(f"--dataset {args.dataset} is built in; drop --data-dir")
+    if args.kvstore == "dist_sync" and "DMLC_ROLE" not in os.environ:
+        raise UsageError("--kvstore dist_sync needs a launcher: bmx-launch -n N -- bmx-train "
+                         "... (or MXNet's tools/launch.py); DMLC_ROLE is not set")
+    if args.kvstore != "dist_sync" and os.environ.get("DMLC_ROLE") in ("server", "scheduler"):
+        raise UsageError("started as a parameter-server role but --kvstore is not dist_sync")
+    return args
+
+
+# --------------------------------------------------------------------------- models
+def parse_model_spec(spec):
+    """``'name'`` or ``'name:key=value,...'`` -> (name, kwargs) (values: Python literals)."""
+    name, _, rest = spec.partition(":")
+    name = name.strip()
+    if not name.isidentifier() and not name.replace(".", "").replace("-", "").isidentifier():
+        raise UsageError(f"bad model spec {spec!r}: expected NAME or NAME:key=value,...")
+    kwargs = {}
+    if rest.strip():
+        try:
+            call = ast.parse(f"f({rest})", mode="eval").body
+            if call.args:
+                raise ValueError("positional values")
+            kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
+        except (SyntaxError, ValueError) as e:
+            raise UsageError(f"bad model spec {spec!r}: {e}; write key=value pairs with "
+                             f"Python literals, e.g. {_FLEX_EXAMPLE}") from None
+    return name, kwargs
+
+
+def _zoo():
+    try:
+        from . import model_zoo
+    except ImportError as e:
+        raise UsageError(f"the model zoo (bmx.model_zoo) is not available: {e}") from None
+    return model_zoo
+
+
+def _zoo_names(zoo):
+    for attr in ("get_model_list", "list_models", "pretrained_model_list"):
+        fn = getattr(zoo, attr, None)
+        if callable(fn):
+            try:
+                return sorted(fn())
+            except TypeError:
+                pass
+    reg = getattr(zoo, "_models", None) or getattr(zoo, "MODELS", None)
+    return sorted(reg) if reg else []
+
+
+_FLEX_EXAMPLE = "binarydensenet_flex:block_config=(2,2,2),growth_rate=32,reduction=2"
+
+
+def check_model_name(spec):
+    """Raise :class:`UsageError` unless ``spec`` names a zoo model or a flex constructor."""
+    name, kwargs = parse_model_spec(spec)
+    zoo = _zoo()
+    names = _zoo_names(zoo)
+    if name.lower() in names and not kwargs:
+        return name.lower(), kwargs
+    fn = getattr(zoo, name, None)
+    if (not name.endswith("_flex") and not (name.startswith("get_") and callable(fn))
+            and name.lower() not in names) or not callable(fn):
+        raise UsageError(f"unknown model {name!r}; choose a zoo model ({', '.join(names)}) "
+                         f"or a flex spec such as {_FLEX_EXAMPLE}")
+    return name, kwargs
+
+
+def build_model(spec, classes, stem=None, clip_threshold=1.3, bits=1, bits_a=1, **extra):
+    """Build ``spec`` (zoo name or ``constructor:key=value,...``) from :mod:`bmx.model_zoo`.
+
+    Raises :class:`UsageError` for an unknown model or bad arguments.
+    """
+    import mxnet as mx
+    from .nn import set_binary_layer_config
+    name, kwargs = check_model_name(spec)
+    zoo = _zoo()
+    common = dict(classes=classes, clip_threshold=clip_threshold, bits=bits, bits_a=bits_a)
+    if stem is not None:
+        common["stem"] = stem
+    common.update(extra)
+    common.update(kwargs)
+    with set_binary_layer_config(bits=bits, bits_a=bits_a, grad_cancel=clip_threshold):
+        try:
+            if name in _zoo_names(zoo) and not kwargs:
+                return zoo.get_model(name, **common)
+            return getattr(zoo, name)(**common)
+        except UsageError:
+            raise
+        except (TypeError, ValueError, KeyError, mx.base.MXNetError) as e:
+            raise UsageError(f"cannot build model {spec!r}: {e}") from None
+
+
+def build_teacher(spec, params, classes, image_shape, stem=None):
+    """A float teacher: exported ``*-symbol.json``, a bmx zoo / flex spec (built with
+    32-bit layers), or a :mod:`mxnet.gluon.model_zoo.vision` name."""
+    import mxnet as mx
+    from mxnet import gluon
+    if spec.endswith("-symbol.json"):
+        with _quiet_warnings():  # SymbolBlock warns about its input name
+            net = gluon.SymbolBlock.imports(spec, ["data"], params)
+    else:
+        name, kwargs = parse_model_spec(spec)
+        try:
+            net = build_model(spec, classes, stem=stem, binary=False)
+        except UsageError:
+            try:
+                net = gluon.model_zoo.vision.get_model(name, classes=classes, **kwargs)
+            except (ValueError, TypeError) as e:
+                raise UsageError(f"unknown teacher {spec!r}: not a bmx zoo model, not a gluon "
+                                 f"model_zoo.vision model, not a -symbol.json ({e})") from None
+        try:
+            net.load_parameters(params, ctx=mx.cpu())
+        except (AssertionError, mx.base.MXNetError, ValueError) as e:
+            raise UsageError(f"--teacher-params {params} does not fit {spec!r}: "
+                             f"{str(e).splitlines()[0]}") from None
+    net.hybridize(static_alloc=True)
+    try:
+        out = net(mx.nd.zeros((1,) + tuple(image_shape)))
+    except mx.base.MXNetError as e:
+        raise UsageError(f"teacher {spec!r} cannot run on {image_shape} inputs: "
+                         f"{str(e).splitlines()[0]}") from None
+    if out.shape[-1] != classes:
+        raise UsageError(f"teacher {spec!r} has {out.shape[-1]} outputs, the data {classes} classes")
+    for p in net.collect_params().values():
+        p.grad_req = "null"
+    return net
+
+
+class _quiet_warnings:
+    def __enter__(self):
+        import warnings
+        self._c = warnings.catch_warnings()
+        self._c.__enter__()
+        warnings.simplefilter("ignore")
+
+    def __exit__(self, *exc):
+        return self._c.__exit__(*exc)
+
+
+# --------------------------------------------------------------------------- optimizer
+def _register_radam():
+    import mxnet as mx
+    from mxnet import nd
+
+    if "radam" in mx.optimizer.Optimizer.opt_registry:
+        return mx.optimizer.Optimizer.opt_registry["radam"]
+
+    @mx.optimizer.register
+    class RAdam(mx.optimizer.Optimizer):
+        """Rectified Adam (Liu et al., "On the Variance of the Adaptive Learning Rate and
+        Beyond", 2020): Adam whose adaptive step is switched on, and rectified, only once
+        the variance estimate is reliable (rho_t > 4); before that, SGD with momentum."""
+
+        def __init__(self, learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-8, **kwargs):
+            super().__init__(learning_rate=learning_rate, **kwargs)
+            self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
+
+        def create_state(self, index, weight):
+            return (nd.zeros(weight.shape, weight.context, dtype=weight.dtype),
+                    nd.zeros(weight.shape, weight.context, dtype=weight.dtype))
+
+        def update(self, index, weight, grad, state):
+            self._update_count(index)
+            lr, wd = self._get_lr(index), self._get_wd(index)
+            t = self._index_update_count[index]
+            g = grad * self.rescale_grad
+            if self.clip_gradient is not None:
+                g = nd.clip(g, -self.clip_gradient, self.clip_gradient)
+            if wd:
+                g = g + wd * weight
+            mean, var = state
+            mean[:] = self.beta1 * mean + (1 - self.beta1) * g
+            var[:] = self.beta2 * var + (1 - self.beta2) * nd.square(g)
+            b1t, b2t = self.beta1 ** t, self.beta2 ** t
+            rho_inf = 2.0 / (1 - self.beta2) - 1
+            rho_t = rho_inf - 2.0 * t * b2t / (1 - b2t)
+            m_hat = mean / (1 - b1t)
+            if rho_t > 4:
+                r = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf
+                              / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+                weight[:] = weight - lr * r * m_hat * math.sqrt(1 - b2t) / (nd.sqrt(var)
+                                                                            + self.epsilon)
+            else:
+                weight[:] = weight - lr * m_hat
+
+    return RAdam
+
+
+def lr_at(step, steps_per_epoch, args):
+    """Learning rate of global step ``step`` (0-based): linear warm-up, then cosine decay
+    to 0 at the end of the last epoch, or ``--lr-factor`` at each of ``--lr-steps``."""
+    total = args.epochs * steps_per_epoch
+    warm = int(round(args.warmup_epochs * steps_per_epoch))
+    if step < warm:
+        return args.lr * (step + 1) / warm
+    if args.lr_mode == "cosine":
+        return args.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+    epoch = step // steps_per_epoch
+    return args.lr * args.lr_factor ** sum(1 for s in args.lr_steps if epoch >= s)
+
+
+# --------------------------------------------------------------------------- files
+def _atomic_write(path, write_fn, binary=True):
+    """Write ``path`` through ``write_fn(tmp_path)`` and ``os.replace`` (atomic on POSIX)."""
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path), dir=d)
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _write_json(path, obj):
+    def w(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
+            f.write("\n")
+    _atomic_write(path, w)
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+_RESUME_MUST_MATCH = ("model", "dataset", "image_size", "bits", "bits_a", "stem", "optimizer",
+                      "clip_threshold", "batch_size", "kvstore")
+
+
+def _find_checkpoint(resume, save_dir):
+    path = os.path.join(save_dir, CHECKPOINT) if resume == "auto" else resume
+    if os.path.isdir(path):
+        path = os.path.join(path, CHECKPOINT)
+    if not os.path.isfile(path):
+        raise UsageError(f"--resume: no checkpoint at {path} (run without --resume first)")
+    try:
+        with open(path) as f:
+            ck = json.load(f)
+        base = os.path.dirname(os.path.abspath(path))
+        for k in ("params", "states", "rng"):
+            ck[k] = os.path.join(base, ck[k])
+            if not os.path.isfile(ck[k]):
+                raise UsageError(f"--resume: {path} names {ck[k]}, which is missing")
+        int(ck["epoch"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"--resume: {path} is not a bmx-train checkpoint ({e})") from None
+    return ck
+
+
+# --------------------------------------------------------------------------- training
+class _Hooks:
+    """Test/extension hooks: ``on_batch(epoch, batch)`` is called before every step."""
+
+    def __init__(self, on_batch=None):
+        self.on_batch = on_batch
+
+
+def main(argv=None):
+    """Console entry point: returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+    return run(argv)
+
+
+def run(argv=None, hooks=None):
+    from .data import DataError
+    try:
+        args = parse_args(argv)
+        summary = train(args, hooks)
+    except (UsageError, DataError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; the last finished epoch is checkpointed, continue with "
+              "the same command plus --resume", file=sys.stderr)
+        return 130
+    return 0 if summary is not None else 1
+
+
+def _seed_all(seed):
+    import mxnet as mx
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    mx.random.seed(seed % (2 ** 31))
+
+
+def _sub_seed(*xs):
+    return int(np.random.SeedSequence([int(x) for x in xs]).generate_state(1)[0] % (2 ** 31))
+
+
+def _default_stem(model_spec, image_shape):
+    return "thumbnail" if max(image_shape[1:]) < 50 else None
+
+
+def train(args, hooks=None):
+    """Train as described by ``args`` (see :func:`build_parser`); returns the summary dict."""
+    import mxnet as mx
+    from mxnet import autograd, gluon, nd
+
+    from .data import get_dataset
+    from .nn import set_binary_wd_mult
+
+    hooks = hooks or _Hooks()
+    dist = args.kvstore == "dist_sync"
+    # Build the model first: an unknown model fails before any data is read.
+    check_model_name(args.model)
+
+    kv = None
+    rank, num_workers = 0, 1
+    if dist:
+        kv = mx.kv.create("dist_sync")
+        rank, num_workers = kv.rank, kv.num_workers
+    rank0 = rank == 0
+    out = args.save_dir
+    os.makedirs(out, exist_ok=True)
+
+    ds = get_dataset(args.dataset, args.data_dir, image_size=args.image_size,
+                     num_workers=args.num_workers)
+    image_shape = ds.image_shape
+    stem = args.stem or _default_stem(args.model, image_shape)
+
+    ckpt = _find_checkpoint(args.resume, out) if args.resume else None
+    if ckpt is not None:
+        old = ckpt.get("args", {})
+        for k in _RESUME_MUST_MATCH:
+            if k in old and old[k] != getattr(args, k):
+                raise UsageError(f"--resume: the checkpoint was made with --{k.replace('_', '-')} "
+                                 f"{old[k]}, this run has {getattr(args, k)}")
+
+    _seed_all(args.seed)
+    net = build_model(args.model, ds.num_classes, stem=stem, clip_threshold=args.clip_threshold,
+                      bits=args.bits, bits_a=args.bits_a)
+    ctx = mx.cpu()
+    net.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2), ctx=ctx)
+    net(nd.zeros((1,) + image_shape, ctx=ctx))  # finish deferred shape inference
+    set_binary_wd_mult(net)
+    net.hybridize(static_alloc=True)
+
+    teacher = (build_teacher(args.teacher, args.teacher_params, ds.num_classes, image_shape,
+                             stem=stem)
+               if args.teacher else None)
+
+    if args.optimizer == "radam":
+        _register_radam()
+    opt_params = {"learning_rate": args.lr, "wd": args.wd}
+    if args.optimizer == "sgd":
+        opt_params["momentum"] = args.momentum
+    trainer = gluon.Trainer(net.collect_params(), args.optimizer, opt_params,
+                            kvstore=kv if dist else args.kvstore,
+                            update_on_kvstore=False if dist else None)
+
+    start_epoch = 0
+    history = []
+    best = {"val_acc": -1.0, "epoch": None}
+    if ckpt is not None:
+        net.load_parameters(ckpt["params"], ctx=ctx)
+        trainer.load_states(ckpt["states"])
+        with open(ckpt["rng"], "rb") as f:
+            rng = pickle.load(f)
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        start_epoch = int(ckpt["epoch"]) + 1
+        history = ckpt.get("history", [])
+        best = ckpt.get("best", best)
+        if rank0:
+            print(f"{PROG}: resumed from {ckpt['params']} (epoch {start_epoch} of {args.epochs})",
+                  file=sys.stderr)
+    elif dist:
+        trainer._init_kvstore()  # broadcast rank 0's initial weights before the first step
+        trainer._init_params()
+
+    aux = [p for p in net.collect_params().values() if p.grad_req == "null"]
+    if dist:
+        for j, p in enumerate(aux):
+            kv.init(_AUX_KEY_BASE + j, p.data(ctx))
+
+    nb = ds.num_batches(args.batch_size, num_workers)
+    global_batch = args.batch_size * num_workers
+    classes = ds.num_classes
+    ls = args.label_smoothing
+    T = args.distill_temperature
+    alpha = args.distill_alpha if teacher is not None else 0.0
+
+    def soft_ce(logits, target):
+        return -(nd.log_softmax(logits, axis=-1) * target).sum(axis=-1)
+
+    def evaluate():
+        correct, loss_sum, n = 0, 0.0, 0
+        for x, y in ds.val_batches(args.val_batch_size):
+            k = len(y)
+            logits = net(nd.array(x, ctx=ctx))
+            yy = nd.array(y, ctx=ctx)
+            loss_sum += float(soft_ce(logits, nd.one_hot(yy, classes)).sum().asscalar())
+            correct += int((logits.argmax(axis=1).asnumpy().astype(np.int64) == y).sum())
+            n += k
+        return correct / max(n, 1), loss_sum / max(n, 1)
+
+    if rank0:
+        _write_json(os.path.join(out, "run.json"), {"args": vars(args), "argv": sys.argv,
+                                                    "num_workers": num_workers,
+                                                    "image_shape": image_shape,
+                                                    "classes": classes, "stem": stem,
+                                                    "preprocess": ds.preprocess})
+    show_bar = rank0 and not args.quiet
+    from tqdm import tqdm
+
+    t_train = 0.0
+    for epoch in range(start_epoch, args.epochs):
+        mx.random.seed(_sub_seed(args.seed, epoch, rank, 7))
+        mix_rng = np.random.RandomState(_sub_seed(args.seed, epoch, rank, 11))
+        t0 = time.time()
+        tot_loss, tot_correct, tot_n = 0.0, 0, 0
+        loss_acc, correct_acc = nd.zeros((1,), ctx=ctx), nd.zeros((1,), ctx=ctx)
+        bar = tqdm(total=nb, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch",
+                   disable=not show_bar, leave=True, dynamic_ncols=True, file=sys.stderr)
+        for i, (xb, yb) in enumerate(ds.train_batches(epoch, args.batch_size, args.seed,
+                                                      rank, num_workers)):
+            if hooks.on_batch is not None:
+                hooks.on_batch(epoch, i)
+            step = epoch * nb + i
+            trainer.set_learning_rate(lr_at(step, nb, args))
+            y = nd.array(yb, ctx=ctx)
+            x = nd.array(xb, ctx=ctx)
+            target = nd.one_hot(y, classes) * (1 - ls) + ls / classes
+            if args.mixup > 0:
+                lam = float(mix_rng.beta(args.mixup, args.mixup))
+                perm = nd.array(mix_rng.permutation(len(yb)), ctx=ctx)
+                x = lam * x + (1 - lam) * x.take(perm)
+                target = lam * target + (1 - lam) * target.take(perm)
+            if teacher is not None:
+                soft_t = nd.softmax(teacher(x) / T, axis=-1)
+            with autograd.record():
+                logits = net(x)
+                loss = soft_ce(logits, target)
+                if teacher is not None:
+                    kd = soft_ce(logits / T, soft_t) * (T * T)
+                    loss = (1 - alpha) * loss + alpha * kd
+            loss.backward()
+            trainer.step(len(yb) * num_workers)
+            loss_acc += loss.sum()
+            correct_acc += (logits.argmax(axis=1) == y).sum()
+            tot_n += len(yb)
+            if (i + 1) % args.log_interval == 0 or i + 1 == nb:
+                tot_loss = float(loss_acc.asscalar())
+                tot_correct = float(correct_acc.asscalar())
+                el = time.time() - t0
+                bar.set_postfix(loss=f"{tot_loss / tot_n:.4f}", acc=f"{tot_correct / tot_n:.4f}",
+                                img_s=f"{tot_n * num_workers / max(el, 1e-9):.0f}",
+                                lr=f"{lr_at(step, nb, args):.2e}", refresh=False)
+            bar.update(1)
+        tot_loss = float(loss_acc.asscalar())
+        tot_correct = float(correct_acc.asscalar())
+        bar.close()
+        if dist:
+            _average_aux(kv, aux, num_workers, ctx)
+        el = time.time() - t0
+        t_train += el
+        val_acc, val_loss = evaluate()
+        rec = {"epoch": epoch + 1, "lr": lr_at((epoch + 1) * nb - 1, nb, args),
+               "train_loss": tot_loss / max(tot_n, 1), "train_acc": tot_correct / max(tot_n, 1),
+               "val_loss": val_loss, "val_acc": val_acc, "epoch_time_s": el,
+               "images_per_s": tot_n * num_workers / max(el, 1e-9)}
+        history.append(rec)
+        if val_acc > best["val_acc"]:
+            best = {"val_acc": val_acc, "epoch": epoch + 1}
+            if rank0:
+                _atomic_write(os.path.join(out, "best.params"), net.save_parameters)
+        if rank0:
+            if show_bar or not args.quiet:
+                print(f"[epoch {epoch + 1}/{args.epochs}] train loss {rec['train_loss']:.4f} "
+                      f"acc {rec['train_acc']:.4f} | val loss {val_loss:.4f} acc {val_acc:.4f} "
+                      f"| {rec['images_per_s']:.0f} img/s", file=sys.stderr)
+            _write_log(out, history)
+            _save_checkpoint(out, net, trainer, epoch, args, history, best)
+    if dist:
+        _write_rank_params(out, net, rank)
+
+    final = history[-1] if history else None
+    summary = {
+        "model": args.model, "dataset": args.dataset, "epochs": args.epochs,
+        "num_workers": num_workers, "image_shape": list(image_shape), "classes": classes,
+        "stem": stem, "bits": args.bits, "bits_a": args.bits_a,
+        "best_val_acc": best["val_acc"], "best_epoch": best["epoch"],
+        "final_val_acc": final["val_acc"] if final else None,
+        "reported": "final_val_acc is the last epoch (the exported model); best_val_acc is "
+                    "the best epoch (best.params), the papers' convention",
+        "train_time_s": sum(h["epoch_time_s"] for h in history),
+        "train_time_this_run_s": t_train,
+        "export": {"symbol": "model-symbol.json", "params": "model-0000.params"},
+    }
+    if rank0:
+        net.export(os.path.join(out, "model"), epoch=0)
+        _write_json(os.path.join(out, "summary.json"), summary)
+        if not args.no_plot:
+            _plot(out, history)
+        print(f"{PROG}: final val acc {summary['final_val_acc']:.4f} (epoch {args.epochs}), best "
+              f"{best['val_acc']:.4f} (epoch {best['epoch']}); exported {out}/model-symbol.json "
+              f"+ model-0000.params", file=sys.stderr)
+    summary["net"] = net
+    return summary
+
+
+def _average_aux(kv, aux, num_workers, ctx):
+    """Average BatchNorm running statistics over the workers (the server sums pushes)."""
+    for j, p in enumerate(aux):
+        arr = p.data(ctx)
+        kv.push(_AUX_KEY_BASE + j, arr)
+        kv.pull(_AUX_KEY_BASE + j, out=arr)
+        arr /= num_workers
+    for p in aux:
+        p.data(ctx).wait_to_read()
+
+
+def _write_rank_params(out, net, rank):
+    _atomic_write(os.path.join(out, f"final-rank{rank}.params"), net.save_parameters)
+
+
+def _save_checkpoint(out, net, trainer, epoch, args, history, best):
+    """Epoch files first (each atomic), then checkpoint.json, the commit point; then the
+    previous epoch's files are removed. A crash at any moment leaves a usable checkpoint."""
+    tag = f"epoch{epoch + 1:04d}"
+    files = {"params": f"ckpt-{tag}.params", "states": f"ckpt-{tag}.states",
+             "rng": f"ckpt-{tag}.rng"}
+    _atomic_write(os.path.join(out, files["params"]), net.save_parameters)
+    _atomic_write(os.path.join(out, files["states"]), trainer.save_states)
+
+    def w_rng(tmp):
+        with open(tmp, "wb") as f:
+            pickle.dump({"python": random.getstate(), "numpy": np.random.get_state()}, f)
+    _atomic_write(os.path.join(out, files["rng"]), w_rng)
+    prev = None
+    cpath = os.path.join(out, CHECKPOINT)
+    if os.path.isfile(cpath):
+        try:
+            with open(cpath) as f:
+                prev = json.load(f)
+        except ValueError:
+            prev = None
+    _write_json(cpath, dict(files, epoch=epoch, epochs=args.epochs, args=vars(args),
+                            history=history, best=best, time=time.time()))
+    if prev:
+        for k in ("params", "states", "rng"):
+            old = prev.get(k)
+            if old and old != files[k] and os.path.isfile(os.path.join(out, old)):
+                os.remove(os.path.join(out, old))
+
+
+_LOG_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
+               "epoch_time_s", "images_per_s")
+
+
+def _write_log(out, history):
+    def w(tmp):
+        with open(tmp, "w", newline="") as f:
+            wr = csv.DictWriter(f, fieldnames=_LOG_FIELDS)
+            wr.writeheader()
+            for h in history:
+                wr.writerow({k: h[k] for k in _LOG_FIELDS})
+    _atomic_write(os.path.join(out, "log.csv"), w)
+
+
+def _plot(out, history):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    ep = [h["epoch"] for h in history]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    a1.plot(ep, [h["train_loss"] for h in history], "o-", label="train")
+    a1.plot(ep, [h["val_loss"] for h in history], "s-", label="validation")
+    a1.set_xlabel("epoch")
+    a1.set_ylabel("cross-entropy")
+    a1.legend()
+    a1.grid(alpha=0.3)
+    a2.plot(ep, [h["train_acc"] for h in history], "o-", label="train")
+    a2.plot(ep, [h["val_acc"] for h in history], "s-", label="validation")
+    a2.set_xlabel("epoch")
+    a2.set_ylabel("accuracy")
+    a2.legend()
+    a2.grid(alpha=0.3)
+    fig.suptitle(os.path.basename(os.path.abspath(out)))
+    fig.tight_layout()
+    _atomic_write(os.path.join(out, "curves.png"), lambda tmp: fig.savefig(tmp, format="png",
+                                                                           dpi=100))
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
