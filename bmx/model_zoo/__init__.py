@@ -14,7 +14,7 @@ same graph with ``nn.Conv2D`` and no sign), ``pretrained=False`` (a path loads l
 parameters; True loads ``$MXNET_HOME/models/<name>.params`` or raises; nothing is
 downloaded).
 """
-from .binary_densenet import (BinaryDenseNet, DenseLayer, DenseNetBase, binarydensenet28,
+from .binary_densenet import (BinaryDenseNet, DenseLayer, DenseNetBase, Transition, binarydensenet28,
                               binarydensenet37, binarydensenet37_dilated, binarydensenet45,
                               binarydensenet_flex, binarydensenet_spec, get_binarydensenet,
                               transition_features)
@@ -27,7 +27,7 @@ from .resnete import (ResNetE, ResNetEBlock, get_resnete, resnete18, resnete34, 
 
 __all__ = ["get_model", "get_model_list", "default_initializer", "STEMS",
            "PretrainedNotFoundError",
-           "ResNetE", "ResNetEBlock", "BinaryDenseNet", "DenseLayer", "DenseNetBase",
+           "ResNetE", "ResNetEBlock", "BinaryDenseNet", "DenseLayer", "DenseNetBase", "Transition",
            "MeliusNet", "ImprovementBlock", "ChannelShuffle",
            "resnete_flex", "binarydensenet_flex", "meliusnet_flex",
            "get_resnete", "get_binarydensenet", "get_meliusnet", "transition_features",

@@ -10,7 +10,7 @@ from mxnet.gluon import nn
 
 from .common import ChannelShuffle, add_stem, binary_conv, finalize_model
 
-__all__ = ["DenseLayer", "DenseNetBase", "BinaryDenseNet", "binarydensenet_spec",
+__all__ = ["DenseLayer", "Transition", "DenseNetBase", "BinaryDenseNet", "binarydensenet_spec",
            "transition_features", "make_transition", "get_binarydensenet",
            "binarydensenet_flex", "binarydensenet28", "binarydensenet37",
            "binarydensenet37_dilated", "binarydensenet45"]
@@ -59,34 +59,50 @@ class DenseLayer(nn.HybridBlock):
         return F.concat(x, self.body(x), dim=1)
 
 
-def make_transition(out_channels, in_channels, downsample="fp", pool=True, groups=1,
-                    shuffle=None, binary=True, bits=1, bits_a=1, clip_threshold=None,
-                    prefix=""):
-    """Transition (downsampling) block.
+class Transition(nn.HybridBlock):
+    """Transition (downsampling) block between two dense stages.
 
     ``downsample='fp'`` (the papers'): ``BN -> MaxPool2x2/2 -> ReLU [-> ChannelShuffle]
     -> FP Conv1x1 (groups)``. ``'binary'`` (ablation): ``BN -> MaxPool2x2/2 -> sign ->
     binary Conv1x1``; no ReLU there, since sign(ReLU(x)) would be +1 everywhere.
-    ``pool=False`` drops the MaxPool (dilated models).
+    ``pool=False`` drops the MaxPool (dilated models). The children are named
+    attributes (``bn``, ``pool``, ``conv``), so the parameter names do not depend on
+    whether the pool is there: a dilated model loads its plain twin's parameters.
     """
-    if downsample not in DOWNSAMPLES:
-        raise ValueError(f"unknown downsample {downsample!r}; choose one of {DOWNSAMPLES}")
-    t = nn.HybridSequential(prefix=prefix)
-    with t.name_scope():
-        t.add(nn.BatchNorm(in_channels=in_channels))
-        if pool:
-            t.add(nn.MaxPool2D(pool_size=2, strides=2))
-        if downsample == "fp":
-            t.add(nn.Activation("relu"))
-            if shuffle:
-                t.add(ChannelShuffle(shuffle))
-            t.add(nn.Conv2D(out_channels, kernel_size=1, groups=groups, in_channels=in_channels,
-                            use_bias=False))
-        else:
-            t.add(binary_conv(out_channels, 1, groups=groups, in_channels=in_channels,
-                              binary=binary, bits=bits, bits_a=bits_a,
-                              clip_threshold=clip_threshold))
-    return t
+
+    def __init__(self, out_channels, in_channels, downsample="fp", pool=True, groups=1,
+                 shuffle=None, binary=True, bits=1, bits_a=1, clip_threshold=None, **kwargs):
+        super().__init__(**kwargs)
+        if downsample not in DOWNSAMPLES:
+            raise ValueError(f"unknown downsample {downsample!r}; choose one of {DOWNSAMPLES}")
+        with self.name_scope():
+            self.bn = nn.BatchNorm(in_channels=in_channels)
+            self.pool = nn.MaxPool2D(pool_size=2, strides=2) if pool else None
+            self.relu = nn.Activation("relu") if downsample == "fp" else None
+            self.shuffle = ChannelShuffle(shuffle) if (shuffle and downsample == "fp") else None
+            if downsample == "fp":
+                self.conv = nn.Conv2D(out_channels, kernel_size=1, groups=groups,
+                                      in_channels=in_channels, use_bias=False)
+            else:
+                self.conv = binary_conv(out_channels, 1, groups=groups, in_channels=in_channels,
+                                        binary=binary, bits=bits, bits_a=bits_a,
+                                        clip_threshold=clip_threshold)
+
+    def hybrid_forward(self, F, x):
+        x = self.bn(x)
+        if self.pool is not None:
+            x = self.pool(x)
+        if self.relu is not None:
+            x = self.relu(x)
+        if self.shuffle is not None:
+            x = self.shuffle(x)
+        return self.conv(x)
+
+
+def make_transition(out_channels, in_channels, prefix="", **kwargs):
+    """Build a :class:`Transition` (kwargs: ``downsample``, ``pool``, ``groups``,
+    ``shuffle``, ``binary``, ``bits``, ``bits_a``, ``clip_threshold``)."""
+    return Transition(out_channels, in_channels, prefix=prefix, **kwargs)
 
 
 class DenseNetBase(nn.HybridBlock):
