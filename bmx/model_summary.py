@@ -179,7 +179,7 @@ def _ensure_initialized(net, ctx):
     from .model_zoo.common import default_initializer
     for p in net.collect_params().values():
         if p._data is None and not p._deferred_init:
-            p.initialize(init=default_initializer(), ctx=ctx)
+            p.initialize(default_init=default_initializer(), ctx=ctx)
 
 
 def summary(net, input_shape=(1, 3, 224, 224), ctx=None, dtype="float32"):
