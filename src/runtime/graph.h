@@ -1,0 +1,132 @@
+// The runtime's own graph: what the loader (loader.cc) builds from a verified model file.
+// After loading nothing refers to the file buffer. Shapes are logical at batch 1; inside
+// the engine Float values are stored NHWC (4-D) or [N, F] (2-D) and Bits values as
+// [N, H, W, words_for_bits(C)] packed words.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "bmx/convention.h"
+#include "bmx/engine.h"
+
+namespace bmx::rt {
+
+// Heap buffer aligned to 64 bytes (cache line / AVX-512), zero-initialised.
+template <typename T>
+class AlignedBuffer {
+ public:
+  AlignedBuffer() = default;
+  explicit AlignedBuffer(std::size_t n) { resize(n); }
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+  AlignedBuffer(AlignedBuffer&& o) noexcept : p_(o.p_), n_(o.n_) { o.p_ = nullptr; o.n_ = 0; }
+  AlignedBuffer& operator=(AlignedBuffer&& o) noexcept {
+    if (this != &o) { std::free(p_); p_ = o.p_; n_ = o.n_; o.p_ = nullptr; o.n_ = 0; }
+    return *this;
+  }
+  ~AlignedBuffer() { std::free(p_); }
+  // Discards the contents; the new buffer is zero-filled.
+  void resize(std::size_t n) {
+    std::free(p_);
+    p_ = nullptr;
+    n_ = 0;
+    if (n == 0) return;
+    std::size_t bytes = (n * sizeof(T) + 63) / 64 * 64;
+    p_ = static_cast<T*>(std::aligned_alloc(64, bytes));
+    if (!p_) throw std::bad_alloc();
+    std::memset(static_cast<void*>(p_), 0, bytes);
+    n_ = n;
+  }
+  T* data() { return p_; }
+  const T* data() const { return p_; }
+  std::size_t size() const { return n_; }
+  bool empty() const { return n_ == 0; }
+  T& operator[](std::size_t i) { return p_[i]; }
+  const T& operator[](std::size_t i) const { return p_[i]; }
+
+ private:
+  T* p_ = nullptr;
+  std::size_t n_ = 0;
+};
+
+enum class OpType {
+  Conv2D, BinaryConv2D, Sign, Affine, Relu, Pool2D, Concat, Add, AddToLastChannels,
+  ChannelShuffle, Dense, Flatten
+};
+const char* op_type_name(OpType t);
+
+// Profile categories (engine.h ProfileEntry::kind), in report order.
+enum ProfileKind { kPacking, kBinaryConv, kFloatConv, kBnThreshold, kPool, kConcat, kOther, kNumKinds };
+const char* profile_kind_name(int k);
+
+struct ValueInfo {
+  std::string name;
+  int rank = 4;              // 4: [1, C, H, W]; 2: [1, C] (h = w = 1)
+  std::int64_t c = 0, h = 1, w = 1;
+  bool bits = false;
+  std::int64_t pixels() const { return h * w; }
+  // Elements per sample in storage: floats (Float) or words (Bits).
+  std::int64_t elems() const { return h * w * (bits ? words_for_bits(c) : c); }
+};
+
+struct OpNode {
+  OpType type{};
+  std::string name;          // as in the file, for messages and profiles
+  int index = 0;             // position in the file's op list
+  std::vector<int> in;
+  int out = -1;
+  // convolution / pooling geometry
+  std::int64_t kh = 1, kw = 1, sh = 1, sw = 1, ph = 0, pw = 0, dh = 1, dw = 1;
+  std::int64_t groups = 1, out_c = 0;
+  bool relu = false;
+  bool pool_max = true, global = false, count_include_pad = true;
+  std::int64_t k_bits = 0;   // BinaryConv2D: C_in/groups * KH * KW
+  // Weights, repacked for the kernels at load:
+  //  Conv2D: w = [groups][KH][KW][C_in/g][C_out/g] (GEMM B operand per group), b = [C_out]
+  //  BinaryConv2D: wbits = [C_out][KH][KW][words(C_in/g)], scale/shift = [C_out]
+  //  Sign/Affine: scale/shift = [C] (Sign: empty means plain sign)
+  //  Dense: w = [units][F] with F in the engine's storage order (NHWC for a 4-D input)
+  AlignedBuffer<float> w, b, scale, shift;
+  AlignedBuffer<word_t> wbits;
+  std::string describe() const;  // "op 12 'name' (BinaryConv2D)"
+};
+
+struct Graph {
+  std::uint32_t version = 0;
+  std::string producer;
+  std::vector<ValueInfo> values;
+  std::vector<OpNode> ops;
+  int input = -1, output = -1;
+  int num_classes = 0;
+  std::vector<float> mean, std;
+};
+
+// Parse, verify and validate a model. With prepare = false only the checks run (no
+// weight copies): validate_model() and fuzzing use that.
+Graph load_graph(const void* data, std::size_t size, bool prepare);
+
+// ---- execution plan (planner.cc) ----
+// Where a value lives: storage `root`, channel offset within a pixel of that storage, and
+// the pixel stride (the root's channel count). Views arise from concatenation done in
+// place and from in-place element-wise ops.
+struct Placement {
+  int storage = -1;
+  std::int64_t chan_offset = 0;   // floats (Float) within a pixel
+  std::int64_t pixel_stride = 0;  // floats or words per pixel
+};
+
+struct Plan {
+  std::vector<Placement> place;           // per value
+  std::vector<std::size_t> storage_offset; // bytes at batch 1 (64-aligned); scales with batch
+  std::vector<std::size_t> storage_bytes;  // bytes at batch 1
+  std::size_t arena_bytes = 0;             // at batch 1
+};
+Plan make_plan(const Graph& g);
+
+}  // namespace bmx::rt

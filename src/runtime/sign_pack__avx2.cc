@@ -1,0 +1,38 @@
+// Fused BatchNorm + sign + bit-packing with AVX2: 8 channels per compare, movemask gives
+// their 8 bits directly (bit = 1 iff scale*x + shift < 0, NaN -> 0; bmx/convention.h).
+// Separate multiply and add (no FMA) so the result equals sign_pack_portable bit for bit.
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "runtime/ops.h"
+
+namespace bmx::rt {
+
+void sign_pack_avx2(const float* in, std::int64_t pixels, std::int64_t c, std::int64_t in_ps,
+                    const float* scale, const float* shift, word_t* out) {
+  const std::int64_t words = words_for_bits(c);
+  const __m256 zero = _mm256_setzero_ps();
+  for (std::int64_t p = 0; p < pixels; ++p) {
+    const float* x = in + p * in_ps;
+    word_t* o = out + p * words;
+    for (std::int64_t j = 0; j < words; ++j) {
+      const std::int64_t c0 = j * kWordBits, c1 = std::min(c, c0 + kWordBits);
+      word_t w = 0;
+      std::int64_t ch = c0;
+      for (; ch + 8 <= c1; ch += 8) {
+        const __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(scale + ch), _mm256_loadu_ps(x + ch)),
+                                       _mm256_loadu_ps(shift + ch));
+        const int bits = _mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_LT_OQ));
+        w |= static_cast<word_t>(static_cast<unsigned>(bits)) << (ch - c0);
+      }
+      for (; ch < c1; ++ch) {
+        const float v = scale[ch] * x[ch] + shift[ch];
+        w |= static_cast<word_t>(v < 0.0f) << (ch - c0);
+      }
+      o[j] = w;
+    }
+  }
+}
+
+}  // namespace bmx::rt
