@@ -1,0 +1,474 @@
+"""Tests of bmx.convert: fusions on tiny graphs against numpy oracles, the bit layout of
+the file, error messages, atomic writes, and the generated FlatBuffers code."""
+import filecmp
+import os
+import shutil
+import subprocess
+
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet.gluon import nn
+
+import bmx
+from bmx import convention
+from bmx.converter import FILE_IDENTIFIER, FORMAT_VERSION, ConversionError, convert, convert_symbol
+from bmx.convert_utils import read_model, run_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
+
+
+def _init(net, shape, seed=0):
+    mx.random.seed(seed)
+    net.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
+    net(mx.nd.zeros(shape))
+    return net
+
+
+def _randomize_bn(net, seed=1):
+    """Non-trivial BatchNorm: random running statistics, gamma and beta."""
+    rs = np.random.RandomState(seed)
+    for p in net.collect_params().values():
+        if p.name.endswith(("running_mean", "beta")):
+            p.set_data(mx.nd.array(rs.normal(0, 0.5, p.shape)))
+        elif p.name.endswith(("running_var", "gamma")):
+            p.set_data(mx.nd.array(rs.uniform(0.5, 2.0, p.shape)))
+    return net
+
+
+def _x(shape, seed=3):
+    return np.random.RandomState(seed).randn(*shape).astype(np.float32)
+
+
+def _ops(data, t=None):
+    ops = read_model(data)["ops"]
+    return [o for o in ops if t is None or o["type"] == t]
+
+
+def _bn_np(p, prefix, fix_gamma=False, eps=1e-5):
+    g = p[prefix + "gamma"].data().asnumpy().astype(np.float64)
+    if fix_gamma:
+        g = np.ones_like(g)
+    b = p[prefix + "beta"].data().asnumpy().astype(np.float64)
+    m = p[prefix + "running_mean"].data().asnumpy().astype(np.float64)
+    v = p[prefix + "running_var"].data().asnumpy().astype(np.float64)
+    s = g / np.sqrt(v + eps)
+    return s, b - m * s
+
+
+def _bconv_np(x_pm1, w, pad, stride=1):
+    """Independent oracle: +-1 input padded with -1, integer correlation with sign(w),
+    returned as the match count (dot + K) / 2."""
+    xs = np.pad(x_pm1, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=-1)
+    ws = convention.sign(w).astype(np.int64)
+    n, c, h, wd = xs.shape
+    co, _, kh, kw = ws.shape
+    oh, ow = (h - kh) // stride + 1, (wd - kw) // stride + 1
+    out = np.zeros((n, co, oh, ow), np.int64)
+    for i in range(oh):
+        for j in range(ow):
+            patch = xs[:, :, i * stride:i * stride + kh, j * stride:j * stride + kw].astype(np.int64)
+            out[:, :, i, j] = np.einsum("nckl,ockl->no", patch, ws)
+    K = c * kh * kw
+    return (out + K) // 2
+
+
+class Head(nn.HybridSequential):
+    pass
+
+
+def _head(net, classes=5):
+    net.add(nn.GlobalAvgPool2D(), nn.Dense(classes))
+    return net
+
+
+# --------------------------------------------------------------------------- format
+
+
+def test_generated_code_matches_schema(tmp_path):
+    """bmx/fb is flatc's output for src/schema/bmx_model.fbs, byte for byte."""
+    flatc = shutil.which("flatc")
+    if flatc is None:
+        pytest.skip("flatc (Debian flatbuffers-compiler) is not installed")
+    subprocess.check_call([flatc, "--python", "-o", str(tmp_path),
+                           os.path.join(ROOT, "src", "schema", "bmx_model.fbs")])
+    gen = tmp_path / "bmx" / "fb"
+    committed = os.path.join(ROOT, "bmx", "fb")
+    gen_files = sorted(f for f in os.listdir(gen) if f.endswith(".py"))
+    com_files = sorted(f for f in os.listdir(committed) if f.endswith(".py"))
+    assert gen_files == com_files, "regenerate bmx/fb: flatc --python (see docs/model-format.md)"
+    _, mismatch, errors = filecmp.cmpfiles(gen, committed, gen_files, shallow=False)
+    assert not mismatch and not errors, f"bmx/fb out of date with the schema: {mismatch}"
+
+
+def test_header_metadata_and_single_binary_conv_exact():
+    """One binary conv: the file's integers equal Gluon's exactly; packed weights follow
+    the convention (bit 1 iff w < 0, LSB first, [C_out, KH, KW, words])."""
+    net = nn.HybridSequential()
+    net.add(bmx.nn.BinaryConvolution(6, kernel_size=3, padding=1, in_channels=70),
+            nn.Flatten())
+    shape = (2, 70, 5, 4)
+    _init(net, shape)
+    x = _x(shape)
+    x[0, :, 0, 0] = 0.0  # sign(0) = +1
+    data = convert(net, shape, producer="unit-test")
+    assert data[4:8] == FILE_IDENTIFIER
+    m = read_model(data)
+    assert m["version"] == FORMAT_VERSION and m["producer"] == "unit-test"
+    assert m["values"][m["inputs"][0]]["shape"] == [1, 70, 5, 4]
+    assert m["num_classes"] == 6 * 5 * 4
+    ops = [o["type"] for o in m["ops"]]
+    assert ops == ["Sign", "BinaryConv2D", "Flatten"]
+    bc = m["ops"][1]["options"]
+    w = net[0].qconv.weight.data().asnumpy()
+    np.testing.assert_array_equal(bc["scale"], np.ones(6, np.float32))
+    np.testing.assert_array_equal(bc["shift"], np.zeros(6, np.float32))
+    assert bc["weight_bits"].shape == (6, 3, 3, 2)
+    # independent packing: bit c%64 of word c//64 is 1 iff w[o, c, i, j] < 0
+    for o, c, i, j in [(0, 0, 0, 0), (5, 69, 2, 2), (3, 64, 1, 0), (2, 63, 0, 2)]:
+        word = int(bc["weight_bits"][o, i, j, c // 64])
+        assert (word >> (c % 64)) & 1 == int(w[o, c, i, j] < 0)
+    assert int(bc["weight_bits"][0, 0, 0, 1]) >> 6 == 0  # tail bits are 0
+    gl = net(mx.nd.array(x)).asnumpy()
+    got = run_model(data, x)
+    oracle = _bconv_np(convention.sign(x), w, 1).reshape(2, -1)
+    np.testing.assert_array_equal(gl, oracle)
+    np.testing.assert_array_equal(got, oracle)
+
+
+@pytest.mark.parametrize("fix_gamma", [False, True])
+def test_bn_sign_fold(fix_gamma):
+    """BN -> sign becomes one Sign op with the BN's per-channel scale/shift; with
+    fix_gamma=True the stored gamma is ignored (MXNet uses 1)."""
+    net = nn.HybridSequential()
+    net.add(nn.BatchNorm(scale=not fix_gamma, epsilon=1e-4),
+            bmx.nn.BinaryConvolution(4, kernel_size=3, padding=1))
+    _head(net)
+    shape = (3, 8, 6, 6)
+    _init(net, shape)
+    _randomize_bn(net)
+    data = convert(net, shape)
+    assert [o["type"] for o in _ops(data)] == ["Sign", "BinaryConv2D", "Pool2D", "Dense"]
+    s, t = _bn_np(net.collect_params(), net[0].prefix, fix_gamma=fix_gamma, eps=1e-4)
+    sign = _ops(data, "Sign")[0]["options"]
+    np.testing.assert_allclose(sign["scale"], s, rtol=1e-6)
+    np.testing.assert_allclose(sign["shift"], t, rtol=1e-6, atol=1e-7)
+    x = _x(shape)
+    ref = net(mx.nd.array(x)).asnumpy()
+    np.testing.assert_allclose(run_model(data, x), ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+    # the bits are the ones of the numpy BN
+    _, vals = run_model(data, x, return_values=True)
+    bn = x * s.reshape(1, -1, 1, 1) + t.reshape(1, -1, 1, 1)
+    agree = (vals[1] == convention.sign(bn)).mean()
+    assert agree > 0.999
+
+
+def test_bn_after_binary_conv_folds_into_scale_shift_and_relu():
+    net = nn.HybridSequential()
+    net.add(bmx.nn.BinaryConvolution(5, kernel_size=3, padding=1, stride=2), nn.BatchNorm(),
+            nn.Activation("relu"))
+    _head(net)
+    shape = (2, 7, 9, 9)
+    _init(net, shape)
+    _randomize_bn(net)
+    data = convert(net, shape)
+    assert [o["type"] for o in _ops(data)] == ["Sign", "BinaryConv2D", "Pool2D", "Dense"]
+    bc = _ops(data, "BinaryConv2D")[0]["options"]
+    s, t = _bn_np(net.collect_params(), net[1].prefix)
+    # y = BN(match) with match = (dot + K) / 2
+    np.testing.assert_allclose(bc["scale"], s, rtol=1e-6)
+    np.testing.assert_allclose(bc["shift"], t, rtol=1e-6, atol=1e-6)
+    assert bc["activation"] == "relu" and bc["stride"] == [2, 2] and bc["pad"] == [1, 1]
+    x = _x(shape)
+    ref = net(mx.nd.array(x)).asnumpy()
+    np.testing.assert_allclose(run_model(data, x), ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("kw,a", [({"no_offset": True}, None), ({"scaling": "weight"}, "w")])
+def test_binary_conv_output_forms(kw, a):
+    """no_offset (y = dot) and per-channel weight scaling (y = dot * mean|W|) are affine in
+    the match count: scale/shift = 2a, -aK."""
+    net = nn.HybridSequential()
+    net.add(bmx.nn.BinaryConvolution(4, kernel_size=3, padding=1, **kw), nn.Flatten())
+    shape = (2, 6, 4, 4)
+    _init(net, shape)
+    data = convert(net, shape)
+    bc = _ops(data, "BinaryConv2D")[0]["options"]
+    w = net[0].qconv.weight.data().asnumpy()
+    K = 6 * 9
+    alpha = np.ones(4) if a is None else np.abs(w).mean(axis=(1, 2, 3))
+    np.testing.assert_allclose(bc["scale"], 2 * alpha, rtol=1e-6)
+    np.testing.assert_allclose(bc["shift"], -alpha * K, rtol=1e-6)
+    x = _x(shape)
+    ref = net(mx.nd.array(x)).asnumpy()
+    np.testing.assert_allclose(run_model(data, x), ref, rtol=1e-5, atol=1e-4)
+
+
+def test_bn_into_float_conv_weights_and_bias():
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(6, 3, strides=2, padding=1, groups=2, use_bias=True), nn.BatchNorm(),
+            nn.Activation("relu"))
+    _head(net)
+    shape = (2, 4, 9, 9)
+    _init(net, shape)
+    _randomize_bn(net)
+    net[0].bias.set_data(mx.nd.array(np.arange(6) * 0.1 - 0.2))
+    data = convert(net, shape)
+    assert [o["type"] for o in _ops(data)] == ["Conv2D", "Pool2D", "Dense"]
+    c = _ops(data, "Conv2D")[0]["options"]
+    s, t = _bn_np(net.collect_params(), net[1].prefix)
+    w = net[0].weight.data().asnumpy()
+    b = net[0].bias.data().asnumpy()
+    np.testing.assert_allclose(c["weight"], w * s.reshape(-1, 1, 1, 1), rtol=1e-6)
+    np.testing.assert_allclose(c["bias"], b * s + t, rtol=1e-6, atol=1e-6)
+    assert c["activation"] == "relu" and c["groups"] == 2 and c["stride"] == [2, 2]
+    x = _x(shape)
+    ref = net(mx.nd.array(x)).asnumpy()
+    np.testing.assert_allclose(run_model(data, x), ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+def test_unfoldable_bn_becomes_affine_with_relu():
+    """BN -> MaxPool -> ReLU (the transition) keeps an Affine: a negative scale does not
+    commute with max."""
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(4, 1), nn.MaxPool2D(2), nn.BatchNorm(), nn.Activation("relu"),
+            nn.AvgPool2D(2, count_include_pad=False, padding=1))
+    _head(net)
+    shape = (2, 3, 8, 8)
+    _init(net, shape)
+    _randomize_bn(net)
+    data = convert(net, shape)
+    types = [o["type"] for o in _ops(data)]
+    assert types == ["Conv2D", "Pool2D", "Affine", "Pool2D", "Pool2D", "Dense"]
+    aff = _ops(data, "Affine")[0]["options"]
+    assert aff["activation"] == "relu"
+    assert _ops(data, "Pool2D")[1]["options"]["count_include_pad"] is False
+    x = _x(shape)
+    ref = net(mx.nd.array(x)).asnumpy()
+    np.testing.assert_allclose(run_model(data, x), ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+class _DenseUnit(nn.HybridBlock):
+    def __init__(self, growth, **kw):
+        super().__init__(**kw)
+        with self.name_scope():
+            self.bn = nn.BatchNorm()
+            self.conv = bmx.nn.BinaryConvolution(growth, kernel_size=3, padding=1)
+
+    def hybrid_forward(self, F, x):
+        return F.concat(x, self.conv(self.bn(x)), dim=1)
+
+
+class _ResUnit(nn.HybridBlock):
+    def __init__(self, ch, **kw):
+        super().__init__(**kw)
+        with self.name_scope():
+            self.conv = bmx.nn.BinaryConvolution(ch, kernel_size=3, padding=1)
+            self.bn = nn.BatchNorm()
+
+    def hybrid_forward(self, F, x):
+        return self.bn(self.conv(x)) + x
+
+
+class _Improve(nn.HybridBlock):
+    def __init__(self, c_in, ch, **kw):
+        super().__init__(**kw)
+        self.c_in, self.ch = c_in, ch
+        with self.name_scope():
+            self.bn = nn.BatchNorm()
+            self.conv = bmx.nn.BinaryConvolution(ch, kernel_size=3, padding=1)
+
+    def hybrid_forward(self, F, x):
+        r = self.conv(self.bn(x))
+        keep = F.slice_axis(x, axis=1, begin=0, end=self.c_in - self.ch)
+        last = F.slice_axis(x, axis=1, begin=self.c_in - self.ch, end=self.c_in)
+        return F.concat(keep, last + r, dim=1)
+
+
+class _Shuffle(nn.HybridBlock):
+    def __init__(self, g, **kw):
+        super().__init__(**kw)
+        self.g = g
+
+    def hybrid_forward(self, F, x):
+        x = F.reshape(x, shape=(0, -4, self.g, -1, -2))
+        x = F.transpose(x, axes=(0, 2, 1, 3, 4))
+        return F.reshape(x, shape=(0, -3, -2))
+
+
+def _mixed_net():
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(8, 3, padding=1, use_bias=False), nn.BatchNorm(), nn.Activation("relu"),
+            _DenseUnit(8), _Improve(16, 4), _ResUnit(16), nn.BatchNorm(), nn.MaxPool2D(2),
+            nn.Activation("relu"), _Shuffle(4), nn.Conv2D(8, 1, groups=2, use_bias=False),
+            nn.Dropout(0.5))
+    return _head(net, 7)
+
+
+def test_concat_add_meliusnet_shuffle_graph():
+    net = _mixed_net()
+    shape = (2, 3, 10, 10)
+    _init(net, shape)
+    _randomize_bn(net)
+    data = convert(net, shape)
+    types = [o["type"] for o in _ops(data)]
+    for t in ("Concat", "Add", "AddToLastChannels", "ChannelShuffle", "Affine"):
+        assert t in types, types
+    assert _ops(data, "ChannelShuffle")[0]["options"]["groups"] == 4
+    assert read_model(data)["num_classes"] == 7
+    x = _x(shape)
+    ref = net(mx.nd.array(x)).asnumpy()
+    got = run_model(data, x)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def test_symbol_pair_gives_the_same_model(tmp_path):
+    net = _mixed_net()
+    shape = (1, 3, 10, 10)
+    _init(net, shape)
+    _randomize_bn(net)
+    net.hybridize()
+    net(mx.nd.zeros(shape))
+    net.export(str(tmp_path / "m"))
+    a = convert(net, shape, producer="p")
+    b = convert_symbol(tmp_path / "m-symbol.json", tmp_path / "m-0000.params", shape,
+                       producer="p")
+    c = convert(symbol_file=str(tmp_path / "m-symbol.json"),
+                params_file=str(tmp_path / "m-0000.params"), input_shape=shape, producer="p")
+    assert b == c
+    ma, mb = read_model(a), read_model(b)
+    assert [o["type"] for o in ma["ops"]] == [o["type"] for o in mb["ops"]]
+    x = _x((2, 3, 10, 10))
+    np.testing.assert_array_equal(run_model(a, x), run_model(b, x))
+
+
+def test_atomic_write(tmp_path):
+    net = _head(nn.HybridSequential())
+    shape = (1, 3, 4, 4)
+    _init(net, shape)
+    out = tmp_path / "m.bmx"
+    out.write_bytes(b"old")
+    data = convert(net, shape, path=out)
+    assert out.read_bytes() == data
+    assert os.listdir(tmp_path) == ["m.bmx"]  # no temp file left behind
+    bad = nn.HybridSequential()
+    bad.add(nn.Activation("sigmoid"))
+    _head(bad)
+    _init(bad, shape)
+    with pytest.raises(ConversionError):
+        convert(bad, shape, path=out)
+    assert out.read_bytes() == data and os.listdir(tmp_path) == ["m.bmx"]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _err(net, shape, *words):
+    _init(net, shape)
+    with pytest.raises(ConversionError) as e:
+        convert(net, shape)
+    msg = str(e.value)
+    for w in words:
+        assert w in msg, msg
+    return msg
+
+
+def test_error_unsupported_activation_names_it():
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(4, 3), nn.Activation("sigmoid"))
+    _err(_head(net), (1, 3, 6, 6), "sigmoid")
+
+
+def test_error_unsupported_op_names_it():
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(4, 3), nn.LeakyReLU(0.1))
+    _err(_head(net), (1, 3, 6, 6), "LeakyReLU")
+
+
+def test_error_kbit_activation():
+    net = nn.HybridSequential()
+    net.add(bmx.nn.QActivation(bits=2), bmx.nn.QConv2D(4, 3, bits=1))
+    _err(_head(net), (1, 3, 6, 6), "qactivation", "1-bit")
+
+
+def test_error_kbit_weights():
+    net = nn.HybridSequential()
+    net.add(bmx.nn.QActivation(), bmx.nn.QConv2D(4, 3, bits=2, in_channels=3))
+    _err(_head(net), (1, 3, 6, 6), "2-bit", "1-bit")
+
+
+def test_error_kbit_in_exported_symbol(tmp_path):
+    """Without block objects the converter still sees that the activation is not a sign."""
+    net = nn.HybridSequential()
+    net.add(bmx.nn.QActivation(bits=2), bmx.nn.QConv2D(4, 3, bits=1))
+    _head(net)
+    shape = (1, 3, 6, 6)
+    _init(net, shape)
+    net.hybridize()
+    net(mx.nd.zeros(shape))
+    net.export(str(tmp_path / "k"))
+    with pytest.raises(ConversionError, match="1-bit"):
+        convert_symbol(tmp_path / "k-symbol.json", tmp_path / "k-0000.params", shape)
+
+
+def test_error_xnor_scaling():
+    net = nn.HybridSequential()
+    with bmx.nn.set_binary_layer_config(approximation="xnor"):
+        net.add(bmx.nn.activated_conv(4, 3, padding=1))
+    _err(_head(net), (1, 3, 6, 6), "xnor")
+
+
+def test_error_zero_padding_binary_conv():
+    net = nn.HybridSequential()
+    net.add(bmx.nn.BinaryConvolution(4, kernel_size=3, padding=1, pad_value=0))
+    _err(_head(net), (1, 3, 6, 6), "-1")
+
+
+def test_error_binary_dense():
+    net = nn.HybridSequential()
+    net.add(nn.Flatten(), bmx.nn.QActivation(), bmx.nn.QDense(5))
+    _err(net, (1, 3, 4, 4), "QDense")
+
+
+def test_error_binary_conv_without_sign():
+    net = nn.HybridSequential()
+    net.add(bmx.nn.QConv2D(4, 3))
+    _err(_head(net), (1, 3, 6, 6), "sign")
+
+
+def test_error_partial_pooling_window():
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(4, 1), nn.AvgPool2D(2, ceil_mode=True))
+    _err(_head(net), (1, 3, 5, 5), "pool")
+
+
+def test_error_bad_arguments(tmp_path):
+    with pytest.raises(ConversionError, match="HybridBlock"):
+        convert(object(), (1, 3, 4, 4))
+    net = _init(_head(nn.HybridSequential()), (1, 3, 4, 4))
+    with pytest.raises(ConversionError, match="input_shape"):
+        convert(net, (1, 3, 4))
+    with pytest.raises(ConversionError, match="not both"):
+        convert(net, (1, 3, 4, 4), symbol_file="a", params_file="b")
+    with pytest.raises(ConversionError, match="not found"):
+        convert_symbol(tmp_path / "no-symbol.json", tmp_path / "no.params", (1, 3, 4, 4))
+
+
+# --------------------------------------------------------------------------- zoo (numpy oracle)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnete18", "meliusnet_a"])
+def test_zoo_model_matches_numpy_interpreter(name):
+    """Whole zoo networks through the file and the numpy interpreter (no C++ engine)."""
+    net = bmx.model_zoo.get_model(name, classes=10, stem="thumbnail")
+    shape = (2, 3, 32, 32)
+    _init(net, shape)
+    _randomize_bn(net)
+    data = convert(net, shape)
+    x = _x(shape)
+    ref = net(mx.nd.array(x)).asnumpy()
+    got = run_model(data, x)
+    assert (ref.argmax(1) == got.argmax(1)).all()
+    assert np.abs(got - ref).max() <= 1e-3 * np.abs(ref).max()
