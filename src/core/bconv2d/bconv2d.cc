@@ -1,0 +1,99 @@
+// Binary 2-D convolution: im2col over packed words (one pixel = in_words words, so a
+// 3x3 patch row is 9 * in_words words), block by block into a reused thread-local
+// buffer that stays in L2, then the bgemm kernels with A = patches (pixels) and
+// B = filters, so C[pixel][c_out] is the NHWC output with no transpose.
+// Padded positions are the packed -1 pixel: all ones, tail bits 0 (filter tails are 0).
+#include "core/bconv2d/bconv2d.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "core/bgemm/bgemm.h"
+#include "core/common/threadpool.h"
+
+namespace bmx {
+
+namespace {
+
+void check_shape(const BConv2DShape& s) {
+  auto bad = [](const std::string& m) { throw std::invalid_argument("bconv2d: " + m); };
+  if (s.batch < 1 || s.in_h < 1 || s.in_w < 1 || s.in_c < 1 || s.out_c < 1) bad("sizes must be positive");
+  if (s.kernel_h < 1 || s.kernel_w < 1) bad("kernel size must be positive");
+  if (s.stride_h < 1 || s.stride_w < 1) bad("stride must be positive");
+  if (s.dilation_h < 1 || s.dilation_w < 1) bad("dilation must be positive");
+  if (s.pad_h < 0 || s.pad_w < 0) bad("padding must be non-negative");
+  if (s.in_h + 2 * s.pad_h < s.dilation_h * (s.kernel_h - 1) + 1 ||
+      s.in_w + 2 * s.pad_w < s.dilation_w * (s.kernel_w - 1) + 1)
+    bad("kernel (with dilation) larger than the padded input: empty output");
+  if (s.in_c * s.kernel_h * s.kernel_w > (std::int64_t{1} << 30)) bad("K = C_in * KH * KW too large");
+}
+
+// Patch rows of output pixels [p0, p1) (flattened n, y, x) into cols (row_words each).
+void im2col(const word_t* input, const BConv2DShape& s, std::int64_t p0, std::int64_t p1, word_t* cols) {
+  const std::int64_t iw = s.in_words(), oh = s.out_h(), ow = s.out_w();
+  const std::int64_t row_words = s.kernel_h * s.kernel_w * iw;
+  const word_t last = tail_mask(s.in_c);
+  std::int64_t n = p0 / (oh * ow), y = (p0 / ow) % oh, x = p0 % ow;
+  for (std::int64_t p = p0; p < p1; ++p) {
+    word_t* d = cols + (p - p0) * row_words;
+    const word_t* img = input + n * s.in_h * s.in_w * iw;
+    for (std::int64_t ky = 0; ky < s.kernel_h; ++ky) {
+      const std::int64_t iy = y * s.stride_h - s.pad_h + ky * s.dilation_h;
+      const bool row_in = iy >= 0 && iy < s.in_h;
+      for (std::int64_t kx = 0; kx < s.kernel_w; ++kx, d += iw) {
+        const std::int64_t ix = x * s.stride_w - s.pad_w + kx * s.dilation_w;
+        if (row_in && ix >= 0 && ix < s.in_w) {
+          const word_t* src = img + (iy * s.in_w + ix) * iw;
+          for (std::int64_t w = 0; w < iw; ++w) d[w] = src[w];
+        } else {
+          for (std::int64_t w = 0; w + 1 < iw; ++w) d[w] = kMinusOneWord;
+          d[iw - 1] = last;
+        }
+      }
+    }
+    if (++x == ow) {
+      x = 0;
+      if (++y == oh) y = 0, ++n;
+    }
+  }
+}
+
+}  // namespace
+
+void bconv2d(const word_t* input, const word_t* filter, const BConv2DShape& s, std::int32_t* out,
+             ThreadPool* pool, const BgemmKernel* kernel) {
+  check_shape(s);
+  const BgemmKernel& k = kernel ? *kernel : bgemm_kernel("auto");
+  const std::int64_t iw = s.in_words();
+  const std::int64_t pixels = s.batch * s.out_h() * s.out_w();
+  const std::int64_t row_words = s.kernel_h * s.kernel_w * iw;
+  const std::int32_t k_bits = s.k_bits();
+  // A 1x1 convolution with stride 1 and no padding needs no im2col: pixels are rows.
+  if (s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0) {
+    bgemm(input, iw, filter, iw, pixels, s.out_c, iw, k_bits, out, s.out_c, pool, &k);
+    return;
+  }
+  // ~64 KiB of patches per block, a multiple of 4 pixels.
+  const std::int64_t block = std::clamp<std::int64_t>((64 * 1024 / (row_words * 8)) / 4 * 4, 8, 512);
+  const int threads = pool ? pool->num_threads() : 1;
+  const std::int64_t parts = std::max<std::int64_t>(1, std::min<std::int64_t>(threads, (pixels + 3) / 4));
+  parallel_for(parts > 1 ? pool : nullptr, parts, [&](std::int64_t tb, std::int64_t te) {
+    thread_local std::vector<word_t> cols;
+    for (std::int64_t t = tb; t < te; ++t) {
+      const std::int64_t lo = std::min(pixels, (pixels + 3) / 4 * t / parts * 4);
+      const std::int64_t hi = std::min(pixels, (pixels + 3) / 4 * (t + 1) / parts * 4);
+      for (std::int64_t p0 = lo; p0 < hi; p0 += block) {
+        const std::int64_t p1 = std::min(hi, p0 + block);
+        if (static_cast<std::int64_t>(cols.size()) < (p1 - p0) * row_words)
+          cols.resize(static_cast<std::size_t>(block * row_words));
+        im2col(input, s, p0, p1, cols.data());
+        k.run(cols.data(), row_words, filter, row_words, 0, p1 - p0, 0, s.out_c, row_words, k_bits,
+              out + p0 * s.out_c, s.out_c);
+      }
+    }
+  });
+}
+
+}  // namespace bmx

@@ -1,0 +1,133 @@
+// Binary GEMM: the kernel list, run-time dispatch, threading, and the portable kernel.
+#include "core/bgemm/bgemm.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "core/bgemm/kernels.h"
+#include "core/bgemm/reference.h"
+#include "core/common/cpu.h"
+#include "core/common/threadpool.h"
+
+namespace bmx {
+namespace kernels {
+
+void bgemm_1x1__reference(BMX_BGEMM_ARGS) { ref::bgemm(a, lda, b, ldb, m0, m1, n0, n1, words, k_bits, c, ldc); }
+
+namespace {
+// Portable register-blocked kernel: MR x NR popcount accumulators stay in registers
+// while one pass over K streams MR rows of A and NR rows of B.
+template <int MR, int NR>
+inline void tile_scalar(const word_t* a, std::int64_t lda, const word_t* b, std::int64_t ldb, std::int64_t words,
+                        std::int32_t k_bits, std::int32_t* c, std::int64_t ldc) {
+  std::int64_t acc[MR][NR] = {};
+  for (std::int64_t w = 0; w < words; ++w) {
+    word_t av[MR], bv[NR];
+    for (int i = 0; i < MR; ++i) av[i] = a[i * lda + w];
+    for (int j = 0; j < NR; ++j) bv[j] = b[j * ldb + w];
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) acc[i][j] += __builtin_popcountll(av[i] ^ bv[j]);
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) c[i * ldc + j] = xnor_dot(k_bits, static_cast<std::int32_t>(acc[i][j]));
+}
+}  // namespace
+
+void bgemm_4x4__scalar(BMX_BGEMM_ARGS) {
+  std::int64_t i = m0;
+  for (; i + 4 <= m1; i += 4) {
+    std::int64_t j = n0;
+    for (; j + 4 <= n1; j += 4)
+      tile_scalar<4, 4>(a + i * lda, lda, b + j * ldb, ldb, words, k_bits, c + i * ldc + j, ldc);
+    for (; j < n1; ++j) tile_scalar<4, 1>(a + i * lda, lda, b + j * ldb, ldb, words, k_bits, c + i * ldc + j, ldc);
+  }
+  for (; i < m1; ++i) {
+    std::int64_t j = n0;
+    for (; j + 4 <= n1; j += 4)
+      tile_scalar<1, 4>(a + i * lda, lda, b + j * ldb, ldb, words, k_bits, c + i * ldc + j, ldc);
+    for (; j < n1; ++j) tile_scalar<1, 1>(a + i * lda, lda, b + j * ldb, ldb, words, k_bits, c + i * ldc + j, ldc);
+  }
+}
+
+}  // namespace kernels
+
+namespace {
+bool always() { return true; }
+#if defined(BMX_ARCH_X86)
+bool has_avx2() { return cpu_features().avx2; }
+bool has_avx512() { return cpu_features().avx512_vpopcntdq; }
+#endif
+#if defined(BMX_ARCH_ARM64) || defined(BMX_ARCH_ARM32)
+bool has_neon() { return cpu_features().neon; }
+#endif
+}  // namespace
+
+const std::vector<BgemmKernel>& bgemm_kernels() {
+  static const std::vector<BgemmKernel> list = {
+      {"bgemm_1x1__reference", &always, 0, &kernels::bgemm_1x1__reference},
+      {"bgemm_4x4__scalar", &always, 10, &kernels::bgemm_4x4__scalar},
+#if defined(BMX_ARCH_X86)
+      {"bgemm_2x4__avx2", &has_avx2, 20, &kernels::bgemm_2x4__avx2},
+      {"bgemm_4x4__avx512", &has_avx512, 30, &kernels::bgemm_4x4__avx512},
+#endif
+#if defined(BMX_ARCH_ARM64) || defined(BMX_ARCH_ARM32)
+      {"bgemm_2x4__neon", &has_neon, 20, &kernels::bgemm_2x4__neon},
+#endif
+  };
+  return list;
+}
+
+const BgemmKernel& bgemm_kernel(const std::string& name) {
+  const auto& list = bgemm_kernels();
+  if (name.empty() || name == "auto") {
+    const BgemmKernel* best = nullptr;
+    for (const auto& k : list)
+      if (k.available() && (best == nullptr || k.priority > best->priority)) best = &k;
+    return *best;  // the reference is always available
+  }
+  std::string names;
+  for (const auto& k : list) {
+    if (name == k.name) {
+      if (!k.available())
+        throw std::invalid_argument("bgemm kernel '" + name + "' is not available on this CPU (features: " +
+                                    cpu_features_string() + ")");
+      return k;
+    }
+    names += names.empty() ? "" : ", ";
+    names += k.name;
+  }
+  throw std::invalid_argument("unknown bgemm kernel '" + name + "'; known: auto, " + names);
+}
+
+void bgemm(const word_t* a, std::int64_t lda, const word_t* b, std::int64_t ldb, std::int64_t m, std::int64_t n,
+           std::int64_t words, std::int32_t k_bits, std::int32_t* c, std::int64_t ldc, ThreadPool* pool,
+           const BgemmKernel* kernel) {
+  if (m <= 0 || n <= 0) return;
+  const BgemmKernel& k = kernel ? *kernel : bgemm_kernel("auto");
+  const int threads = pool ? pool->num_threads() : 1;
+  // Below ~64 K binary MACs a thread hand-off costs more than it saves.
+  if (threads <= 1 || m * n * std::max<std::int64_t>(words, 1) < 1024) {
+    k.run(a, lda, b, ldb, 0, m, 0, n, words, k_bits, c, ldc);
+    return;
+  }
+  // Split the larger dimension into one contiguous, tile-aligned range per thread; each
+  // thread then runs the kernel's own cache blocking over its range.
+  const bool split_n = n >= m;
+  const std::int64_t len = split_n ? n : m;
+  constexpr std::int64_t kAlign = 4;
+  const std::int64_t tiles = (len + kAlign - 1) / kAlign;
+  const std::int64_t parts = std::min<std::int64_t>(threads, tiles);
+  parallel_for(pool, parts, [&](std::int64_t pb, std::int64_t pe) {
+    for (std::int64_t p = pb; p < pe; ++p) {
+      const std::int64_t lo = std::min(len, tiles * p / parts * kAlign);
+      const std::int64_t hi = std::min(len, tiles * (p + 1) / parts * kAlign);
+      if (lo >= hi) continue;
+      if (split_n)
+        k.run(a, lda, b, ldb, 0, m, lo, hi, words, k_bits, c, ldc);
+      else
+        k.run(a, lda, b, ldb, lo, hi, 0, n, words, k_bits, c, ldc);
+    }
+  });
+}
+
+}  // namespace bmx

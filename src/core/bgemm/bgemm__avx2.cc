@@ -1,0 +1,183 @@
+// AVX2 binary GEMM: nibble-LUT popcount (vpshufb, Mula et al., "Faster population counts
+// using AVX2 instructions", 2016) with a 2x4 register tile.
+//
+// Why the operands are "nibble-split" first: popcount(a ^ b) needs the low and high
+// nibble of every byte of a ^ b, and (a ^ b) & 0x0f == (a & 0x0f) ^ (b & 0x0f). Splitting
+// each row once into a low-nibble and a high-nibble vector (cost O((M + N) * K)) removes
+// the and/shift/and from the inner loop (cost O(M * N * K)): per 256 bits of one (m, n)
+// pair the loop does 2 xor + 2 vpshufb + 2 vpaddb = 6 uops instead of 8.
+// Counts accumulate in 8-bit lanes (at most 8 per byte and step, so 31 steps fit) and
+// are widened with vpsadbw into 64-bit lanes.
+//
+// Cache blocking: a block of A rows (~128 KiB, L2) is split once; B is split in blocks
+// of NR-row panels (~8 KiB each for K = 8064, L1) and every panel meets all row pairs
+// of the A block before the next panel is touched.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "core/bgemm/kernels.h"
+
+namespace bmx::kernels {
+
+namespace {
+
+constexpr int MR = 2;
+constexpr int NR = 4;
+constexpr int kStepWords = 4;   // 256 bits per step
+constexpr int kMaxSteps8 = 31;  // 8-bit lanes: each step adds at most 8 per byte
+
+// A growable 64-byte aligned buffer of 256-bit vectors.
+class VecBuf {
+ public:
+  ~VecBuf() { std::free(p_); }
+  __m256i* get(std::int64_t n) {
+    if (n > cap_) {
+      std::free(p_);
+      cap_ = n;
+      p_ = static_cast<__m256i*>(std::aligned_alloc(64, static_cast<std::size_t>(n) * sizeof(__m256i)));
+      if (p_ == nullptr) throw std::bad_alloc();
+    }
+    return p_;
+  }
+
+ private:
+  __m256i* p_ = nullptr;
+  std::int64_t cap_ = 0;
+};
+// Thread-local scratch, reused across calls (no allocation in steady state).
+struct Scratch {
+  VecBuf a, b;
+};
+Scratch& scratch() {
+  thread_local Scratch s;
+  return s;
+}
+
+// Split `count` rows (row r at src + r * ld) into groups of R rows:
+// dst[group][step][R][lo, hi]. Rows past `count` up to the group size are zero, and so
+// are the words past `words` in the last step (zero in both operands: no count).
+template <int R>
+void split_rows(const word_t* src, std::int64_t ld, std::int64_t count, std::int64_t words, std::int64_t steps,
+                __m256i* dst) {
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  const std::int64_t groups = (count + R - 1) / R;
+  const std::int64_t full = words / kStepWords;
+  for (std::int64_t g = 0; g < groups; ++g) {
+    __m256i* d = dst + g * steps * R * 2;
+    for (int r = 0; r < R; ++r) {
+      const std::int64_t row = g * R + r;
+      if (row >= count) {
+        for (std::int64_t s = 0; s < steps; ++s) d[(s * R + r) * 2] = d[(s * R + r) * 2 + 1] = _mm256_setzero_si256();
+        continue;
+      }
+      const word_t* x = src + row * ld;
+      for (std::int64_t s = 0; s < steps; ++s) {
+        __m256i v;
+        if (s < full) {
+          v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + s * kStepWords));
+        } else {
+          alignas(32) word_t t[kStepWords] = {0, 0, 0, 0};
+          std::memcpy(t, x + s * kStepWords, static_cast<std::size_t>(words - s * kStepWords) * sizeof(word_t));
+          v = _mm256_load_si256(reinterpret_cast<const __m256i*>(t));
+        }
+        d[(s * R + r) * 2] = _mm256_and_si256(v, low4);
+        d[(s * R + r) * 2 + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+      }
+    }
+  }
+}
+
+inline std::int64_t hsum_epi64(__m256i v) {
+  const __m128i s = _mm_add_epi64(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  return _mm_cvtsi128_si64(s) + _mm_extract_epi64(s, 1);
+}
+
+// popcount(A[i] ^ B[j]) for the MR x NR tile of one A group and one B panel.
+inline void micro_2x4(const __m256i* ag, const __m256i* bp, std::int64_t steps, std::int64_t pc[MR][NR]) {
+  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,  //
+                                       0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+  const __m256i zero = _mm256_setzero_si256();
+  __m256i t00 = zero, t01 = zero, t02 = zero, t03 = zero, t10 = zero, t11 = zero, t12 = zero, t13 = zero;
+  for (std::int64_t s0 = 0; s0 < steps; s0 += kMaxSteps8) {
+    const std::int64_t s1 = std::min<std::int64_t>(steps, s0 + kMaxSteps8);
+    __m256i c00 = zero, c01 = zero, c02 = zero, c03 = zero, c10 = zero, c11 = zero, c12 = zero, c13 = zero;
+    const __m256i* ap = ag + s0 * MR * 2;
+    const __m256i* bq = bp + s0 * NR * 2;
+    for (std::int64_t s = s0; s < s1; ++s, ap += MR * 2, bq += NR * 2) {
+      const __m256i a0l = _mm256_load_si256(ap + 0), a0h = _mm256_load_si256(ap + 1);
+      const __m256i a1l = _mm256_load_si256(ap + 2), a1h = _mm256_load_si256(ap + 3);
+#define BMX_PAIR(cij, al, ah, j)                                                                            \
+  cij = _mm256_add_epi8(cij, _mm256_shuffle_epi8(lut, _mm256_xor_si256(al, _mm256_load_si256(bq + 2 * j)))); \
+  cij = _mm256_add_epi8(cij, _mm256_shuffle_epi8(lut, _mm256_xor_si256(ah, _mm256_load_si256(bq + 2 * j + 1))));
+      BMX_PAIR(c00, a0l, a0h, 0)
+      BMX_PAIR(c10, a1l, a1h, 0)
+      BMX_PAIR(c01, a0l, a0h, 1)
+      BMX_PAIR(c11, a1l, a1h, 1)
+      BMX_PAIR(c02, a0l, a0h, 2)
+      BMX_PAIR(c12, a1l, a1h, 2)
+      BMX_PAIR(c03, a0l, a0h, 3)
+      BMX_PAIR(c13, a1l, a1h, 3)
+#undef BMX_PAIR
+    }
+    t00 = _mm256_add_epi64(t00, _mm256_sad_epu8(c00, zero));
+    t01 = _mm256_add_epi64(t01, _mm256_sad_epu8(c01, zero));
+    t02 = _mm256_add_epi64(t02, _mm256_sad_epu8(c02, zero));
+    t03 = _mm256_add_epi64(t03, _mm256_sad_epu8(c03, zero));
+    t10 = _mm256_add_epi64(t10, _mm256_sad_epu8(c10, zero));
+    t11 = _mm256_add_epi64(t11, _mm256_sad_epu8(c11, zero));
+    t12 = _mm256_add_epi64(t12, _mm256_sad_epu8(c12, zero));
+    t13 = _mm256_add_epi64(t13, _mm256_sad_epu8(c13, zero));
+  }
+  pc[0][0] = hsum_epi64(t00);
+  pc[0][1] = hsum_epi64(t01);
+  pc[0][2] = hsum_epi64(t02);
+  pc[0][3] = hsum_epi64(t03);
+  pc[1][0] = hsum_epi64(t10);
+  pc[1][1] = hsum_epi64(t11);
+  pc[1][2] = hsum_epi64(t12);
+  pc[1][3] = hsum_epi64(t13);
+}
+
+}  // namespace
+
+void bgemm_2x4__avx2(BMX_BGEMM_ARGS) {
+  if (m1 <= m0 || n1 <= n0) return;
+  const std::int64_t steps = (words + kStepWords - 1) / kStepWords;
+  const std::int64_t row_bytes = std::max<std::int64_t>(steps, 1) * 64;
+  // Block sizes: A block ~128 KiB (L2), B block ~96 KiB; both rounded to whole tiles.
+  const std::int64_t mc = std::max<std::int64_t>(MR, (128 * 1024 / row_bytes) / MR * MR);
+  const std::int64_t nc = std::max<std::int64_t>(NR, (96 * 1024 / row_bytes) / NR * NR);
+  Scratch& sc = scratch();
+  const std::int64_t mcap = std::min(mc, (m1 - m0 + MR - 1) / MR * MR);
+  const std::int64_t ncap = std::min(nc, (n1 - n0 + NR - 1) / NR * NR);
+  __m256i* abuf = sc.a.get(std::max<std::int64_t>(mcap * steps * 2, 1));
+  __m256i* bbuf = sc.b.get(std::max<std::int64_t>(ncap * steps * 2, 1));
+  std::int64_t pc[MR][NR];
+  for (std::int64_t mb = m0; mb < m1; mb += mc) {
+    const std::int64_t mrows = std::min(mc, m1 - mb);
+    const std::int64_t groups = (mrows + MR - 1) / MR;
+    split_rows<MR>(a + mb * lda, lda, mrows, words, steps, abuf);
+    for (std::int64_t nb = n0; nb < n1; nb += nc) {
+      const std::int64_t ncols = std::min(nc, n1 - nb);
+      const std::int64_t panels = (ncols + NR - 1) / NR;
+      split_rows<NR>(b + nb * ldb, ldb, ncols, words, steps, bbuf);
+      for (std::int64_t p = 0; p < panels; ++p) {
+        const __m256i* bp = bbuf + p * steps * NR * 2;
+        const int nv = static_cast<int>(std::min<std::int64_t>(NR, ncols - p * NR));
+        for (std::int64_t g = 0; g < groups; ++g) {
+          micro_2x4(abuf + g * steps * MR * 2, bp, steps, pc);
+          const int mv = static_cast<int>(std::min<std::int64_t>(MR, mrows - g * MR));
+          std::int32_t* cr = c + (mb + g * MR) * ldc + nb + p * NR;
+          for (int i = 0; i < mv; ++i)
+            for (int j = 0; j < nv; ++j) cr[i * ldc + j] = xnor_dot(k_bits, static_cast<std::int32_t>(pc[i][j]));
+        }
+      }
+    }
+  }
+}
+
+}  // namespace bmx::kernels
