@@ -136,9 +136,11 @@ class ModelSummary:
         out += [
             f"Total params:       {self.total_params:,}",
             f"  binary params:    {self.binary_params:,} "
-            f"({self.binary_params / 8 / MIB:.2f} MiB at 1 bit)",
-            f"  fp params:        {self.fp_params:,} ({self.fp_params * 4 / MIB:.2f} MiB at 32 bit)",
-            f"Model size:         {self.model_size_mib:.2f} MiB ({self.model_size_bytes:,.0f} bytes)",
+            f"({self.model_size_mib - self.fp_params * 4 / MIB:.2f} MiB)",
+            f"  fp params:        {self.fp_params:,} "
+            f"({self.fp_params * 4 / MIB:.2f} MiB at 32 bit)",
+            f"Model size:         {self.model_size_mib:.2f} MiB "
+            f"({self.model_size_bytes:,.0f} bytes)",
             f"FLOPs (fp MACs):    {self.flops:.3e}",
             f"BOPs (binary MACs): {self.bops:.3e}",
             f"OPs = FLOPs + BOPs/64: {self.ops:.3e}",

@@ -60,6 +60,7 @@ def test_unknown_name_lists_valid_names():
         assert n in str(e.value)
 
 
+@pytest.mark.filterwarnings("ignore:Cannot decide type")  # SymbolBlock.imports, harmless
 @pytest.mark.parametrize("name", NAMES)
 def test_thumbnail_forward_hybridize_export(name, tmp_path):
     """At 32x32 with the thumbnail stem: imperative == hybridized == exported graph, and

@@ -14,8 +14,8 @@ same graph with ``nn.Conv2D`` and no sign), ``pretrained=False`` (a path loads l
 parameters; True loads ``$MXNET_HOME/models/<name>.params`` or raises; nothing is
 downloaded).
 """
-from .binary_densenet import (BinaryDenseNet, DenseLayer, DenseNetBase, Transition, binarydensenet28,
-                              binarydensenet37, binarydensenet37_dilated, binarydensenet45,
+from .binary_densenet import (BinaryDenseNet, DenseLayer, DenseNetBase, Transition,
+                              binarydensenet28, binarydensenet37, binarydensenet37_dilated, binarydensenet45,
                               binarydensenet_flex, binarydensenet_spec, get_binarydensenet,
                               transition_features)
 from .common import STEMS, ChannelShuffle, PretrainedNotFoundError, default_initializer
