@@ -87,8 +87,11 @@ class _Graph:
             raise ConversionError(f"the network must have one output, it has {len(self.heads)}")
         internals = sym.get_internals()
         try:
-            _, out_shapes, _ = internals.infer_shape(**{self.nodes[self.data_id]["name"]:
-                                                        self.input_shape})
+            # the stored parameter shapes take part, so a mismatching input is caught
+            known = dict((k, params[k].shape) for k in
+                         sym.list_arguments() + sym.list_auxiliary_states() if k in params)
+            known[self.nodes[self.data_id]["name"]] = self.input_shape
+            _, out_shapes, _ = internals.infer_shape(**known)
         except mx.base.MXNetError as e:
             msg = str(e).strip().splitlines()
             raise ConversionError(f"shape inference failed for input shape {self.input_shape}: "
@@ -1200,6 +1203,8 @@ def _run(argv):
     p.add_argument("--stem", default=None, help="stem variant (zoo models)")
     args = p.parse_args(argv)
     shp = _parse_shape(args.input_shape) if args.input_shape else (1, 3, 224, 224)
+    if args.model is None and args.symbol is None:
+        raise _UsageError("give a model zoo name or --symbol (see bmx-convert --help)")
     if args.output is None:
         raise _UsageError("missing -o/--output")
     out_dir = os.path.dirname(os.path.abspath(args.output))
