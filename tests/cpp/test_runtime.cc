@@ -1,0 +1,241 @@
+// Runtime ops against the naive NCHW reference of test_runtime_util.h.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "bmx/engine.h"
+#include "test_runtime_util.h"
+
+namespace bmx::testing {
+namespace {
+
+std::vector<float> run_engine(const std::vector<std::uint8_t>& bytes, const std::vector<float>& x, int batch,
+                              int threads = 1) {
+  Model m(bytes.data(), bytes.size(), threads);
+  return m.predict(x, batch);
+}
+
+void expect_close(const std::vector<float>& got, const std::vector<float>& want, double rel, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  const double tol = rel * std::max(1.0, max_abs(want));
+  std::size_t bad = 0, first = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    if (!(std::fabs(got[i] - want[i]) <= tol)) {
+      if (!bad) first = i;
+      ++bad;
+    }
+  }
+  EXPECT_EQ(bad, 0u) << what << ": " << bad << " mismatches, first at " << first << ": got " << got[first]
+                     << " want " << want[first];
+}
+
+struct BConvCase { int c, hw, oc, k, s, p, d, g, batch; };
+
+TEST(RuntimeBinaryConv, ExactMatchCountsAgainstFloatConvOnPlusMinusOne) {
+  // Exact integers: sign -> binary conv with scale 1, shift 0 outputs the match count.
+  const BConvCase cases[] = {
+      {3, 7, 5, 3, 1, 1, 1, 1, 1},   {64, 6, 8, 3, 1, 1, 1, 1, 2},  {65, 5, 7, 3, 2, 1, 1, 1, 1},
+      {63, 9, 4, 3, 1, 2, 2, 1, 1},  {130, 4, 3, 1, 1, 0, 1, 1, 3}, {128, 8, 16, 3, 2, 1, 1, 1, 1},
+      {129, 5, 6, 3, 1, 1, 1, 3, 1}, {96, 6, 8, 3, 1, 1, 1, 2, 2},  {1, 4, 2, 2, 2, 0, 1, 1, 1},
+      {70, 3, 64, 3, 1, 1, 1, 1, 1}, {8, 10, 3, 5, 1, 2, 1, 1, 1},  {256, 7, 65, 3, 1, 1, 1, 1, 1},
+  };
+  unsigned seed = 11;
+  for (const auto& t : cases) {
+    for (int threads : {1, 2}) {
+      Net n(seed++);
+      int x = n.input(t.c, t.hw, t.hw);
+      int s = n.sign(x, false);
+      int y = n.bconv(s, t.oc, t.k, t.s, t.p, t.d, t.g, /*identity=*/true);
+      const auto bytes = n.build(y);
+      const auto in = n.random_input(t.batch);
+      const auto got = run_engine(bytes, in, t.batch, threads);
+      const auto want = n.reference(in, t.batch);
+      ASSERT_EQ(got.size(), want.size());
+      for (std::size_t i = 0; i < got.size(); ++i) {
+        ASSERT_EQ(got[i], want[i]) << "seed " << seed - 1 << " c=" << t.c << " hw=" << t.hw << " oc=" << t.oc
+                                   << " k=" << t.k << " s=" << t.s << " p=" << t.p << " d=" << t.d << " g=" << t.g
+                                   << " threads=" << threads << " at " << i;
+        ASSERT_EQ(got[i], std::floor(got[i]));
+      }
+    }
+  }
+}
+
+TEST(RuntimeBinaryConv, FusedBnSignAndScaleShiftRelu) {
+  for (unsigned seed : {3u, 4u, 5u}) {
+    Net n(seed);
+    int x = n.input(67, 6, 6);
+    int s = n.sign(x, /*bn=*/true);
+    int y = n.bconv(s, 33, 3, 1, 1, 1, 1, false, /*relu=*/true);
+    const auto bytes = n.build(y);
+    const auto in = n.random_input(2);
+    expect_close(run_engine(bytes, in, 2), n.reference(in, 2), 0, "seed " + std::to_string(seed));
+  }
+}
+
+struct ConvCase { int c, hw, oc, k, s, p, d, g; bool relu, bias; };
+
+TEST(RuntimeFloatConv, AgainstNaiveLoops) {
+  const ConvCase cases[] = {
+      {3, 16, 8, 7, 2, 3, 1, 1, true, true}, {32, 9, 32, 3, 2, 1, 1, 4, true, true},
+      {32, 9, 64, 3, 1, 1, 1, 8, false, true}, {16, 7, 12, 1, 1, 0, 1, 1, false, false},
+      {16, 7, 12, 1, 1, 0, 1, 4, false, true}, {5, 11, 6, 3, 1, 2, 2, 1, true, false},
+      {6, 8, 9, 1, 2, 0, 1, 3, false, true},   {4, 5, 3, 2, 1, 0, 1, 1, false, true},
+  };
+  unsigned seed = 100;
+  for (const auto& t : cases) {
+    for (int batch : {1, 3}) {
+      for (int threads : {1, 2}) {
+        Net n(seed++);
+        int x = n.input(t.c, t.hw, t.hw);
+        int y = n.conv(x, t.oc, t.k, t.s, t.p, t.d, t.g, t.relu, t.bias);
+        const auto bytes = n.build(y);
+        const auto in = n.random_input(batch);
+        // Dyadic inputs and weights: exact in float, so the results must be equal.
+        expect_close(run_engine(bytes, in, batch, threads), n.reference(in, batch), 0,
+                     "conv case seed " + std::to_string(seed - 1));
+      }
+    }
+  }
+}
+
+TEST(RuntimePool, MaxAvgGlobal) {
+  unsigned seed = 200;
+  for (bool max : {true, false}) {
+    for (bool cip : {true, false}) {
+      for (auto kp : {std::array<int, 3>{3, 2, 1}, {2, 2, 0}, {3, 1, 1}, {3, 3, 2}}) {
+        Net n(seed++);
+        int x = n.input(5, 9, 9);
+        int y = n.pool(x, max, kp[0], kp[1], kp[2], cip);
+        const auto bytes = n.build(y);
+        const auto in = n.random_input(2);
+        expect_close(run_engine(bytes, in, 2, 2), n.reference(in, 2), 1e-6, "pool");
+      }
+    }
+    Net n(seed++);
+    int x = n.input(70, 5, 6);
+    int y = n.flatten(n.global_pool(x, max));
+    const auto bytes = n.build(y);
+    const auto in = n.random_input(3);
+    expect_close(run_engine(bytes, in, 3), n.reference(in, 3), 1e-6, "global pool");
+  }
+}
+
+// A small network with every op: dense shortcuts (concat in place), MeliusNet's
+// improvement (AddToLastChannels in place), ResNet's add, shuffle, grouped convs.
+std::vector<std::uint8_t> build_mixed(Net& n, bool flatten_4d) {
+  int x = n.input(3, 12, 12);
+  x = n.conv(x, 16, 3, 1, 1, 1, 1, /*relu=*/true);
+  for (int i = 0; i < 3; ++i) {  // dense block
+    int s = n.sign(x, true);
+    int y = n.bconv(s, 8, 3, 1, 1);
+    x = n.concat({x, y});
+    if (i == 1) {  // improvement block
+      int s2 = n.sign(x, true);
+      int z = n.bconv(s2, 8, 3, 1, 1);
+      x = n.add_last(x, z);
+    }
+  }
+  x = n.pool(x, true, 2, 2, 0);            // 40 x 6 x 6
+  x = n.relu(x);
+  x = n.shuffle(x, 4);
+  x = n.conv(x, 24, 1, 1, 0, 1, 4);        // grouped transition
+  int s = n.sign(x, true);
+  int y = n.bconv(s, 24, 3, 2, 1, 1, 1);   // 24 x 3 x 3 strided
+  int sc = n.conv(n.pool(x, false, 2, 2, 0), 24, 1);  // downsampling shortcut
+  x = n.add(y, sc);
+  x = n.affine(x, true);
+  int head;
+  if (flatten_4d) {
+    head = n.dense(n.flatten(x), 10);
+  } else {
+    head = n.dense(n.global_pool(x, false), 10);
+  }
+  return n.build(head);
+}
+
+TEST(RuntimeGraph, MixedNetworkAgainstReference) {
+  for (bool flat : {false, true}) {
+    for (unsigned seed : {1u, 2u, 3u}) {
+      Net n(seed);
+      const auto bytes = build_mixed(n, flat);
+      Model m(bytes.data(), bytes.size());
+      EXPECT_EQ(m.num_classes(), 10);
+      EXPECT_EQ(m.input_shape(), (std::vector<std::int64_t>{1, 3, 12, 12}));
+      for (int batch : {1, 4, 2}) {
+        for (int threads : {1, 2, 3}) {
+          m.set_num_threads(threads);
+          const auto in = n.random_input(batch);
+          expect_close(m.predict(in, batch), n.reference(in, batch), 1e-5,
+                       "mixed seed " + std::to_string(seed) + " batch " + std::to_string(batch));
+        }
+      }
+    }
+  }
+}
+
+TEST(RuntimeGraph, ConcurrentPredictMatchesSerial) {
+  Net n(7);
+  const auto bytes = build_mixed(n, false);
+  Model m(bytes.data(), bytes.size(), 2);
+  std::vector<std::vector<float>> inputs, expected;
+  for (int i = 0; i < 8; ++i) {
+    inputs.push_back(n.random_input(1 + i % 3));
+    expected.push_back(m.predict(inputs.back(), 1 + i % 3));
+  }
+  std::vector<std::thread> ts;
+  std::vector<int> ok(8, 0);
+  for (int t = 0; t < 8; ++t) {
+    ts.emplace_back([&, t] {
+      bool good = true;
+      for (int r = 0; r < 20; ++r) {
+        const int i = (t + r) % 8;
+        good = good && m.predict(inputs[i], 1 + i % 3) == expected[i];
+      }
+      ok[t] = good;
+    });
+  }
+  for (auto& th : ts) th.join();
+  for (int t = 0; t < 8; ++t) EXPECT_TRUE(ok[t]) << "thread " << t;
+}
+
+TEST(RuntimeGraph, ProfileCountsEveryKind) {
+  Net n(9);
+  const auto bytes = build_mixed(n, false);
+  Model m(bytes.data(), bytes.size());
+  m.set_profiling(true);
+  const auto in = n.random_input(1);
+  m.predict(in, 1);
+  m.predict(in, 1);
+  double total = 0;
+  std::int64_t calls = 0;
+  for (const auto& e : m.profile()) {
+    EXPECT_GE(e.seconds, 0.0) << e.kind;
+    total += e.seconds;
+    calls += e.calls;
+  }
+  EXPECT_GT(total, 0.0);
+  EXPECT_EQ(calls, 2 * m.num_ops());
+  EXPECT_EQ(m.profile_ops().size(), static_cast<std::size_t>(m.num_ops()));
+  m.reset_profile();
+  for (const auto& e : m.profile()) EXPECT_EQ(e.calls, 0);
+}
+
+TEST(RuntimeGraph, BadPredictArguments) {
+  Net n(1);
+  const auto bytes = build_mixed(n, false);
+  Model m(bytes.data(), bytes.size());
+  auto in = n.random_input(1);
+  EXPECT_THROW(m.predict(in, 2), InputError);
+  EXPECT_THROW(m.predict(in, 0), InputError);
+  EXPECT_THROW(m.predict(in.data(), -1, in.data()), InputError);
+  in[17] = std::nanf("");
+  EXPECT_THROW(m.predict(in, 1), InputError);
+  in[17] = INFINITY;
+  EXPECT_THROW(m.predict(in, 1), InputError);
+  EXPECT_THROW(m.set_num_threads(0), Error);
+  EXPECT_THROW(Model("/nonexistent/model.bmx"), Error);
+}
+
+}  // namespace
+}  // namespace bmx::testing
