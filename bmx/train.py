@@ -31,8 +31,6 @@ __all__ = ["main", "run", "build_parser", "parse_args", "build_model", "UsageErr
 
 PROG = "bmx-train"
 CHECKPOINT = "checkpoint.json"
-#: kvstore key offset for the BatchNorm running statistics averaged across workers
-_AUX_KEY_BASE = 1 << 20
 
 
 class UsageError(Exception):
@@ -266,7 +264,7 @@ def build_model(spec, classes, stem=None, clip_threshold=1.3, bits=1, bits_a=1, 
         except UsageError:
             raise
         except (TypeError, ValueError, KeyError, mx.base.MXNetError) as e:
-            raise UsageError(f"cannot build model {spec!r}: {e}") from None
+            raise UsageError(f"cannot build model {spec!r}: {_first_line(e)}") from None
 
 
 def build_teacher(spec, params, classes, image_shape, stem=None):
@@ -291,18 +289,23 @@ def build_teacher(spec, params, classes, image_shape, stem=None):
             net.load_parameters(params, ctx=mx.cpu())
         except (AssertionError, mx.base.MXNetError, ValueError) as e:
             raise UsageError(f"--teacher-params {params} does not fit {spec!r}: "
-                             f"{str(e).splitlines()[0]}") from None
+                             f"{_first_line(e)}") from None
     net.hybridize(static_alloc=True)
     try:
         out = net(mx.nd.zeros((1,) + tuple(image_shape)))
     except mx.base.MXNetError as e:
         raise UsageError(f"teacher {spec!r} cannot run on {image_shape} inputs: "
-                         f"{str(e).splitlines()[0]}") from None
+                         f"{_first_line(e)}") from None
     if out.shape[-1] != classes:
         raise UsageError(f"teacher {spec!r} has {out.shape[-1]} outputs, the data {classes} classes")
     for p in net.collect_params().values():
         p.grad_req = "null"
     return net
+
+
+def _first_line(e):
+    msg = str(e).strip().splitlines()
+    return msg[0] if msg else type(e).__name__
 
 
 class _quiet_warnings:
@@ -533,9 +536,11 @@ def train(args, hooks=None):
     opt_params = {"learning_rate": args.lr, "wd": args.wd}
     if args.optimizer == "sgd":
         opt_params["momentum"] = args.momentum
+    # dist_sync: the optimizer runs on every worker (identical updates from identical
+    # summed gradients); bmx does the all-reduce itself through the kvstore (see _DistSync),
+    # which keeps trainer states local (checkpointable) and the key protocol explicit.
     trainer = gluon.Trainer(net.collect_params(), args.optimizer, opt_params,
-                            kvstore=kv if dist else args.kvstore,
-                            update_on_kvstore=False if dist else None)
+                            kvstore=None if dist else args.kvstore)
 
     start_epoch = 0
     history = []
@@ -551,16 +556,10 @@ def train(args, hooks=None):
         history = ckpt.get("history", [])
         best = ckpt.get("best", best)
         if rank0:
-            print(f"{PROG}: resumed from {ckpt['params']} (epoch {start_epoch} of {args.epochs})",
+            print(f"{PROG}: resumed from {ckpt['params']}, continuing with epoch "
+                  f"{start_epoch + 1} of {args.epochs}",
                   file=sys.stderr)
-    elif dist:
-        trainer._init_kvstore()  # broadcast rank 0's initial weights before the first step
-        trainer._init_params()
-
-    aux = [p for p in net.collect_params().values() if p.grad_req == "null"]
-    if dist:
-        for j, p in enumerate(aux):
-            kv.init(_AUX_KEY_BASE + j, p.data(ctx))
+    sync = _DistSync(kv, net, ctx) if dist else None
 
     nb = ds.num_batches(args.batch_size, num_workers)
     global_batch = args.batch_size * num_workers
@@ -624,6 +623,8 @@ def train(args, hooks=None):
                     kd = soft_ce(logits / T, soft_t) * (T * T)
                     loss = (1 - alpha) * loss + alpha * kd
             loss.backward()
+            if sync is not None:
+                sync.allreduce_grads()
             trainer.step(len(yb) * num_workers)
             loss_acc += loss.sum()
             correct_acc += (logits.argmax(axis=1) == y).sum()
@@ -639,8 +640,8 @@ def train(args, hooks=None):
         tot_loss = float(loss_acc.asscalar())
         tot_correct = float(correct_acc.asscalar())
         bar.close()
-        if dist:
-            _average_aux(kv, aux, num_workers, ctx)
+        if sync is not None:
+            sync.average_aux()
         el = time.time() - t0
         t_train += el
         val_acc, val_loss = evaluate()
@@ -688,15 +689,62 @@ def train(args, hooks=None):
     return summary
 
 
-def _average_aux(kv, aux, num_workers, ctx):
-    """Average BatchNorm running statistics over the workers (the server sums pushes)."""
-    for j, p in enumerate(aux):
-        arr = p.data(ctx)
-        kv.push(_AUX_KEY_BASE + j, arr)
-        kv.pull(_AUX_KEY_BASE + j, out=arr)
-        arr /= num_workers
-    for p in aux:
-        p.data(ctx).wait_to_read()
+def _plain(arr):
+    """A copy of ``arr`` in MXNet's default (row-major) layout."""
+    import mxnet as mx
+    return mx.nd.array(arr.asnumpy(), ctx=arr.context, dtype=arr.dtype)
+
+
+class _DistSync:
+    """Synchronous data parallelism over MXNet's ``dist_sync`` parameter server.
+
+    One kvstore key per parameter. Without an optimizer on the servers, a ``dist_sync``
+    server stores the sum of one push per worker, so push + pull is an all-reduce.
+    Construction copies rank 0's parameters to every worker. MXNet's ``Init`` passes its
+    barrier before the rank-0 push is acknowledged (so another worker's pull can reach the
+    server first: "init K first"): every phase here ends with ``waitall`` and a barrier.
+    """
+
+    def __init__(self, kv, net, ctx):
+        import mxnet as mx
+        self.mx, self.kv, self.ctx = mx, kv, ctx
+        self.n = kv.num_workers
+        self.params = list(net.collect_params().values())
+        self.grad_keys = [i for i, p in enumerate(self.params) if p.grad_req != "null"]
+        self.aux_keys = [i for i, p in enumerate(self.params) if p.grad_req == "null"]
+        mx.nd.waitall()
+        keys = list(range(len(self.params)))
+        # Plain copies: after a forward pass oneDNN may hold conv weights in its own
+        # layout, and MXNet's dist push silently skips such arrays.
+        kv.init(keys, [_plain(p.data(ctx)) for p in self.params])
+        self._fence()
+        for i in keys:
+            buf = mx.nd.zeros(self.params[i].shape, ctx=ctx, dtype=self.params[i].dtype)
+            kv.pull(i, out=buf)
+            self.params[i].set_data(buf)
+        self._fence()
+
+    def _fence(self):
+        self.mx.nd.waitall()
+        self.kv._barrier()
+
+    def allreduce_grads(self):
+        for i in self.grad_keys:
+            g = self.params[i].grad(self.ctx)
+            self.kv.push(i, _plain(g), priority=-i)
+            self.kv.pull(i, out=g, priority=-i)
+
+    def average_aux(self):
+        """Average the BatchNorm running statistics over the workers."""
+        for i in self.aux_keys:
+            a = self.params[i].data(self.ctx)
+            self.kv.push(i, _plain(a), priority=-i)
+            self.kv.pull(i, out=a, priority=-i)
+        self.mx.nd.waitall()
+        for i in self.aux_keys:
+            a = self.params[i].data(self.ctx)
+            a /= self.n
+        self._fence()
 
 
 def _write_rank_params(out, net, rank):
