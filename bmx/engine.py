@@ -1,9 +1,169 @@
 """bmx.engine: the C++ xnor-popcount inference engine (re-exports ``bmx._engine``).
 
 Bethge et al., "BMXNet 2" (2019): bit-packed binary layers computed with xor and
-popcount. This thin module documents and validates the compiled functions.
+popcount. This thin module documents and validates the compiled functions; the bit
+convention is the one of :mod:`bmx.convention` (bit 1 iff value < 0, LSB first, tail
+bits 0, -1 padding for binary convolutions).
+
+Kernels
+-------
+One kernel list drives dispatch, tests and benchmarks (:func:`list_kernels`): a naive
+``bgemm_1x1__reference`` (the source of truth), a portable ``bgemm_4x4__scalar``, and
+per-architecture kernels (``bgemm_2x4__avx2``, ``bgemm_4x4__avx512``, ``bgemm_2x4__neon``)
+chosen at run time by CPU feature. ``BMX_DISABLE_SIMD=avx512,avx2,neon`` in the
+environment (read once, at import of the compiled module) hides features from the
+dispatcher.
 """
+import numpy as np
+
 from . import _engine
+
+__all__ = ["pack_bits", "binary_gemm", "binary_conv2d", "list_kernels", "auto_kernel",
+           "cpu_features", "WORD_BITS"]
 
 __version__ = _engine.__version__
 WORD_BITS = _engine.WORD_BITS
+
+
+def pack_bits(x, axis=-1, num_threads=1):
+    """Rastegari et al., XNOR-Net (2016): pack +-1 values into 64-bit words along an axis.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        float32 or int8 array of any rank >= 1.
+    axis : int, optional
+        Axis to pack (default: the last one).
+    num_threads : int, optional
+        Threads used for large arrays.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint64 array with ``axis`` moved last and of length ``ceil(x.shape[axis] / 64)``:
+        bit ``i % 64`` of word ``i // 64`` is 1 iff ``x[..., i] < 0`` (NaN, 0 and -0.0
+        give 0); bits past the axis length are 0.
+
+    Raises
+    ------
+    ValueError
+        For another dtype, a 0-d array or an out-of-range axis.
+    """
+    if not isinstance(x, np.ndarray):
+        raise ValueError(f"pack_bits: expected a numpy array, got {type(x).__name__}")
+    if x.ndim == 0:
+        raise ValueError("pack_bits: expected an array with at least one dimension")
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"pack_bits: axis {axis} out of range for a {x.ndim}-D array")
+    if x.dtype not in (np.float32, np.int8):
+        raise ValueError(f"pack_bits: expected float32 or int8, got {x.dtype} (use x.astype(np.float32))")
+    return _engine.pack_last_axis(np.ascontiguousarray(np.moveaxis(x, axis, -1)), int(num_threads))
+
+
+def binary_gemm(a_bits, b_bits, k, num_threads=1, kernel="auto"):
+    """Rastegari et al., XNOR-Net (2016): binary GEMM by xor and popcount.
+
+    Computes ``C[m, n] = k - 2 * popcount(a_bits[m] ^ b_bits[n])``, the dot product of
+    the +-1 vectors that the packed rows hold.
+
+    Parameters
+    ----------
+    a_bits : numpy.ndarray
+        uint64 array of shape (M, W), rows packed by :func:`pack_bits`.
+    b_bits : numpy.ndarray
+        uint64 array of shape (N, W).
+    k : int
+        True bit count per row; ``W`` must equal ``ceil(k / 64)`` and the bits past ``k``
+        must be 0.
+    num_threads : int, optional
+        Worker threads (the calling thread counts as one).
+    kernel : str, optional
+        ``'auto'`` (best available) or a name from :func:`list_kernels`.
+
+    Returns
+    -------
+    numpy.ndarray
+        int32 array of shape (M, N).
+
+    Raises
+    ------
+    ValueError
+        Wrong dtype, rank, word count, stray tail bits, unknown or unavailable kernel.
+    """
+    return _engine.binary_gemm(_as_array(a_bits, "a_bits"), _as_array(b_bits, "b_bits"), _as_int(k, "k"),
+                               _as_int(num_threads, "num_threads"), str(kernel))
+
+
+def binary_conv2d(x, weights, stride=1, padding=0, dilation=1, in_channels=None, num_threads=1,
+                  kernel="auto"):
+    """Bethge et al., BMXNet 2 (2019): binary 2-D convolution with -1 padding (NHWC).
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        Input of shape (N, H, W, C): float32 or int8 values (packed inside the call, so
+        packing is part of its cost: bit 1 iff value < 0), or uint64 words of shape
+        (N, H, W, ceil(C / 64)) already packed (then ``in_channels`` gives C unless the
+        weights are unpacked).
+    weights : numpy.ndarray
+        Filters of shape (C_out, KH, KW, C_in) (OHWI), float32/int8 values or uint64
+        words of shape (C_out, KH, KW, ceil(C_in / 64)).
+    stride, padding, dilation : int or (int, int), optional
+        Padding adds ``padding`` positions of value -1 on each side (a binary conv pads
+        with -1, which is free after packing).
+    in_channels : int, optional
+        Input channel count; required when both ``x`` and ``weights`` are packed.
+    num_threads : int, optional
+        Worker threads (the calling thread counts as one).
+    kernel : str, optional
+        bgemm kernel: ``'auto'`` or a name from :func:`list_kernels`.
+
+    Returns
+    -------
+    numpy.ndarray
+        int32 array of shape (N, OH, OW, C_out) holding the +-1 dot products
+        ``K - 2 * popcount`` with ``K = C_in * KH * KW`` (BMXNet's offset output is
+        ``(out + K) // 2``).
+
+    Raises
+    ------
+    ValueError
+        Wrong dtype, rank, channel/word count, geometry or kernel name.
+    """
+    return _engine.binary_conv2d(_as_array(x, "x"), _as_array(weights, "weights"), stride, padding, dilation,
+                                 None if in_channels is None else _as_int(in_channels, "in_channels"),
+                                 _as_int(num_threads, "num_threads"), str(kernel))
+
+
+def list_kernels():
+    """Bethge et al., BMXNet 2 (2019): the binary GEMM kernels compiled into this build.
+
+    Returns
+    -------
+    list of (str, bool)
+        ``(name, available)`` for every kernel of the list that drives dispatch, tests and
+        benchmarks, reference first; ``available`` says whether this CPU runs it.
+    """
+    return [(str(n), bool(a)) for n, a in _engine.list_kernels()]
+
+
+def auto_kernel():
+    """Bethge et al., BMXNet 2 (2019): name of the kernel that ``kernel='auto'`` uses here."""
+    return _engine.auto_kernel()
+
+
+def cpu_features():
+    """Bethge et al., BMXNet 2 (2019): CPU features the dispatcher sees (e.g. ``'popcnt,avx2'``)."""
+    return _engine.cpu_features()
+
+
+def _as_array(a, what):
+    if not isinstance(a, np.ndarray):
+        raise ValueError(f"{what} must be a numpy array, got {type(a).__name__}")
+    return a
+
+
+def _as_int(v, what):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise ValueError(f"{what} must be an int, got {v!r}")
+    return int(v)

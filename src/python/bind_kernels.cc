@@ -1,10 +1,24 @@
-// Python bindings of the bit-packing and binary GEMM/conv kernels.
+// Python bindings of the bit-packing and binary GEMM/conv kernels (bmx.engine documents
+// them). Every argument is validated here: wrong dtypes, shapes or word counts raise
+// ValueError (std::invalid_argument) before any pointer is touched. Heavy work runs with
+// the GIL released.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
+#include <map>
+#include <memory>
+#include <mutex>
 #include <stdexcept>
+#include <string>
+#include <tuple>
+#include <vector>
 
+#include "core/bconv2d/bconv2d.h"
+#include "core/bgemm/bgemm.h"
+#include "core/bitpack/bitpack.h"
 #include "core/bitpack/reference.h"
+#include "core/common/threadpool.h"
 #include "python/bindings.h"
 
 namespace py = pybind11;
@@ -12,18 +26,263 @@ namespace py = pybind11;
 namespace bmx::python {
 
 namespace {
+
+using U64Array = py::array_t<word_t, py::array::c_style>;
+
+[[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
+
+// One pool per thread count, created on first use and kept (thread start-up would cost
+// more than a small layer). A pool serves one call at a time: the lock serialises
+// concurrent Python threads that ask for the same count.
+struct PoolSlot {
+  std::mutex mu;
+  std::unique_ptr<ThreadPool> pool;
+};
+PoolSlot& pool_slot(int threads) {
+  static std::mutex map_mu;
+  static std::map<int, std::unique_ptr<PoolSlot>> slots;
+  std::lock_guard<std::mutex> lk(map_mu);
+  auto& s = slots[threads];
+  if (!s) {
+    s = std::make_unique<PoolSlot>();
+    if (threads > 1) s->pool = std::make_unique<ThreadPool>(threads);
+  }
+  return *s;
+}
+
+int check_threads(int num_threads) {
+  if (num_threads < 1 || num_threads > 256) fail("num_threads must be in [1, 256], got " + std::to_string(num_threads));
+  return num_threads;
+}
+
+const BgemmKernel& lookup_kernel(const std::string& name) {
+  return bgemm_kernel(name);  // std::invalid_argument (ValueError) names the known kernels
+}
+
+bool is_dtype(const py::array& a, const py::dtype& d) { return a.dtype().is(d); }
+
+std::string dtype_name(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+
+U64Array as_words(const py::array& a, const char* what) {
+  if (!is_dtype(a, py::dtype::of<word_t>()))
+    fail(std::string(what) + " must be a uint64 array of packed bits (see pack_bits), got dtype " + dtype_name(a));
+  return U64Array::ensure(a);
+}
+
+// Tail bits beyond k must be zero (the convention); a row with stray bits would give a
+// silently wrong result, so it is rejected.
+void check_tails(const U64Array& a, std::int64_t rows, std::int64_t words, std::int64_t k, const char* what) {
+  if (k % kWordBits == 0 || words == 0) return;
+  const word_t bad = ~tail_mask(k);
+  const word_t* p = a.data();
+  for (std::int64_t r = 0; r < rows; ++r)
+    if (p[r * words + words - 1] & bad)
+      fail(std::string(what) + ": row " + std::to_string(r) + " has bits set beyond k = " + std::to_string(k) +
+           " (tail bits must be 0)");
+}
+
+// ---- packing -------------------------------------------------------------------------
+
+py::array_t<word_t> pack_last_axis(const py::array& x_in, int num_threads) {
+  check_threads(num_threads);
+  const bool f32 = is_dtype(x_in, py::dtype::of<float>());
+  const bool i8 = is_dtype(x_in, py::dtype::of<std::int8_t>());
+  if (!f32 && !i8) fail("pack_bits: expected a float32 or int8 array, got dtype " + dtype_name(x_in));
+  if (x_in.ndim() < 1) fail("pack_bits: expected an array with at least one dimension");
+  py::array x = py::array::ensure(x_in, py::array::c_style);
+  const std::int64_t k = x.shape(x.ndim() - 1);
+  const std::int64_t rows = k == 0 ? 0 : x.size() / k;
+  const std::int64_t words = words_for_bits(k);
+  std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
+  shape.back() = static_cast<py::ssize_t>(words);
+  py::array_t<word_t> out(shape);
+  if (rows == 0 || k == 0) return out;
+  word_t* o = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    PoolSlot& slot = pool_slot(num_threads);
+    std::lock_guard<std::mutex> lk(slot.mu);
+    if (f32)
+      pack_rows(static_cast<const float*>(x.data()), rows, k, k, o, words, slot.pool.get());
+    else
+      pack_rows(static_cast<const std::int8_t*>(x.data()), rows, k, k, o, words, slot.pool.get());
+  }
+  return out;
+}
+
+// ---- binary GEMM ---------------------------------------------------------------------
+
+py::array_t<std::int32_t> binary_gemm(const py::array& a_in, const py::array& b_in, std::int64_t k, int num_threads,
+                                      const std::string& kernel) {
+  check_threads(num_threads);
+  const BgemmKernel& kern = lookup_kernel(kernel);
+  U64Array a = as_words(a_in, "binary_gemm: a_bits");
+  U64Array b = as_words(b_in, "binary_gemm: b_bits");
+  if (a.ndim() != 2 || b.ndim() != 2)
+    fail("binary_gemm: a_bits and b_bits must be 2-D (rows, words), got " + std::to_string(a.ndim()) + "-D and " +
+         std::to_string(b.ndim()) + "-D");
+  if (k < 0 || k > (std::int64_t{1} << 30)) fail("binary_gemm: k must be in [0, 2**30], got " + std::to_string(k));
+  const std::int64_t words = words_for_bits(k);
+  if (a.shape(1) != words || b.shape(1) != words)
+    fail("binary_gemm: k = " + std::to_string(k) + " bits needs ceil(k/64) = " + std::to_string(words) +
+         " words per row, got a_bits with " + std::to_string(a.shape(1)) + " and b_bits with " +
+         std::to_string(b.shape(1)));
+  const std::int64_t m = a.shape(0), n = b.shape(0);
+  check_tails(a, m, words, k, "binary_gemm: a_bits");
+  check_tails(b, n, words, k, "binary_gemm: b_bits");
+  py::array_t<std::int32_t> c({static_cast<py::ssize_t>(m), static_cast<py::ssize_t>(n)});
+  std::int32_t* cp = c.mutable_data();
+  const word_t* ap = a.data();
+  const word_t* bp = b.data();
+  {
+    py::gil_scoped_release nogil;
+    PoolSlot& slot = pool_slot(num_threads);
+    std::lock_guard<std::mutex> lk(slot.mu);
+    bgemm(ap, words, bp, words, m, n, words, static_cast<std::int32_t>(k), cp, n, slot.pool.get(), &kern);
+  }
+  return c;
+}
+
+// ---- binary conv2d -------------------------------------------------------------------
+
+std::pair<std::int64_t, std::int64_t> pair_arg(const py::object& o, const char* what) {
+  std::int64_t h = 0, w = 0;
+  if (py::isinstance<py::int_>(o)) {
+    h = w = o.cast<std::int64_t>();
+  } else {
+    try {
+      auto t = o.cast<std::vector<std::int64_t>>();
+      if (t.size() != 2) fail("");
+      h = t[0], w = t[1];
+    } catch (const std::exception&) {
+      fail(std::string("binary_conv2d: ") + what + " must be an int or a pair of ints");
+    }
+  }
+  return {h, w};
+}
+
+py::array_t<std::int32_t> binary_conv2d(const py::array& x_in, const py::array& w_in, const py::object& stride,
+                                        const py::object& padding, const py::object& dilation,
+                                        const py::object& in_channels, int num_threads, const std::string& kernel) {
+  check_threads(num_threads);
+  const BgemmKernel& kern = lookup_kernel(kernel);
+  if (x_in.ndim() != 4) fail("binary_conv2d: x must be 4-D NHWC, got " + std::to_string(x_in.ndim()) + "-D");
+  if (w_in.ndim() != 4) fail("binary_conv2d: weights must be 4-D (C_out, KH, KW, C_in), got " + std::to_string(w_in.ndim()) + "-D");
+  const auto u64 = py::dtype::of<word_t>();
+  const auto f32 = py::dtype::of<float>();
+  const auto i8 = py::dtype::of<std::int8_t>();
+  auto kind = [&](const py::array& a, const char* what) {
+    if (is_dtype(a, u64)) return 0;
+    if (is_dtype(a, f32)) return 1;
+    if (is_dtype(a, i8)) return 2;
+    fail(std::string("binary_conv2d: ") + what + " must be float32, int8 or uint64 (packed), got dtype " + dtype_name(a));
+  };
+  const int xk = kind(x_in, "x"), wk = kind(w_in, "weights");
+  std::int64_t c_in = -1;
+  if (!in_channels.is_none()) c_in = in_channels.cast<std::int64_t>();
+  if (xk != 0) {
+    if (c_in >= 0 && c_in != x_in.shape(3)) fail("binary_conv2d: in_channels disagrees with x.shape[3]");
+    c_in = x_in.shape(3);
+  }
+  if (wk != 0) {
+    if (c_in >= 0 && c_in != w_in.shape(3))
+      fail("binary_conv2d: weights have C_in = " + std::to_string(w_in.shape(3)) + " but the input has " + std::to_string(c_in));
+    c_in = w_in.shape(3);
+  }
+  if (c_in < 1) fail("binary_conv2d: in_channels is required (>= 1) when both x and weights are packed uint64");
+  const std::int64_t iw = words_for_bits(c_in);
+  if (xk == 0 && x_in.shape(3) != iw)
+    fail("binary_conv2d: packed x must have ceil(C_in/64) = " + std::to_string(iw) + " words per pixel, got " +
+         std::to_string(x_in.shape(3)));
+  if (wk == 0 && w_in.shape(3) != iw)
+    fail("binary_conv2d: packed weights must have ceil(C_in/64) = " + std::to_string(iw) + " words per tap, got " +
+         std::to_string(w_in.shape(3)));
+  BConv2DShape s;
+  s.batch = x_in.shape(0), s.in_h = x_in.shape(1), s.in_w = x_in.shape(2), s.in_c = c_in;
+  s.out_c = w_in.shape(0), s.kernel_h = w_in.shape(1), s.kernel_w = w_in.shape(2);
+  std::tie(s.stride_h, s.stride_w) = pair_arg(stride, "stride");
+  std::tie(s.pad_h, s.pad_w) = pair_arg(padding, "padding");
+  std::tie(s.dilation_h, s.dilation_w) = pair_arg(dilation, "dilation");
+  {
+    // Shape errors before any work (bconv2d checks again).
+    if (s.batch < 1 || s.in_h < 1 || s.in_w < 1 || s.out_c < 1 || s.kernel_h < 1 || s.kernel_w < 1)
+      fail("binary_conv2d: empty input or weights");
+    if (s.stride_h < 1 || s.stride_w < 1 || s.dilation_h < 1 || s.dilation_w < 1 || s.pad_h < 0 || s.pad_w < 0)
+      fail("binary_conv2d: stride and dilation must be >= 1 and padding >= 0");
+    if (s.in_h + 2 * s.pad_h < s.dilation_h * (s.kernel_h - 1) + 1 || s.in_w + 2 * s.pad_w < s.dilation_w * (s.kernel_w - 1) + 1)
+      fail("binary_conv2d: kernel (with dilation) is larger than the padded input");
+  }
+  py::array x = py::array::ensure(x_in, py::array::c_style);
+  py::array w = py::array::ensure(w_in, py::array::c_style);
+  const std::int64_t in_pixels = s.batch * s.in_h * s.in_w;
+  const std::int64_t taps = s.out_c * s.kernel_h * s.kernel_w;
+  if (xk == 0) check_tails(U64Array::ensure(x), in_pixels, iw, c_in, "binary_conv2d: x");
+  if (wk == 0) check_tails(U64Array::ensure(w), taps, iw, c_in, "binary_conv2d: weights");
+  const std::int64_t oh = s.out_h(), ow = s.out_w();
+  py::array_t<std::int32_t> out({static_cast<py::ssize_t>(s.batch), static_cast<py::ssize_t>(oh),
+                                 static_cast<py::ssize_t>(ow), static_cast<py::ssize_t>(s.out_c)});
+  std::int32_t* op = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    PoolSlot& slot = pool_slot(num_threads);
+    std::lock_guard<std::mutex> lk(slot.mu);
+    ThreadPool* pool = slot.pool.get();
+    thread_local std::vector<word_t> xbuf, wbuf;
+    const word_t* xp = static_cast<const word_t*>(x.data());
+    const word_t* wp = static_cast<const word_t*>(w.data());
+    if (xk != 0) {
+      xbuf.resize(static_cast<std::size_t>(in_pixels * iw));
+      if (xk == 1)
+        pack_rows(static_cast<const float*>(x.data()), in_pixels, c_in, c_in, xbuf.data(), iw, pool);
+      else
+        pack_rows(static_cast<const std::int8_t*>(x.data()), in_pixels, c_in, c_in, xbuf.data(), iw, pool);
+      xp = xbuf.data();
+    }
+    if (wk != 0) {
+      wbuf.resize(static_cast<std::size_t>(taps * iw));
+      if (wk == 1)
+        pack_rows(static_cast<const float*>(w.data()), taps, c_in, c_in, wbuf.data(), iw, pool);
+      else
+        pack_rows(static_cast<const std::int8_t*>(w.data()), taps, c_in, c_in, wbuf.data(), iw, pool);
+      wp = wbuf.data();
+    }
+    bconv2d(xp, wp, s, op, pool, &kern);
+  }
+  return out;
+}
+
 py::array_t<word_t> pack_rows_f32(py::array_t<float, py::array::c_style | py::array::forcecast> x) {
-  if (x.ndim() != 2) throw py::value_error("pack_rows: expected a 2-D float32 array");
+  if (x.ndim() != 2) fail("pack_rows_reference: expected a 2-D float32 array");
   const auto rows = x.shape(0), k = x.shape(1);
   py::array_t<word_t> out({rows, static_cast<py::ssize_t>(words_for_bits(k))});
   ref::pack_rows(x.data(), rows, k, out.mutable_data());
   return out;
 }
+
 }  // namespace
 
 void bind_kernels(py::module_& m) {
   m.def("pack_rows_reference", &pack_rows_f32, py::arg("x"),
         "Naive packing of the rows of a 2-D float32 array (reference kernel).");
+  m.def("pack_last_axis", &pack_last_axis, py::arg("x"), py::arg("num_threads") = 1,
+        "Pack a C-contiguous float32/int8 array along its last axis into uint64 words.");
+  m.def("binary_gemm", &binary_gemm, py::arg("a_bits"), py::arg("b_bits"), py::arg("k"), py::arg("num_threads") = 1,
+        py::arg("kernel") = "auto", "C[m, n] = k - 2 * popcount(a_bits[m] ^ b_bits[n]) as int32.");
+  m.def("binary_conv2d", &binary_conv2d, py::arg("x"), py::arg("weights"), py::arg("stride") = 1,
+        py::arg("padding") = 0, py::arg("dilation") = 1, py::arg("in_channels") = py::none(),
+        py::arg("num_threads") = 1, py::arg("kernel") = "auto",
+        "Binary 2-D convolution of NHWC input with -1 padding; int32 NHWC +-1 dot products.");
+  m.def(
+      "list_kernels",
+      [] {
+        std::vector<std::tuple<std::string, bool>> out;
+        for (const auto& k : bgemm_kernels()) out.emplace_back(k.name, k.available());
+        return out;
+      },
+      "Every bgemm kernel compiled into this build as (name, available on this CPU).");
+  m.def(
+      "auto_kernel", [] { return std::string(bgemm_kernel("auto").name); },
+      "Name of the kernel that kernel='auto' dispatches to on this CPU.");
 }
 
 }  // namespace bmx::python
