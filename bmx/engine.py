@@ -167,3 +167,169 @@ def _as_int(v, what):
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
         raise ValueError(f"{what} must be an int, got {v!r}")
     return int(v)
+
+
+# ---------------------------------------------------------------------------------------
+# Inference runtime (src/runtime, bmx::Model); appended by the runtime.
+
+import os as _os
+
+__all__ += ["Model", "ModelError", "validate_model", "FORMAT_VERSION"]
+
+#: model file format version this engine reads (``Model.version`` in the schema)
+FORMAT_VERSION = _engine.FORMAT_VERSION
+#: raised for a bad, corrupted or unsupported model file (a ValueError subclass)
+ModelError = _engine.ModelError
+
+
+class Model:
+    """A converted bmx model ready for inference (Bethge et al., "BMXNet 2", 2019).
+
+    Parameters
+    ----------
+    model : str, os.PathLike, bytes, bytearray or memoryview
+        Path of a ``.bmx`` file written by :func:`bmx.convert` / ``bmx-convert``, or its
+        bytes. The file is validated completely before use (treated as hostile).
+    num_threads : int, default 1
+        Threads used inside each :meth:`predict` call.
+    profile : bool, default False
+        Collect per-op timings (see :meth:`profile`).
+
+    Raises
+    ------
+    FileNotFoundError, PermissionError, IsADirectoryError
+        The path cannot be read.
+    ModelError
+        The file is not a valid bmx model (truncated, corrupted, wrong version, wrong
+        shapes or sizes); the message names the offending op. A ValueError subclass.
+    TypeError
+        ``model`` is neither a path nor bytes, or ``num_threads`` is not an int.
+
+    Notes
+    -----
+    Input policy of :meth:`predict`: a 4-D float32 array ``(N, C, H, W)`` whose
+    ``(C, H, W)`` equals ``input_shape[1:]``. Other dtypes are rejected (no silent cast),
+    non-contiguous arrays are copied, NaN or Inf anywhere raises ValueError; every bad
+    input raises ValueError.
+
+    Thread safety: any number of Python threads may call :meth:`predict` on one Model at
+    once. The GIL is released while it runs and each concurrent call gets its own
+    activation buffers and worker threads (a pool of execution contexts inside the
+    Model), so results equal serial calls. Serial calls reuse one context and allocate
+    nothing after the first call with a given batch size.
+    """
+
+    def __init__(self, model, num_threads=1, profile=False):
+        if isinstance(model, (bytes, bytearray, memoryview)):
+            data = model
+        elif isinstance(model, (str, _os.PathLike)):
+            with open(model, "rb") as f:
+                data = f.read()
+        else:
+            raise TypeError(f"Model() takes a path or bytes, got {type(model).__name__}")
+        if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)):
+            raise TypeError(f"num_threads must be an int, got {type(num_threads).__name__}")
+        if num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+        self._m = _engine.Model(data, int(num_threads))
+        self._m.profiling = bool(profile)
+
+    @property
+    def input_shape(self):
+        """Input shape at batch 1, NCHW: ``(1, C, H, W)``."""
+        return tuple(self._m.input_shape)
+
+    @property
+    def output_shape(self):
+        """Output shape at batch 1 (``(1, num_classes)`` for a classifier)."""
+        return tuple(self._m.output_shape)
+
+    @property
+    def num_classes(self):
+        return self._m.num_classes
+
+    @property
+    def producer(self):
+        """Writer recorded in the file, e.g. ``"bmx 0.1.0 (binarydensenet28)"``."""
+        return self._m.producer
+
+    @property
+    def mean(self):
+        """Per-channel input mean recorded by the converter (empty if none)."""
+        return list(self._m.mean)
+
+    @property
+    def std(self):
+        return list(self._m.std)
+
+    @property
+    def num_threads(self):
+        return self._m.num_threads
+
+    @num_threads.setter
+    def num_threads(self, n):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"num_threads must be an int >= 1, got {n!r}")
+        self._m.num_threads = int(n)
+
+    def predict(self, x):
+        """Logits for a batch of images.
+
+        Parameters
+        ----------
+        x : numpy.ndarray
+            float32, shape ``(N, C, H, W)`` with ``(C, H, W) == input_shape[1:]``.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 ``(N, num_classes)`` (or ``(N, C, H, W)`` for a 4-D output).
+        """
+        if not isinstance(x, np.ndarray):
+            raise ValueError(f"predict: expected a numpy float32 array, got {type(x).__name__}")
+        if x.dtype != np.float32:
+            raise ValueError(f"predict: input must be float32, got {x.dtype} (use x.astype(np.float32))")
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape[1:]:
+            raise ValueError(f"predict: input must have shape (N, {', '.join(map(str, self.input_shape[1:]))}), "
+                             f"got {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            raise ValueError("predict: empty batch")
+        return self._m.predict(np.ascontiguousarray(x))
+
+    __call__ = predict
+
+    @property
+    def profiling(self):
+        """Whether :meth:`predict` collects per-op timings."""
+        return self._m.profiling
+
+    @profiling.setter
+    def profiling(self, on):
+        self._m.profiling = bool(on)
+
+    def profile(self, per_op=False):
+        """Seconds spent per op kind over the profiled :meth:`predict` calls.
+
+        Kinds: ``packing`` (fused BatchNorm + sign + bit-packing), ``binary_conv``,
+        ``float_conv``, ``bn_threshold`` (affine ops and the per-channel scale/shift of
+        binary conv outputs), ``pool``, ``concat`` (copies the planner could not remove),
+        ``other``. With ``per_op=True``: a list of ``("name (Type)", seconds)`` in graph
+        order instead.
+        """
+        return list(self._m.profile_ops()) if per_op else dict(self._m.profile())
+
+    def reset_profile(self):
+        self._m.reset_profile()
+
+    def summary(self):
+        """Table of ops and value shapes."""
+        return self._m.summary()
+
+    def __repr__(self):
+        return (f"bmx.engine.Model(input_shape={self.input_shape}, num_classes={self.num_classes}, "
+                f"ops={self._m.num_ops}, num_threads={self.num_threads})")
+
+
+def validate_model(data):
+    """Check model bytes without preparing them for execution; raises :class:`ModelError`."""
+    _engine.validate_model(data)

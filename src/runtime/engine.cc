@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iomanip>
+#include <atomic>
 #include <mutex>
 #include <sstream>
 
@@ -64,8 +65,8 @@ int profile_kind(const OpNode& op) {
 struct Model::Impl {
   Graph g;
   rt::Plan plan;
-  int threads = 1;
-  bool profiling = false;
+  std::atomic<int> threads{1};
+  std::atomic<bool> profiling{false};
 
   std::mutex mu;  // guards `free` and the profile totals
   std::vector<std::unique_ptr<Context>> free;
@@ -97,6 +98,7 @@ struct Model::Impl {
   }
 
   std::unique_ptr<Context> acquire(int batch) {
+    const int threads = this->threads.load();
     std::unique_ptr<Context> ctx;
     {
       std::lock_guard<std::mutex> lock(mu);

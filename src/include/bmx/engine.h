@@ -15,8 +15,8 @@
 // concurrent predict() call takes its own execution context (activation buffers and
 // thread pool) from a pool inside the Model, so callers never wait on each other and
 // never share buffers; serial calls reuse one context and allocate nothing after the
-// first call with a given batch size. set_num_threads() and set_profiling() are not
-// const: do not call them while another thread is inside predict().
+// first call with a given batch size. set_num_threads() and set_profiling() may be called
+// at any time; calls already running keep the settings they started with.
 #pragma once
 
 #include <cstddef>
@@ -80,7 +80,7 @@ class Model {
   std::vector<float> mean() const;
   std::vector<float> std() const;
 
-  // Threads used inside each predict() call (>= 1). Not while predict() runs.
+  // Threads used inside each predict() call (>= 1).
   void set_num_threads(int n);
   int num_threads() const;
 
