@@ -1,23 +1,189 @@
-"""Main job placeholder until bmx.train lands: a short Gluon BNN forward/backward."""
-import mxnet as mx
-from mxnet.gluon import nn
+"""The main job (``make demo``): train a 1-bit BinaryDenseNet from scratch on the digits,
+convert it, run it with the C++ engine and compare.
 
-import bmx
+Bethge et al., "Back to Simplicity: How to Train Accurate BNNs from Scratch?" (2019) and
+"BinaryDenseNet" (2019): a small BinaryDenseNet (thumbnail stem, dense blocks of binary
+3x3 convolutions without bottleneck, full-precision transitions) trained with Adam and
+cosine decay from He-normal initialization; no full-precision pretraining.
+
+Steps: ``bmx.train`` on scikit-learn's bundled digits (offline, fixed 1,437 / 360 split,
+upscaled to 16x16) -> ``bmx.convert`` -> ``bmx.engine.Model`` on the 360 test images ->
+``demo-out/report.json``. Exit code 0 only when the acceptance holds: Gluon test accuracy
+>= 90% and the engine's accuracy within one test image of Gluon's.
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+DEMO_MODEL = ("binarydensenet_flex:block_config=(2,2,2),growth_rate=32,init_features=32,"
+              "reduction=2")
+MIN_ACCURACY = 0.90
 
 
-def main():
-    net = nn.HybridSequential()
-    net.add(nn.Conv2D(16, 3, padding=1, use_bias=False), nn.BatchNorm(),
-            bmx.nn.BinaryConvolution(16, kernel_size=3, padding=1), nn.BatchNorm(),
-            nn.Activation("relu"), nn.GlobalAvgPool2D(), nn.Dense(10))
-    net.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
-    net.hybridize()
-    x = mx.nd.random.normal(shape=(4, 1, 8, 8))
-    with mx.autograd.record():
-        loss = net(x).sum()
-    loss.backward()
-    print("bmx", bmx.__version__, "engine", bmx.engine.__version__, "output", net(x).shape)
+def _parser():
+    p = argparse.ArgumentParser(prog="python -m bmx.demo", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default="demo-out", help="output directory")
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--image-size", type=int, default=16)
+    p.add_argument("--model", default=DEMO_MODEL)
+    p.add_argument("--lr", type=float, default=0.005)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--engine-threads", type=int, default=1)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def _time_per_image(fn, xs, repeat=1):
+    """Median over ``repeat`` passes of the mean per-image latency (ms) of ``fn(x[i:i+1])``."""
+    for i in range(min(10, len(xs))):  # warm-up
+        fn(xs[i:i + 1])
+    passes = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for i in range(len(xs)):
+            fn(xs[i:i + 1])
+        passes.append((time.perf_counter() - t0) * 1000.0 / len(xs))
+    return float(np.median(passes))
+
+
+def run(argv=None):
+    args = _parser().parse_args(argv)
+    import mxnet as mx
+
+    import bmx
+    from bmx import train as bt
+    from bmx.converter import float_size_bytes
+    from bmx.data import get_dataset
+    from bmx.train import _write_json
+
+    t_start = time.time()
+    out = args.out
+    os.makedirs(out, exist_ok=True)
+    train_dir = os.path.join(out, "train")
+
+    # 1. train (bmx-train in-process: same code path as the CLI)
+    targs = bt.parse_args(["--model", args.model, "--dataset", "digits", "--image-size",
+                           str(args.image_size), "--epochs", str(args.epochs), "--batch-size",
+                           "64", "--optimizer", "adam", "--lr", str(args.lr), "--lr-mode",
+                           "cosine", "--stem", "thumbnail", "--bits", "1", "--bits-a", "1",
+                           "--clip-threshold", "1.3", "--seed", str(args.seed), "--save-dir",
+                           train_dir] + (["--quiet"] if args.quiet else []))
+    print(f"[demo] training {args.model} (1-bit, thumbnail stem) on digits "
+          f"{args.image_size}x{args.image_size} for {args.epochs} epochs", flush=True)
+    t0 = time.time()
+    summary = bt.train(targs)
+    train_s = time.time() - t0
+    net = summary.pop("net")
+
+    ds = get_dataset("digits", image_size=args.image_size)
+    x_test, y_test = ds.val_x, ds.val_y
+    n_test = len(y_test)
+    shape = (1,) + ds.image_shape
+
+    # 2. Gluon (MXNet) accuracy and batch-1 latency
+    gl_logits = net(mx.nd.array(x_test)).asnumpy()
+    gl_pred = gl_logits.argmax(axis=1)
+    gluon_acc = float((gl_pred == y_test).mean())
+
+    def gluon_predict(x):
+        return net(mx.nd.array(x)).asnumpy()
+    gluon_ms = _time_per_image(gluon_predict, x_test, repeat=3)
+
+    # 3. convert (BN folded, binary weights bit-packed)
+    model_path = os.path.join(out, "digits-binarydensenet.bmx")
+    pre = ds.preprocess
+    bmx.convert(net, input_shape=shape, path=model_path, mean=[pre["mean"]], std=[pre["std"]])
+    packed = os.path.getsize(model_path)
+    params = {name: p.data() for name, p in net.collect_params().items()}
+    float_bytes = float_size_bytes(params)
+    float_all_bytes = 4 * sum(int(np.prod(p.shape)) for p in net.collect_params().values())
+
+    # 4. engine
+    from bmx.engine import Model
+    engine = Model(model_path, num_threads=args.engine_threads)
+    en_logits = np.concatenate([np.asarray(engine.predict(x_test[i:i + 1])).reshape(1, -1)
+                                for i in range(n_test)])
+    en_pred = en_logits.argmax(axis=1)
+    engine_acc = float((en_pred == y_test).mean())
+    engine_ms = _time_per_image(lambda x: engine.predict(x), x_test, repeat=3)
+    disagree = int((en_pred != gl_pred).sum())
+    max_logit_diff = float(np.abs(en_logits - gl_logits).max())
+
+    correct_diff = int(abs(int((gl_pred == y_test).sum()) - int((en_pred == y_test).sum())))
+    ok_acc = gluon_acc >= MIN_ACCURACY
+    ok_match = correct_diff <= 1
+    report = {
+        "gluon_test_accuracy": gluon_acc,
+        "engine_test_accuracy": engine_acc,
+        "float_size_bytes": float_bytes,
+        "packed_size_bytes": packed,
+        "gluon_ms_per_image": gluon_ms,
+        "engine_ms_per_image": engine_ms,
+        "test_images": n_test,
+        "test_correct_gluon": int((gl_pred == y_test).sum()),
+        "test_correct_engine": int((en_pred == y_test).sum()),
+        "predictions_differing": disagree,
+        "max_abs_logit_difference": max_logit_diff,
+        "compression_ratio": float_bytes / packed,
+        "float_size_bytes_with_bn_statistics": float_all_bytes,
+        "speedup_engine_vs_gluon": gluon_ms / engine_ms if engine_ms > 0 else None,
+        "model": args.model,
+        "stem": "thumbnail",
+        "bits": 1,
+        "bits_a": 1,
+        "dataset": "sklearn digits, 8x8 upscaled to "
+                   f"{args.image_size}x{args.image_size}, fixed split {ds.num_train}/{n_test}",
+        "epochs": args.epochs,
+        "train_time_s": train_s,
+        "best_val_accuracy": summary["best_val_acc"],
+        "best_epoch": summary["best_epoch"],
+        "reported_accuracy": "final epoch (the converted model); best_val_accuracy is the "
+                             "best epoch",
+        "timing": f"batch 1, mean over the {n_test} test images, median of 3 passes; "
+                  f"engine {args.engine_threads} thread(s), Gluon hybridized MXNet "
+                  f"{mx.__version__} with its default threads",
+        "engine_threads": args.engine_threads,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
+        "model_file": model_path,
+        "train_dir": train_dir,
+        "total_time_s": None,
+        "acceptance": {"gluon_accuracy_at_least_0.90": ok_acc,
+                       "engine_within_one_test_image": ok_match},
+    }
+    report["total_time_s"] = time.time() - t_start
+    _write_json(os.path.join(out, "report.json"), report)
+
+    print()
+    print("bmx demo: 1-bit BinaryDenseNet on digits (trained from scratch)")
+    print(f"  model            {args.model} (thumbnail stem)")
+    print(f"  training         {args.epochs} epochs in {train_s:.1f} s")
+    print(f"  test accuracy    Gluon {gluon_acc:.4f}  engine {engine_acc:.4f}  "
+          f"({report['test_correct_gluon']} vs {report['test_correct_engine']} of {n_test}; "
+          f"{disagree} predictions differ)")
+    print(f"  size             float32 {float_bytes:,} B  packed {packed:,} B  "
+          f"({report['compression_ratio']:.1f}x smaller)")
+    print(f"  ms per image     Gluon {gluon_ms:.3f}  engine {engine_ms:.3f}  "
+          f"(batch 1; engine {args.engine_threads} thread)")
+    print(f"  report           {os.path.join(out, 'report.json')}  "
+          f"(total {report['total_time_s']:.1f} s)")
+    if not ok_acc:
+        print(f"bmx demo: FAILED: Gluon test accuracy {gluon_acc:.4f} < {MIN_ACCURACY}",
+              file=sys.stderr)
+    if not ok_match:
+        print(f"bmx demo: FAILED: engine and Gluon differ by {correct_diff} correct test images "
+              "(> 1)", file=sys.stderr)
+    return 0 if ok_acc and ok_match else 1
+
+
+def main(argv=None):
+    return run(argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
