@@ -91,38 +91,87 @@ void split_rows(const word_t* src, std::int64_t ld, std::int64_t count, std::int
   }
 }
 
-inline std::int64_t hsum_epi64(__m256i v) {
-  const __m128i s = _mm_add_epi64(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  return _mm_cvtsi128_si64(s) + _mm_extract_epi64(s, 1);
-}
+alignas(32) const std::uint8_t kNibbleLut[32] = {0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                                  0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4};
 
-// popcount(A[i] ^ B[j]) for the MR x NR tile of one A group and one B panel.
-inline void micro_2x4(const __m256i* ag, const __m256i* bp, std::int64_t steps, std::int64_t pc[MR][NR]) {
-  const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,  //
-                                       0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
-  const __m256i zero = _mm256_setzero_si256();
-  __m256i t00 = zero, t01 = zero, t02 = zero, t03 = zero, t10 = zero, t11 = zero, t12 = zero, t13 = zero;
-  for (std::int64_t s0 = 0; s0 < steps; s0 += kMaxSteps8) {
-    const std::int64_t s1 = std::min<std::int64_t>(steps, s0 + kMaxSteps8);
-    __m256i c00 = zero, c01 = zero, c02 = zero, c03 = zero, c10 = zero, c11 = zero, c12 = zero, c13 = zero;
-    const __m256i* ap = ag + s0 * MR * 2;
-    const __m256i* bq = bp + s0 * NR * 2;
-    for (std::int64_t s = s0; s < s1; ++s, ap += MR * 2, bq += NR * 2) {
-      const __m256i a0l = _mm256_load_si256(ap + 0), a0h = _mm256_load_si256(ap + 1);
-      const __m256i a1l = _mm256_load_si256(ap + 2), a1h = _mm256_load_si256(ap + 3);
+#if defined(__GNUC__) && defined(__x86_64__)
+// The step loop in assembly: the 16 ymm registers hold exactly 8 accumulators, the LUT,
+// 4 A vectors and 3 temporaries; compilers spill two accumulators here otherwise.
+#define BMX_AVX2_COL(J)                                              \
+  "vpxor  " #J "*64(%[bq]), %%ymm8, %%ymm12\n\t"                     \
+  "vpxor  " #J "*64+32(%[bq]), %%ymm9, %%ymm13\n\t"                  \
+  "vpxor  " #J "*64(%[bq]), %%ymm10, %%ymm14\n\t"                    \
+  "vpshufb %%ymm12, %%ymm15, %%ymm12\n\t"                            \
+  "vpshufb %%ymm13, %%ymm15, %%ymm13\n\t"                            \
+  "vpshufb %%ymm14, %%ymm15, %%ymm14\n\t"                            \
+  "vpaddb %%ymm12, %[c0" #J "], %[c0" #J "]\n\t"                     \
+  "vpxor  " #J "*64+32(%[bq]), %%ymm11, %%ymm12\n\t"                 \
+  "vpaddb %%ymm13, %[c0" #J "], %[c0" #J "]\n\t"                     \
+  "vpshufb %%ymm12, %%ymm15, %%ymm12\n\t"                            \
+  "vpaddb %%ymm14, %[c1" #J "], %[c1" #J "]\n\t"                     \
+  "vpaddb %%ymm12, %[c1" #J "], %[c1" #J "]\n\t"
+#define BMX_AVX2_ASM 1
+#endif
+
+// Per-step counts of one A group (2 rows) against one B panel (4 rows) for steps
+// [0, n), n <= 31, added into 8-bit accumulators.
+inline void steps_2x4(const __m256i* ap, const __m256i* bq, std::int64_t n, __m256i& c00, __m256i& c01,
+                      __m256i& c02, __m256i& c03, __m256i& c10, __m256i& c11, __m256i& c12, __m256i& c13) {
+#if defined(BMX_AVX2_ASM)
+  __asm__(
+      "vmovdqa (%[lut]), %%ymm15\n\t"
+      "1:\n\t"
+      "vmovdqa (%[ap]), %%ymm8\n\t"
+      "vmovdqa 32(%[ap]), %%ymm9\n\t"
+      "vmovdqa 64(%[ap]), %%ymm10\n\t"
+      "vmovdqa 96(%[ap]), %%ymm11\n\t"
+      BMX_AVX2_COL(0) BMX_AVX2_COL(1) BMX_AVX2_COL(2) BMX_AVX2_COL(3)
+      "addq $128, %[ap]\n\t"
+      "addq $256, %[bq]\n\t"
+      "decq %[n]\n\t"
+      "jnz 1b\n\t"
+      : [c00] "+x"(c00), [c01] "+x"(c01), [c02] "+x"(c02), [c03] "+x"(c03), [c10] "+x"(c10), [c11] "+x"(c11),
+        [c12] "+x"(c12), [c13] "+x"(c13), [ap] "+r"(ap), [bq] "+r"(bq), [n] "+r"(n)
+      : [lut] "r"(kNibbleLut)
+      : "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "cc", "memory");
+#else
+  const __m256i lut = _mm256_load_si256(reinterpret_cast<const __m256i*>(kNibbleLut));
+  for (std::int64_t s = 0; s < n; ++s, ap += MR * 2, bq += NR * 2) {
+    const __m256i a0l = _mm256_load_si256(ap + 0), a0h = _mm256_load_si256(ap + 1);
+    const __m256i a1l = _mm256_load_si256(ap + 2), a1h = _mm256_load_si256(ap + 3);
 #define BMX_PAIR(cij, al, ah, j)                                                                            \
   cij = _mm256_add_epi8(cij, _mm256_shuffle_epi8(lut, _mm256_xor_si256(al, _mm256_load_si256(bq + 2 * j)))); \
   cij = _mm256_add_epi8(cij, _mm256_shuffle_epi8(lut, _mm256_xor_si256(ah, _mm256_load_si256(bq + 2 * j + 1))));
-      BMX_PAIR(c00, a0l, a0h, 0)
-      BMX_PAIR(c10, a1l, a1h, 0)
-      BMX_PAIR(c01, a0l, a0h, 1)
-      BMX_PAIR(c11, a1l, a1h, 1)
-      BMX_PAIR(c02, a0l, a0h, 2)
-      BMX_PAIR(c12, a1l, a1h, 2)
-      BMX_PAIR(c03, a0l, a0h, 3)
-      BMX_PAIR(c13, a1l, a1h, 3)
+    BMX_PAIR(c00, a0l, a0h, 0)
+    BMX_PAIR(c10, a1l, a1h, 0)
+    BMX_PAIR(c01, a0l, a0h, 1)
+    BMX_PAIR(c11, a1l, a1h, 1)
+    BMX_PAIR(c02, a0l, a0h, 2)
+    BMX_PAIR(c12, a1l, a1h, 2)
+    BMX_PAIR(c03, a0l, a0h, 3)
+    BMX_PAIR(c13, a1l, a1h, 3)
 #undef BMX_PAIR
-    }
+  }
+#endif
+}
+
+// Four 64-bit-lane totals (values < 2^31) to their four horizontal sums as int32.
+inline __m128i hsum4(__m256i x0, __m256i x1, __m256i x2, __m256i x3) {
+  const __m256i y = _mm256_or_si256(x0, _mm256_slli_epi64(x1, 32));  // [a0 b0 a1 b1 | a2 b2 a3 b3]
+  const __m256i z = _mm256_or_si256(x2, _mm256_slli_epi64(x3, 32));
+  const __m256i s = _mm256_add_epi32(_mm256_unpacklo_epi64(y, z), _mm256_unpackhi_epi64(y, z));
+  return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+}
+
+// popcount(A[i] ^ B[j]) for the MR x NR tile of one A group and one B panel; results as
+// dot products k - 2 * popcount, one int32x4 per row.
+inline void micro_2x4(const __m256i* ag, const __m256i* bp, std::int64_t steps, std::int32_t k_bits, __m128i out[MR]) {
+  const __m256i zero = _mm256_setzero_si256();
+  __m256i t00 = zero, t01 = zero, t02 = zero, t03 = zero, t10 = zero, t11 = zero, t12 = zero, t13 = zero;
+  for (std::int64_t s0 = 0; s0 < steps; s0 += kMaxSteps8) {
+    const std::int64_t n = std::min<std::int64_t>(steps - s0, kMaxSteps8);
+    __m256i c00 = zero, c01 = zero, c02 = zero, c03 = zero, c10 = zero, c11 = zero, c12 = zero, c13 = zero;
+    steps_2x4(ag + s0 * MR * 2, bp + s0 * NR * 2, n, c00, c01, c02, c03, c10, c11, c12, c13);
     t00 = _mm256_add_epi64(t00, _mm256_sad_epu8(c00, zero));
     t01 = _mm256_add_epi64(t01, _mm256_sad_epu8(c01, zero));
     t02 = _mm256_add_epi64(t02, _mm256_sad_epu8(c02, zero));
@@ -132,14 +181,9 @@ inline void micro_2x4(const __m256i* ag, const __m256i* bp, std::int64_t steps, 
     t12 = _mm256_add_epi64(t12, _mm256_sad_epu8(c12, zero));
     t13 = _mm256_add_epi64(t13, _mm256_sad_epu8(c13, zero));
   }
-  pc[0][0] = hsum_epi64(t00);
-  pc[0][1] = hsum_epi64(t01);
-  pc[0][2] = hsum_epi64(t02);
-  pc[0][3] = hsum_epi64(t03);
-  pc[1][0] = hsum_epi64(t10);
-  pc[1][1] = hsum_epi64(t11);
-  pc[1][2] = hsum_epi64(t12);
-  pc[1][3] = hsum_epi64(t13);
+  const __m128i k = _mm_set1_epi32(k_bits);
+  out[0] = _mm_sub_epi32(k, _mm_slli_epi32(hsum4(t00, t01, t02, t03), 1));
+  out[1] = _mm_sub_epi32(k, _mm_slli_epi32(hsum4(t10, t11, t12, t13), 1));
 }
 
 }  // namespace
@@ -156,7 +200,7 @@ void bgemm_2x4__avx2(BMX_BGEMM_ARGS) {
   const std::int64_t ncap = std::min(nc, (n1 - n0 + NR - 1) / NR * NR);
   __m256i* abuf = sc.a.get(std::max<std::int64_t>(mcap * steps * 2, 1));
   __m256i* bbuf = sc.b.get(std::max<std::int64_t>(ncap * steps * 2, 1));
-  std::int64_t pc[MR][NR];
+  __m128i res[MR];
   for (std::int64_t mb = m0; mb < m1; mb += mc) {
     const std::int64_t mrows = std::min(mc, m1 - mb);
     const std::int64_t groups = (mrows + MR - 1) / MR;
@@ -169,11 +213,18 @@ void bgemm_2x4__avx2(BMX_BGEMM_ARGS) {
         const __m256i* bp = bbuf + p * steps * NR * 2;
         const int nv = static_cast<int>(std::min<std::int64_t>(NR, ncols - p * NR));
         for (std::int64_t g = 0; g < groups; ++g) {
-          micro_2x4(abuf + g * steps * MR * 2, bp, steps, pc);
+          micro_2x4(abuf + g * steps * MR * 2, bp, steps, k_bits, res);
           const int mv = static_cast<int>(std::min<std::int64_t>(MR, mrows - g * MR));
           std::int32_t* cr = c + (mb + g * MR) * ldc + nb + p * NR;
-          for (int i = 0; i < mv; ++i)
-            for (int j = 0; j < nv; ++j) cr[i * ldc + j] = xnor_dot(k_bits, static_cast<std::int32_t>(pc[i][j]));
+          for (int i = 0; i < mv; ++i) {
+            if (nv == NR) {
+              _mm_storeu_si128(reinterpret_cast<__m128i*>(cr + i * ldc), res[i]);
+            } else {
+              alignas(16) std::int32_t t[NR];
+              _mm_store_si128(reinterpret_cast<__m128i*>(t), res[i]);
+              for (int j = 0; j < nv; ++j) cr[i * ldc + j] = t[j];
+            }
+          }
         }
       }
     }
