@@ -1,0 +1,34 @@
+"""bmx-bench gemm: output format on a tiny subset (never asserts timings)."""
+import json
+
+from bmx import bench
+
+
+def test_bdn37_shapes():
+    shapes = bench.binarydensenet37_shapes()
+    assert len(shapes) == 6 + 8 + 12 + 6
+    assert shapes[0] == {"name": "stage1.layer0", "c_in": 64, "h": 56, "w": 56, "M": 64, "K": 576, "N": 3136}
+    assert max(s["K"] for s in shapes) == 896 * 9  # last dense layer of stage 3
+    assert shapes[-1]["N"] == 49 and shapes[-1]["c_in"] == 256 + 5 * 64
+
+
+def test_gemm_json_on_tiny_subset(capsys):
+    bench.main(["gemm", "--json", "--layers", "31", "--threads", "1", "2", "--repeat", "1", "--kernels", "auto"])
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["benchmark"] == "gemm"
+    assert len(doc["results"]) == 2
+    r = doc["results"][0]
+    for key in ("layer", "M", "N", "K", "kernel", "kernel_name", "threads", "numpy_gmacs", "gemm_gmacs",
+                "conv_gmacs", "gemm_vs_numpy", "conv_vs_numpy", "gemm_scaling", "conv_scaling"):
+        assert key in r
+    assert r["layer"] == "stage4.layer5" and (r["M"], r["N"], r["K"]) == (64, 49, 576 * 9)
+    assert all(v > 0 for v in (r["numpy_gmacs"], r["gemm_gmacs"], r["conv_gmacs"]))
+    assert doc["summary"][0]["kernel"] == "auto"
+    assert "min_gemm_scaling_2t" in doc["summary"][0]
+    assert "blas" in doc["machine"]
+
+
+def test_gemm_table_output(capsys):
+    bench.main(["gemm", "--layers", "31", "--threads", "1", "--repeat", "1", "--kernels", "all"])
+    out = capsys.readouterr().out
+    assert "stage4.layer5" in out and "summary" in out

@@ -1,0 +1,271 @@
+"""bmx.engine kernels against independent numpy oracles (bmx.convention, float dot products).
+
+Every kernel the CPU can run is checked bit-exact at awkward sizes; seeds are fixed and
+part of the test ids / assertion messages.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bmx import convention
+from bmx import engine
+
+KERNELS = [name for name, ok in engine.list_kernels() if ok]
+K_VALUES = [1, 63, 64, 65, 127, 128, 129, 4608]
+MN_VALUES = [1, 3, 7, 17, 33]
+
+
+def pm1(rng, shape):
+    return np.where(rng.random(shape) < 0.5, -1.0, 1.0).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------
+# pack_bits
+
+@pytest.mark.parametrize("k", [1, 31, 63, 64, 65, 127, 128, 129, 200, 4608])
+def test_pack_bits_matches_convention(k):
+    seed = 100 + k
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((5, k)).astype(np.float32)
+    x[:, ::7] = -0.0
+    got = engine.pack_bits(x)
+    assert got.dtype == np.uint64 and got.shape == (5, convention.words_for_bits(k))
+    np.testing.assert_array_equal(got, convention.pack_bits(x), err_msg=f"seed={seed}")
+    np.testing.assert_array_equal(got, engine._engine.pack_rows_reference(x), err_msg=f"seed={seed}")
+
+
+@pytest.mark.parametrize("k", [1, 63, 64, 65, 129])
+def test_pack_bits_every_bit_and_tail(k):
+    w = convention.words_for_bits(k)
+    for pos in range(k):
+        x = np.ones((1, k), np.float32)
+        x[0, pos] = -3.0
+        want = np.zeros(w, np.uint64)
+        want[pos // 64] = np.uint64(1) << np.uint64(pos % 64)
+        np.testing.assert_array_equal(engine.pack_bits(x)[0], want, err_msg=f"k={k} pos={pos}")
+    all_neg = engine.pack_bits(-np.ones((1, k), np.float32))[0]
+    assert int(all_neg[-1]) == (1 << (k % 64 or 64)) - 1, "tail bits past k must be 0"
+
+
+def test_pack_bits_special_values():
+    x = np.ones(64, np.float32)
+    x[:8] = [-0.0, 0.0, np.nan, -np.nan, -1e-30, 1e-30, -np.inf, np.inf]
+    # only -1e-30 (bit 4) and -inf (bit 6) are < 0; NaN and -0.0 give 0
+    assert int(engine.pack_bits(x)[0]) == 0x50
+    assert int(engine.pack_bits(x[:8])[0]) == 0x50
+
+
+def test_pack_bits_int8_and_any_rank_and_axis():
+    rng = np.random.default_rng(5)
+    xi = rng.integers(-128, 128, size=(2, 3, 70), dtype=np.int8)
+    np.testing.assert_array_equal(engine.pack_bits(xi), convention.pack_bits(xi))
+    xf = rng.standard_normal((4, 130, 3, 2)).astype(np.float32)
+    for axis in range(-4, 4):
+        got = engine.pack_bits(xf, axis=axis)
+        np.testing.assert_array_equal(got, convention.pack_bits(xf, axis=axis), err_msg=f"axis={axis}")
+    np.testing.assert_array_equal(engine.pack_bits(xf[::2, ::3], axis=1), convention.pack_bits(xf[::2, ::3], axis=1))
+    assert engine.pack_bits(np.ones(10, np.float32)).shape == (1,)
+
+
+def test_pack_bits_threads_identical():
+    x = np.random.default_rng(9).standard_normal((1000, 300)).astype(np.float32)
+    ref = engine.pack_bits(x)
+    for t in (2, 3):
+        np.testing.assert_array_equal(engine.pack_bits(x, num_threads=t), ref)
+
+
+@pytest.mark.parametrize("bad", [np.zeros(4, np.float64), np.zeros(4, np.int32), np.zeros(4, bool),
+                                 np.array(1.0, np.float32), [1.0, -1.0]])
+def test_pack_bits_rejects_bad_input(bad):
+    with pytest.raises(ValueError):
+        engine.pack_bits(bad)
+    with pytest.raises(ValueError):
+        engine.pack_bits(np.zeros((2, 3), np.float32), axis=2)
+
+
+# ---------------------------------------------------------------------------------------
+# binary_gemm
+
+def test_kernel_list():
+    names = [n for n, _ in engine.list_kernels()]
+    assert names[0] == "bgemm_1x1__reference"
+    assert "bgemm_4x4__scalar" in names
+    assert engine.auto_kernel() in KERNELS
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("k", K_VALUES)
+def test_binary_gemm_bit_exact(kernel, k):
+    seed = 1000 + k
+    rng = np.random.default_rng(seed)
+    for m in MN_VALUES:
+        for n in MN_VALUES:
+            a, b = pm1(rng, (m, k)), pm1(rng, (n, k))
+            want = (a.astype(np.float64) @ b.T.astype(np.float64)).astype(np.int32)
+            got = engine.binary_gemm(engine.pack_bits(a), engine.pack_bits(b), k, kernel=kernel)
+            assert got.dtype == np.int32 and got.shape == (m, n)
+            np.testing.assert_array_equal(got, want, err_msg=f"{kernel} M={m} N={n} K={k} seed={seed}")
+
+
+def test_binary_gemm_matches_convention_xnor_dot():
+    rng = np.random.default_rng(77)
+    k = 300
+    a, b = pm1(rng, (6, k)), pm1(rng, (4, k))
+    ab, bb = convention.pack_bits(a), convention.pack_bits(b)
+    want = convention.xnor_dot(ab[:, None, :], bb[None, :, :], k)
+    np.testing.assert_array_equal(engine.binary_gemm(ab, bb, k), want)
+    # BMXNet's offset form (dot + K) / 2 = match count
+    np.testing.assert_array_equal((engine.binary_gemm(ab, bb, k) + k) // 2,
+                                  convention.match_count(ab[:, None, :], bb[None, :, :], k))
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_binary_gemm_threads_identical(kernel):
+    rng = np.random.default_rng(3)
+    for m, n, k in [(64, 49, 2304), (5, 301, 129), (130, 3, 65), (64, 196, 1728)]:
+        a, b = engine.pack_bits(pm1(rng, (m, k))), engine.pack_bits(pm1(rng, (n, k)))
+        one = engine.binary_gemm(a, b, k, num_threads=1, kernel=kernel)
+        for t in (2, 3):
+            np.testing.assert_array_equal(engine.binary_gemm(a, b, k, num_threads=t, kernel=kernel), one,
+                                          err_msg=f"{kernel} threads={t} M={m} N={n} K={k}")
+
+
+def test_binary_gemm_non_contiguous_inputs():
+    rng = np.random.default_rng(4)
+    a = engine.pack_bits(pm1(rng, (20, 128)))
+    b = engine.pack_bits(pm1(rng, (9, 128)))
+    want = engine.binary_gemm(np.ascontiguousarray(a[::2]), b, 128)
+    np.testing.assert_array_equal(engine.binary_gemm(a[::2], b, 128), want)
+
+
+def test_binary_gemm_errors():
+    a = np.zeros((3, 2), np.uint64)
+    b = np.zeros((4, 2), np.uint64)
+    with pytest.raises(ValueError, match="uint64"):
+        engine.binary_gemm(a.astype(np.int64), b, 128)
+    with pytest.raises(ValueError, match="words"):
+        engine.binary_gemm(a, b, 64)
+    with pytest.raises(ValueError, match="words"):
+        engine.binary_gemm(a, np.zeros((4, 3), np.uint64), 128)
+    with pytest.raises(ValueError, match="2-D"):
+        engine.binary_gemm(a.reshape(-1), b, 128)
+    with pytest.raises(ValueError, match="unknown bgemm kernel"):
+        engine.binary_gemm(a, b, 128, kernel="bgemm_9x9__nope")
+    with pytest.raises(ValueError):
+        engine.binary_gemm(a, b, -1)
+    with pytest.raises(ValueError):
+        engine.binary_gemm(a, b, 128, num_threads=0)
+    with pytest.raises(ValueError):
+        engine.binary_gemm(a, b, 128.0)
+    with pytest.raises(ValueError):
+        engine.binary_gemm(a.tolist(), b, 128)
+    bad_tail = np.zeros((3, 2), np.uint64)
+    bad_tail[1, 1] = np.uint64(1) << np.uint64(40)  # bit 104 of a k = 100 row
+    with pytest.raises(ValueError, match="tail"):
+        engine.binary_gemm(bad_tail, b, 100)
+    unavailable = [n for n, ok in engine.list_kernels() if not ok]
+    for name in unavailable:
+        with pytest.raises(ValueError, match="not available"):
+            engine.binary_gemm(a, b, 128, kernel=name)
+
+
+def test_binary_gemm_empty():
+    z = engine.binary_gemm(np.zeros((0, 1), np.uint64), np.zeros((3, 1), np.uint64), 10)
+    assert z.shape == (0, 3)
+
+
+@pytest.mark.skipif(not any(n.endswith("__avx2") for n, ok in engine.list_kernels() if ok),
+                    reason="needs a CPU with AVX2")
+def test_disable_simd_env_masks_features():
+    code = ("import bmx.engine as e; print(e.auto_kernel()); "
+            "print([n for n, ok in e.list_kernels() if ok])")
+    env = dict(os.environ, BMX_DISABLE_SIMD="avx512,avx2")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[0] == "bgemm_4x4__scalar"
+    assert "avx" not in out.splitlines()[1]
+
+
+# ---------------------------------------------------------------------------------------
+# binary_conv2d
+
+def conv_oracle(x, w, stride, pad, dilation):
+    """Float convolution of +-1 NHWC data with -1 padding (numpy)."""
+    n, h, wd, c = x.shape
+    co, kh, kw, _ = w.shape
+    xp = np.pad(x.astype(np.float64), ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=-1.0)
+    oh = (h + 2 * pad - dilation * (kh - 1) - 1) // stride + 1
+    ow = (wd + 2 * pad - dilation * (kw - 1) - 1) // stride + 1
+    out = np.zeros((n, oh, ow, co))
+    for ky in range(kh):
+        for kx in range(kw):
+            sl = xp[:, ky * dilation: ky * dilation + stride * (oh - 1) + 1: stride,
+                    kx * dilation: kx * dilation + stride * (ow - 1) + 1: stride, :]
+            out += sl @ w[:, ky, kx, :].astype(np.float64).T
+    return out.astype(np.int32)
+
+
+CONV_CASES = [  # (c_in, c_out, h, w, k, stride, pad, dilation)
+    (1, 3, 6, 5, 3, 1, 1, 1),
+    (63, 5, 7, 7, 3, 2, 1, 1),
+    (64, 7, 8, 6, 3, 1, 2, 2),
+    (65, 4, 9, 9, 3, 2, 2, 2),
+    (130, 9, 5, 5, 3, 1, 1, 1),
+    (130, 3, 6, 7, 3, 2, 1, 2),
+    (70, 6, 4, 4, 1, 1, 0, 1),
+    (33, 17, 9, 7, 2, 2, 0, 1),
+]
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "cin{}_cout{}_{}x{}_k{}_s{}_p{}_d{}".format(*c))
+def test_binary_conv2d_vs_numpy(kernel, case):
+    c_in, c_out, h, w, k, stride, pad, dil = case
+    seed = c_in * 100 + c_out
+    rng = np.random.default_rng(seed)
+    x = pm1(rng, (2, h, w, c_in))
+    wt = pm1(rng, (c_out, k, k, c_in))
+    want = conv_oracle(x, wt, stride, pad, dil)
+    got = engine.binary_conv2d(x, wt, stride=stride, padding=pad, dilation=dil, kernel=kernel)
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, want, err_msg=f"{kernel} {case} seed={seed}")
+    # packed input and packed weights give the same result
+    got_p = engine.binary_conv2d(engine.pack_bits(x), engine.pack_bits(wt), stride=stride, padding=pad,
+                                 dilation=dil, in_channels=c_in, kernel=kernel)
+    np.testing.assert_array_equal(got_p, want)
+
+
+def test_binary_conv2d_int8_tuple_args_and_threads():
+    rng = np.random.default_rng(8)
+    x = pm1(rng, (1, 14, 14, 192))
+    wt = pm1(rng, (64, 3, 3, 192))
+    want = conv_oracle(x, wt, 1, 1, 1)
+    np.testing.assert_array_equal(engine.binary_conv2d(x.astype(np.int8), wt.astype(np.int8), padding=(1, 1)), want)
+    for t in (1, 2, 3):
+        np.testing.assert_array_equal(engine.binary_conv2d(x, engine.pack_bits(wt), padding=1, num_threads=t), want,
+                                      err_msg=f"threads={t}")
+
+
+def test_binary_conv2d_errors():
+    x = np.ones((1, 5, 5, 8), np.float32)
+    w = np.ones((4, 3, 3, 8), np.float32)
+    with pytest.raises(ValueError, match="4-D"):
+        engine.binary_conv2d(x[0], w)
+    with pytest.raises(ValueError, match="C_in"):
+        engine.binary_conv2d(x, np.ones((4, 3, 3, 9), np.float32))
+    with pytest.raises(ValueError, match="dtype"):
+        engine.binary_conv2d(x.astype(np.float64), w)
+    with pytest.raises(ValueError, match="in_channels"):
+        engine.binary_conv2d(engine.pack_bits(x), engine.pack_bits(w))
+    with pytest.raises(ValueError, match="words"):
+        engine.binary_conv2d(engine.pack_bits(x), np.zeros((4, 3, 3, 2), np.uint64), in_channels=8)
+    with pytest.raises(ValueError, match="larger"):
+        engine.binary_conv2d(x, np.ones((4, 7, 7, 8), np.float32))
+    with pytest.raises(ValueError):
+        engine.binary_conv2d(x, w, stride=0)
+    with pytest.raises(ValueError):
+        engine.binary_conv2d(x, w, padding=(1, 2, 3))
+    with pytest.raises(ValueError, match="kernel"):
+        engine.binary_conv2d(x, w, kernel="nope")
