@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 
+import mxnet as mx
 import numpy as np
 
 __all__ = ["main", "run", "build_parser", "parse_args", "build_model", "UsageError",
@@ -320,52 +321,46 @@ class _quiet_warnings:
 
 
 # --------------------------------------------------------------------------- optimizer
-def _register_radam():
-    import mxnet as mx
-    from mxnet import nd
+@mx.optimizer.register
+class RAdam(mx.optimizer.Optimizer):
+    """Rectified Adam (Liu et al., "On the Variance of the Adaptive Learning Rate and
+    Beyond", 2020): Adam whose adaptive step is switched on, and rectified, only once
+    the variance estimate is reliable (rho_t > 4); before that, SGD with momentum.
+    Registered as ``'radam'`` (MXNet 1.9 has none). Weight decay is added to the gradient.
+    """
 
-    if "radam" in mx.optimizer.Optimizer.opt_registry:
-        return mx.optimizer.Optimizer.opt_registry["radam"]
+    def __init__(self, learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-8, **kwargs):
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
 
-    @mx.optimizer.register
-    class RAdam(mx.optimizer.Optimizer):
-        """Rectified Adam (Liu et al., "On the Variance of the Adaptive Learning Rate and
-        Beyond", 2020): Adam whose adaptive step is switched on, and rectified, only once
-        the variance estimate is reliable (rho_t > 4); before that, SGD with momentum."""
+    def create_state(self, index, weight):
+        return (mx.nd.zeros(weight.shape, weight.context, dtype=weight.dtype),
+                mx.nd.zeros(weight.shape, weight.context, dtype=weight.dtype))
 
-        def __init__(self, learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-8, **kwargs):
-            super().__init__(learning_rate=learning_rate, **kwargs)
-            self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
-
-        def create_state(self, index, weight):
-            return (nd.zeros(weight.shape, weight.context, dtype=weight.dtype),
-                    nd.zeros(weight.shape, weight.context, dtype=weight.dtype))
-
-        def update(self, index, weight, grad, state):
-            self._update_count(index)
-            lr, wd = self._get_lr(index), self._get_wd(index)
-            t = self._index_update_count[index]
-            g = grad * self.rescale_grad
-            if self.clip_gradient is not None:
-                g = nd.clip(g, -self.clip_gradient, self.clip_gradient)
-            if wd:
-                g = g + wd * weight
-            mean, var = state
-            mean[:] = self.beta1 * mean + (1 - self.beta1) * g
-            var[:] = self.beta2 * var + (1 - self.beta2) * nd.square(g)
-            b1t, b2t = self.beta1 ** t, self.beta2 ** t
-            rho_inf = 2.0 / (1 - self.beta2) - 1
-            rho_t = rho_inf - 2.0 * t * b2t / (1 - b2t)
-            m_hat = mean / (1 - b1t)
-            if rho_t > 4:
-                r = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf
-                              / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
-                weight[:] = weight - lr * r * m_hat * math.sqrt(1 - b2t) / (nd.sqrt(var)
-                                                                            + self.epsilon)
-            else:
-                weight[:] = weight - lr * m_hat
-
-    return RAdam
+    def update(self, index, weight, grad, state):
+        nd = mx.nd
+        self._update_count(index)
+        lr, wd = self._get_lr(index), self._get_wd(index)
+        t = self._index_update_count[index]
+        g = grad * self.rescale_grad
+        if self.clip_gradient is not None:
+            g = nd.clip(g, -self.clip_gradient, self.clip_gradient)
+        if wd:
+            g = g + wd * weight
+        mean, var = state
+        mean[:] = self.beta1 * mean + (1 - self.beta1) * g
+        var[:] = self.beta2 * var + (1 - self.beta2) * nd.square(g)
+        b1t, b2t = self.beta1 ** t, self.beta2 ** t
+        rho_inf = 2.0 / (1 - self.beta2) - 1
+        rho_t = rho_inf - 2.0 * t * b2t / (1 - b2t)
+        m_hat = mean / (1 - b1t)
+        if rho_t > 4:
+            r = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf
+                          / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+            weight[:] = weight - lr * r * m_hat * math.sqrt(1 - b2t) / (nd.sqrt(var)
+                                                                        + self.epsilon)
+        else:
+            weight[:] = weight - lr * m_hat
 
 
 def lr_at(step, steps_per_epoch, args):
@@ -531,8 +526,6 @@ def train(args, hooks=None):
                              stem=stem)
                if args.teacher else None)
 
-    if args.optimizer == "radam":
-        _register_radam()
     opt_params = {"learning_rate": args.lr, "wd": args.wd}
     if args.optimizer == "sgd":
         opt_params["momentum"] = args.momentum
