@@ -57,36 +57,65 @@ Scratch& scratch() {
   return s;
 }
 
-// Split `count` rows (row r at src + r * ld) into groups of R rows:
-// dst[group][step][R][lo, hi]. Rows past `count` up to the group size are zero, and so
-// are the words past `words` in the last step (zero in both operands: no count).
-template <int R>
-void split_rows(const word_t* src, std::int64_t ld, std::int64_t count, std::int64_t words, std::int64_t steps,
-                __m256i* dst) {
+// Buffer layout. K has `steps` full 256-bit steps and `tail` (0..3) leftover words.
+//   A group (MR rows): [steps][MR][lo, hi], then [tail][MR][lo, hi] where a tail vector is
+//                      the row's leftover word broadcast to all four 64-bit lanes;
+//   B panel (NR rows): [steps][NR][lo, hi], then [tail][lo, hi] where a tail vector holds
+//                      the leftover word of the NR rows, one per 64-bit lane.
+// One xor of a broadcast A word with a B tail vector thus serves the four pairs of a row
+// at once: a leftover word costs 12 uops per tile instead of a zero-padded step's 48
+// (K = 576 bits, 9 words, is 2 steps + 1 word).
+// Rows past `count` up to the group/panel size are zero (zero in both operands: no count).
+struct Layout {
+  std::int64_t steps, tail;
+  std::int64_t group_vecs() const { return (steps + tail) * MR * 2; }
+  std::int64_t panel_vecs() const { return steps * NR * 2 + tail * 2; }
+};
+
+inline void split_store(__m256i v, __m256i* d) {
   const __m256i low4 = _mm256_set1_epi8(0x0f);
-  const std::int64_t groups = (count + R - 1) / R;
-  const std::int64_t full = words / kStepWords;
+  d[0] = _mm256_and_si256(v, low4);
+  d[1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+}
+
+template <int R>
+void split_full_steps(const word_t* const rows[R], std::int64_t steps, __m256i* d) {
+  for (int r = 0; r < R; ++r) {
+    if (rows[r] == nullptr) {
+      for (std::int64_t s = 0; s < steps; ++s) d[(s * R + r) * 2] = d[(s * R + r) * 2 + 1] = _mm256_setzero_si256();
+      continue;
+    }
+    for (std::int64_t s = 0; s < steps; ++s)
+      split_store(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[r] + s * kStepWords)), d + (s * R + r) * 2);
+  }
+}
+
+void split_a(const word_t* src, std::int64_t ld, std::int64_t count, const Layout& L, __m256i* dst) {
+  const std::int64_t groups = (count + MR - 1) / MR;
   for (std::int64_t g = 0; g < groups; ++g) {
-    __m256i* d = dst + g * steps * R * 2;
-    for (int r = 0; r < R; ++r) {
-      const std::int64_t row = g * R + r;
-      if (row >= count) {
-        for (std::int64_t s = 0; s < steps; ++s) d[(s * R + r) * 2] = d[(s * R + r) * 2 + 1] = _mm256_setzero_si256();
-        continue;
+    __m256i* d = dst + g * L.group_vecs();
+    const word_t* rows[MR];
+    for (int r = 0; r < MR; ++r) rows[r] = g * MR + r < count ? src + (g * MR + r) * ld : nullptr;
+    split_full_steps<MR>(rows, L.steps, d);
+    for (std::int64_t t = 0; t < L.tail; ++t)
+      for (int r = 0; r < MR; ++r) {
+        const word_t w = rows[r] ? rows[r][L.steps * kStepWords + t] : 0;
+        split_store(_mm256_set1_epi64x(static_cast<long long>(w)), d + ((L.steps + t) * MR + r) * 2);
       }
-      const word_t* x = src + row * ld;
-      for (std::int64_t s = 0; s < steps; ++s) {
-        __m256i v;
-        if (s < full) {
-          v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + s * kStepWords));
-        } else {
-          alignas(32) word_t t[kStepWords] = {0, 0, 0, 0};
-          std::memcpy(t, x + s * kStepWords, static_cast<std::size_t>(words - s * kStepWords) * sizeof(word_t));
-          v = _mm256_load_si256(reinterpret_cast<const __m256i*>(t));
-        }
-        d[(s * R + r) * 2] = _mm256_and_si256(v, low4);
-        d[(s * R + r) * 2 + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
-      }
+  }
+}
+
+void split_b(const word_t* src, std::int64_t ld, std::int64_t count, const Layout& L, __m256i* dst) {
+  const std::int64_t panels = (count + NR - 1) / NR;
+  for (std::int64_t p = 0; p < panels; ++p) {
+    __m256i* d = dst + p * L.panel_vecs();
+    const word_t* rows[NR];
+    for (int r = 0; r < NR; ++r) rows[r] = p * NR + r < count ? src + (p * NR + r) * ld : nullptr;
+    split_full_steps<NR>(rows, L.steps, d);
+    for (std::int64_t t = 0; t < L.tail; ++t) {
+      long long w[NR];
+      for (int r = 0; r < NR; ++r) w[r] = rows[r] ? static_cast<long long>(rows[r][L.steps * kStepWords + t]) : 0;
+      split_store(_mm256_set_epi64x(w[3], w[2], w[1], w[0]), d + L.steps * NR * 2 + t * 2);
     }
   }
 }
@@ -165,7 +194,8 @@ inline __m128i hsum4(__m256i x0, __m256i x1, __m256i x2, __m256i x3) {
 
 // popcount(A[i] ^ B[j]) for the MR x NR tile of one A group and one B panel; results as
 // dot products k - 2 * popcount, one int32x4 per row.
-inline void micro_2x4(const __m256i* ag, const __m256i* bp, std::int64_t steps, std::int32_t k_bits, __m128i out[MR]) {
+inline void micro_2x4(const __m256i* ag, const __m256i* bp, const Layout& L, std::int32_t k_bits, __m128i out[MR]) {
+  const std::int64_t steps = L.steps;
   const __m256i zero = _mm256_setzero_si256();
   __m256i t00 = zero, t01 = zero, t02 = zero, t03 = zero, t10 = zero, t11 = zero, t12 = zero, t13 = zero;
   for (std::int64_t s0 = 0; s0 < steps; s0 += kMaxSteps8) {
@@ -181,39 +211,57 @@ inline void micro_2x4(const __m256i* ag, const __m256i* bp, std::int64_t steps, 
     t12 = _mm256_add_epi64(t12, _mm256_sad_epu8(c12, zero));
     t13 = _mm256_add_epi64(t13, _mm256_sad_epu8(c13, zero));
   }
+  __m128i pc0 = hsum4(t00, t01, t02, t03), pc1 = hsum4(t10, t11, t12, t13);
+  if (L.tail) {
+    // Leftover words: lane j of row i's accumulator counts pair (i, j).
+    const __m256i lut = _mm256_load_si256(reinterpret_cast<const __m256i*>(kNibbleLut));
+    const __m256i* at = ag + steps * MR * 2;
+    const __m256i* bt = bp + steps * NR * 2;
+    __m256i u0 = zero, u1 = zero;
+    for (std::int64_t t = 0; t < L.tail; ++t, at += MR * 2, bt += 2) {
+      const __m256i bl = _mm256_load_si256(bt), bh = _mm256_load_si256(bt + 1);
+      u0 = _mm256_add_epi8(u0, _mm256_shuffle_epi8(lut, _mm256_xor_si256(_mm256_load_si256(at), bl)));
+      u0 = _mm256_add_epi8(u0, _mm256_shuffle_epi8(lut, _mm256_xor_si256(_mm256_load_si256(at + 1), bh)));
+      u1 = _mm256_add_epi8(u1, _mm256_shuffle_epi8(lut, _mm256_xor_si256(_mm256_load_si256(at + 2), bl)));
+      u1 = _mm256_add_epi8(u1, _mm256_shuffle_epi8(lut, _mm256_xor_si256(_mm256_load_si256(at + 3), bh)));
+    }
+    const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
+    pc0 = _mm_add_epi32(pc0, _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(_mm256_sad_epu8(u0, zero), even)));
+    pc1 = _mm_add_epi32(pc1, _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(_mm256_sad_epu8(u1, zero), even)));
+  }
   const __m128i k = _mm_set1_epi32(k_bits);
-  out[0] = _mm_sub_epi32(k, _mm_slli_epi32(hsum4(t00, t01, t02, t03), 1));
-  out[1] = _mm_sub_epi32(k, _mm_slli_epi32(hsum4(t10, t11, t12, t13), 1));
+  out[0] = _mm_sub_epi32(k, _mm_slli_epi32(pc0, 1));
+  out[1] = _mm_sub_epi32(k, _mm_slli_epi32(pc1, 1));
 }
 
 }  // namespace
 
 void bgemm_2x4__avx2(BMX_BGEMM_ARGS) {
   if (m1 <= m0 || n1 <= n0) return;
-  const std::int64_t steps = (words + kStepWords - 1) / kStepWords;
-  const std::int64_t row_bytes = std::max<std::int64_t>(steps, 1) * 64;
+  const Layout L{words / kStepWords, words % kStepWords};
+  const std::int64_t row_bytes = std::max<std::int64_t>(L.steps + L.tail, 1) * 64;
   // Block sizes: A block ~128 KiB (L2), B block ~96 KiB; both rounded to whole tiles.
   const std::int64_t mc = std::max<std::int64_t>(MR, (128 * 1024 / row_bytes) / MR * MR);
   const std::int64_t nc = std::max<std::int64_t>(NR, (96 * 1024 / row_bytes) / NR * NR);
   Scratch& sc = scratch();
   const std::int64_t mcap = std::min(mc, (m1 - m0 + MR - 1) / MR * MR);
   const std::int64_t ncap = std::min(nc, (n1 - n0 + NR - 1) / NR * NR);
-  __m256i* abuf = sc.a.get(std::max<std::int64_t>(mcap * steps * 2, 1));
-  __m256i* bbuf = sc.b.get(std::max<std::int64_t>(ncap * steps * 2, 1));
+  __m256i* abuf = sc.a.get(std::max<std::int64_t>(mcap / MR * L.group_vecs(), 1));
+  __m256i* bbuf = sc.b.get(std::max<std::int64_t>(ncap / NR * L.panel_vecs(), 1));
   __m128i res[MR];
   for (std::int64_t mb = m0; mb < m1; mb += mc) {
     const std::int64_t mrows = std::min(mc, m1 - mb);
     const std::int64_t groups = (mrows + MR - 1) / MR;
-    split_rows<MR>(a + mb * lda, lda, mrows, words, steps, abuf);
+    split_a(a + mb * lda, lda, mrows, L, abuf);
     for (std::int64_t nb = n0; nb < n1; nb += nc) {
       const std::int64_t ncols = std::min(nc, n1 - nb);
       const std::int64_t panels = (ncols + NR - 1) / NR;
-      split_rows<NR>(b + nb * ldb, ldb, ncols, words, steps, bbuf);
+      split_b(b + nb * ldb, ldb, ncols, L, bbuf);
       for (std::int64_t p = 0; p < panels; ++p) {
-        const __m256i* bp = bbuf + p * steps * NR * 2;
+        const __m256i* bp = bbuf + p * L.panel_vecs();
         const int nv = static_cast<int>(std::min<std::int64_t>(NR, ncols - p * NR));
         for (std::int64_t g = 0; g < groups; ++g) {
-          micro_2x4(abuf + g * steps * MR * 2, bp, steps, k_bits, res);
+          micro_2x4(abuf + g * L.group_vecs(), bp, L, k_bits, res);
           const int mv = static_cast<int>(std::min<std::int64_t>(MR, mrows - g * MR));
           std::int32_t* cr = c + (mb + g * MR) * ldc + nb + p * NR;
           for (int i = 0; i < mv; ++i) {
