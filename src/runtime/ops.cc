@@ -143,6 +143,7 @@ void conv2d_float(const OpNode& op, const ValueInfo& x, const ValueInfo& y, int 
       return;
     }
     float* col = work + ti * t.chunk * t.k;
+    const bool dense_rows = op.dw == 1 && op.groups == 1 && in_ps == cg;
     const std::int64_t ohw = y.h * y.w;
     for (std::int64_t m0 = m_begin; m0 < m_end; m0 += t.chunk) {
       const std::int64_t rows = std::min(t.chunk, m_end - m0);
@@ -153,12 +154,30 @@ void conv2d_float(const OpNode& op, const ValueInfo& x, const ValueInfo& y, int 
           float* dst = col + r * t.k;
           for (std::int64_t i = 0; i < op.kh; ++i) {
             const std::int64_t iy = oy * op.sh - op.ph + i * op.dh;
+            if (iy < 0 || iy >= x.h) {
+              std::memset(dst, 0, op.kw * cg * sizeof(float));
+              dst += op.kw * cg;
+              continue;
+            }
+            const std::int64_t ix0 = ox * op.sw - op.pw;
+            const float* row = in + (n * x.h + iy) * x.w * in_ps + g * cg;
+            if (dense_rows) {
+              // Adjacent taps are adjacent pixels, whose channels are contiguous: one
+              // copy per kernel row, zeros for the taps in the padding.
+              const std::int64_t ja = std::clamp<std::int64_t>(-ix0, 0, op.kw);
+              const std::int64_t jb = std::clamp<std::int64_t>(x.w - ix0, ja, op.kw);
+              if (ja > 0) std::memset(dst, 0, ja * cg * sizeof(float));
+              if (jb > ja) std::memcpy(dst + ja * cg, row + (ix0 + ja) * cg, (jb - ja) * cg * sizeof(float));
+              if (jb < op.kw) std::memset(dst + jb * cg, 0, (op.kw - jb) * cg * sizeof(float));
+              dst += op.kw * cg;
+              continue;
+            }
             for (std::int64_t j = 0; j < op.kw; ++j, dst += cg) {
-              const std::int64_t ix = ox * op.sw - op.pw + j * op.dw;
-              if (iy < 0 || iy >= x.h || ix < 0 || ix >= x.w) {
+              const std::int64_t ix = ix0 + j * op.dw;
+              if (ix < 0 || ix >= x.w) {
                 std::memset(dst, 0, cg * sizeof(float));
               } else {
-                std::memcpy(dst, in + ((n * x.h + iy) * x.w + ix) * in_ps + g * cg, cg * sizeof(float));
+                std::memcpy(dst, row + ix * in_ps, cg * sizeof(float));
               }
             }
           }
