@@ -39,6 +39,11 @@ test-arm: env
 test-asan: env
 	@bash scripts/test-asan.sh
 
+# libFuzzer (+ ASan/UBSan) on the model loader for FUZZ_SECONDS (default 120); see fuzz/README.md.
+.PHONY: fuzz
+fuzz: env
+	@bash scripts/fuzz.sh
+
 demo: build
 	$(PY) -m bmx.demo
 

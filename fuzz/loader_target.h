@@ -1,0 +1,107 @@
+// The body of the model-loader fuzz target, shared by the libFuzzer harness
+// (fuzz/fuzz_loader.cc) and the regression tests (tests/cpp/test_loader_regressions.cc),
+// so that every input the fuzzer ever flagged is replayed through exactly the same code.
+//
+// Properties checked on every input (a violation aborts, which libFuzzer reports as a
+// crash):
+//  * loading from bytes either succeeds or throws bmx::Error; any other exception, a
+//    crash or a sanitizer report is a bug;
+//  * validate_model() (checks only) and Model() (checks + weight repacking + planning)
+//    agree on whether the file is valid;
+//  * a model that loads runs predict() on a zero image of batch 1 without error, unless
+//    its cost (MACs, arena) is above a bound that keeps one execution in milliseconds.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bmx/engine.h"
+#include "runtime/graph.h"
+
+namespace bmx::fuzz {
+
+// Work bounds for the predict() step (the loader itself is always run).
+constexpr double kMaxMacs = 1 << 24;                 // float MAC equivalents
+constexpr std::size_t kMaxArenaBytes = 64u << 20;    // activations at batch 1
+
+[[noreturn]] inline void violated(const char* what, const std::string& detail) {
+  std::fprintf(stderr, "bmx fuzz: property violated: %s: %s\n", what, detail.c_str());
+  std::fflush(stderr);
+  std::abort();
+}
+
+// Rough cost of one predict() at batch 1: float MACs, binary MACs / 32, data movement.
+inline double predict_cost(const rt::Graph& g) {
+  double macs = 0;
+  for (const rt::OpNode& op : g.ops) {
+    const rt::ValueInfo& x = g.values[op.in[0]];
+    const rt::ValueInfo& y = g.values[op.out];
+    const double out = static_cast<double>(y.c) * y.h * y.w;
+    switch (op.type) {
+      case rt::OpType::Conv2D:
+        macs += out * (x.c / op.groups) * op.kh * op.kw;
+        break;
+      case rt::OpType::BinaryConv2D:
+        macs += out * (x.c / op.groups) * op.kh * op.kw / 32.0 + out * op.kh * op.kw;
+        break;
+      case rt::OpType::Pool2D:
+        macs += out * op.kh * op.kw;
+        break;
+      case rt::OpType::Dense:
+        macs += out * x.c * x.h * x.w;
+        break;
+      default:
+        for (int v : op.in) macs += static_cast<double>(g.values[v].c) * g.values[v].h * g.values[v].w;
+        macs += out;
+    }
+  }
+  return macs;
+}
+
+// Returns true when the model loaded (and, if cheap enough, ran).
+inline bool run_one(const std::uint8_t* data, std::size_t size) {
+  std::string validate_error;
+  try {
+    validate_model(data, size);
+  } catch (const Error& e) {
+    validate_error = e.what();
+    if (validate_error.empty()) violated("empty error message", "validate_model");
+  }
+  std::unique_ptr<Model> m;
+  try {
+    m = std::make_unique<Model>(data, size, /*num_threads=*/1);
+  } catch (const Error& e) {
+    if (validate_error.empty()) violated("validate_model accepted a file Model() rejects", e.what());
+    if (std::string(e.what()).empty()) violated("empty error message", "Model()");
+    return false;
+  }
+  if (!validate_error.empty()) violated("Model() accepted a file validate_model rejects", validate_error);
+
+  // The public view must agree with itself.
+  const auto in = m->input_shape();
+  if (in.size() != 4 || in[0] != 1 || m->input_size() != in[1] * in[2] * in[3] || m->input_size() < 1 ||
+      m->output_size() < 1) {
+    violated("inconsistent shapes", m->summary());
+  }
+  (void)m->summary();
+
+  const rt::Graph g = rt::load_graph(data, size, /*prepare=*/false);
+  const rt::Plan plan = rt::make_plan(g);
+  if (predict_cost(g) > kMaxMacs || plan.arena_bytes > kMaxArenaBytes) return true;
+
+  std::vector<float> x(static_cast<std::size_t>(m->input_size()), 0.0f);
+  std::vector<float> y(static_cast<std::size_t>(m->output_size()), 0.0f);
+  try {
+    m->predict(x.data(), 1, y.data());
+  } catch (const Error& e) {
+    violated("predict() on a zero image of a valid model failed", e.what());
+  }
+  return true;
+}
+
+}  // namespace bmx::fuzz
