@@ -64,6 +64,16 @@ def _node_attrs(node):
     return {k: _parse_attr(v) for k, v in raw.items() if not k.startswith("__")}
 
 
+def _first_line(e):
+    """The informative line of an exception (MXNet errors start with a C++ traceback)."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    for ln in lines:
+        if ln.startswith("MXNetError:"):
+            return ln[len("MXNetError:"):].strip()
+    lines = [ln for ln in lines if not ln.startswith(("Traceback", "File ", "[bt]", "Stack trace"))]
+    return lines[0] if lines else type(e).__name__
+
+
 class _Graph:
     """The symbol graph as plain json nodes plus parameter values and inferred shapes."""
 
@@ -93,9 +103,8 @@ class _Graph:
             known[self.nodes[self.data_id]["name"]] = self.input_shape
             _, out_shapes, _ = internals.infer_shape(**known)
         except mx.base.MXNetError as e:
-            msg = str(e).strip().splitlines()
             raise ConversionError(f"shape inference failed for input shape {self.input_shape}: "
-                                  f"{msg[0] if msg else e}") from None
+                                  f"{_first_line(e)}") from None
         if out_shapes is None:
             raise ConversionError(f"shape inference failed for input shape {self.input_shape}")
         by_name = {}
@@ -173,9 +182,14 @@ def _net_graph(net, input_shape):
         for p in params.values():
             p.data()
     except DeferredInitializationError:
-        net(mx.nd.zeros(input_shape))  # finishes deferred shape inference (inference mode)
+        try:
+            net(mx.nd.zeros(input_shape))  # finishes deferred shape inference (inference mode)
+        except Exception as e:
+            raise ConversionError(f"forward pass with input shape {tuple(input_shape)} failed: "
+                                  f"{_first_line(e)}") from None
     except RuntimeError as e:
-        raise ConversionError(f"parameters of the network are not initialized: {e}") from None
+        raise ConversionError(f"parameters of the network are not initialized: "
+                              f"{_first_line(e)}") from None
     values = {p.name: p.data().asnumpy().astype(np.float32) for p in params.values()}
     out = net(mx.sym.var("data"))
     if isinstance(out, (list, tuple)):
@@ -207,12 +221,12 @@ def _symbol_graph(symbol_file, params_file, input_shape):
         sym = mx.sym.load(symbol_file)
     except Exception as e:  # MXNetError or json errors
         raise ConversionError(f"cannot read symbol file {symbol_file}: "
-                              f"{str(e).strip().splitlines()[0] if str(e).strip() else e}") from None
+                              f"{_first_line(e)}") from None
     try:
         raw = mx.nd.load(params_file)
     except Exception as e:
         raise ConversionError(f"cannot read parameter file {params_file}: "
-                              f"{str(e).strip().splitlines()[0] if str(e).strip() else e}") from None
+                              f"{_first_line(e)}") from None
     if not isinstance(raw, dict):
         raise ConversionError(f"parameter file {params_file} holds no named arrays")
     values = {}
@@ -530,7 +544,7 @@ class _Builder:
                 raise
             except Exception as e:
                 raise ConversionError(f"QConv2D {name!r}: cannot analyse its output transform "
-                                      f"({str(e).strip().splitlines()[0] if str(e).strip() else e})") from None
+                                      f"({_first_line(e)})") from None
             if y0.shape != shp:
                 raise ConversionError(f"QConv2D {name!r}: its output is not per channel")
             b_c = y0.reshape(-1)
@@ -1240,22 +1254,20 @@ def _run(argv):
             net = model_zoo.get_model(args.model, **kw)
         except (ValueError, KeyError, TypeError) as e:
             raise _UsageError(f"cannot build model {args.model!r}: "
-                              f"{str(e).strip().splitlines()[0] if str(e).strip() else e}") from None
+                              f"{_first_line(e)}") from None
         if args.params is not None:
             try:
                 net.load_parameters(args.params)
             except Exception as e:
                 raise _UsageError(f"cannot load {args.params} into {args.model}: "
-                                  f"{str(e).strip().splitlines()[0] if str(e).strip() else e}") from None
+                                  f"{_first_line(e)}") from None
         else:
-            print(f"bmx-convert: warning: no --params, converting freshly initialized "
-                  f"{args.model} weights", file=sys.stderr)
-            import mxnet as mx
             from .model_zoo.common import default_initializer
             net.initialize(default_initializer())
-            net(mx.nd.zeros(shp))
         data = convert(net, shp, args.output)
         params = {p.name: p.data().asnumpy() for p in net.collect_params().values()}
+    if args.symbol is None and args.params is None:
+        print(f"note: no --params given: converted freshly initialized {args.model} weights")
     fsize = float_size_bytes(params)
     print(f"float32 size: {_mib(fsize):.3f} MiB; packed size: {_mib(len(data)):.3f} MiB "
           f"({len(data)} bytes); ratio {fsize / max(len(data), 1):.2f}x -> {args.output}")
@@ -1267,9 +1279,13 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     try:
         return _run(argv)
-    except (_UsageError, ConversionError, FileNotFoundError, OSError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"bmx-convert: error: {msg}", file=sys.stderr)
+    except (_UsageError, ConversionError, OSError) as e:
+        print(f"bmx-convert: error: {_first_line(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:  # e.g. MXNetError from a model that cannot run this input
+        if type(e).__name__ != "MXNetError":
+            raise
+        print(f"bmx-convert: error: MXNet: {_first_line(e)}", file=sys.stderr)
         return 2
 
 

@@ -104,6 +104,8 @@ def test_symbol_pair(trained, capsys, tmp_path):
     # the symbol graph does not fit this input size
     (["--symbol", "{d}/x-symbol.json", "--params", "{d}/x-0000.params", "--input-shape",
       "1,5,16,16", "-o", "{t}/m.bmx"], ["shape"]),
+    # freshly initialized (no --params) but the input is too small for the network
+    (["meliusnet_a", "--input-shape", "1,3,2,2", "-o", "{t}/m.bmx"], ["input shape"]),
     ([], ["model"]),
     (["meliusnet_a", "--bogus"], ["--bogus"]),
 ])
@@ -122,3 +124,16 @@ def test_console_script_bad_input_subprocess(tmp_path):
     assert r.returncode == 2
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and "nosuchnet" in lines[0] and "Traceback" not in r.stderr
+
+
+def test_inspect_module(trained, tmp_path):
+    d, _ = trained
+    out = tmp_path / "m.bmx"
+    assert main(["--symbol", str(d / "x-symbol.json"), "--params", str(d / "x-0000.params"),
+                 "-o", str(out), "--input-shape", "1,3,16,16"]) == 0
+    r = subprocess.run([sys.executable, "-m", "bmx.convert_utils", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "BinaryConv2D" in r.stdout and "format version 1" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "bmx.convert_utils", str(d / "p.params")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "not a bmx model file" in r.stderr

@@ -451,6 +451,14 @@ def test_error_bad_arguments(tmp_path):
         convert(net, (1, 3, 4))
     with pytest.raises(ConversionError, match="not both"):
         convert(net, (1, 3, 4, 4), symbol_file="a", params_file="b")
+    fresh = nn.HybridSequential()
+    fresh.add(nn.Conv2D(4, 3))
+    _head(fresh)
+    with pytest.raises(ConversionError, match="not initialized"):
+        convert(fresh, (1, 3, 8, 8))
+    fresh.initialize()
+    with pytest.raises(ConversionError, match="input shape"):
+        convert(fresh, (1, 3, 2, 2))
     with pytest.raises(ConversionError, match="not found"):
         convert_symbol(tmp_path / "no-symbol.json", tmp_path / "no.params", (1, 3, 4, 4))
 

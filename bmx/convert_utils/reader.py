@@ -131,3 +131,4 @@ def describe(data):
         lines.append(f"  {op['type']:<17} {op['name']:<40} {op['inputs']} -> {op['outputs']} "
                      f"{vout['kind']}{vout['shape']} " + " ".join(extra))
     return "\n".join(lines)
+
