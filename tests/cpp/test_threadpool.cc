@@ -2,6 +2,7 @@
 // repeated dispatch (the spin/sleep hand-off) never loses a job.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <mutex>
 #include <chrono>
@@ -80,6 +81,36 @@ TEST(ThreadPool, ExceptionPropagates) {
 TEST(ThreadPool, FreeFunctionWithoutPool) {
   int calls = 0;
   bmx::parallel_for(nullptr, 10, [&](std::int64_t b, std::int64_t e) {
+    EXPECT_EQ(b, 0);
+    EXPECT_EQ(e, 10);
+    ++calls;
+  });
+  EXPECT_EQ(calls, 1);
+}
+
+}  // namespace
+
+namespace {
+
+TEST(ThreadPool, DynamicChunksCoverRangeOnce) {
+  for (int threads : {1, 2, 3}) {
+    bmx::ThreadPool pool(threads);
+    for (std::int64_t n : {1, 5, 100, 10007}) {
+      for (std::int64_t grain : {1, 3, 64, 100000}) {
+        std::vector<std::atomic<int>> hits(static_cast<std::size_t>(n));
+        for (auto& h : hits) h = 0;
+        pool.parallel_for_dynamic(n, grain, [&](std::int64_t b, std::int64_t e) {
+          ASSERT_LT(b, e);
+          ASSERT_LE(e - b, std::max<std::int64_t>(grain, (n + 4094) / 4095));
+          for (std::int64_t i = b; i < e; ++i) ++hits[static_cast<std::size_t>(i)];
+        });
+        for (std::int64_t i = 0; i < n; ++i)
+          ASSERT_EQ(hits[static_cast<std::size_t>(i)], 1) << "threads=" << threads << " n=" << n << " grain=" << grain;
+      }
+    }
+  }
+  int calls = 0;
+  bmx::parallel_for_dynamic(nullptr, 10, 3, [&](std::int64_t b, std::int64_t e) {
     EXPECT_EQ(b, 0);
     EXPECT_EQ(e, 10);
     ++calls;

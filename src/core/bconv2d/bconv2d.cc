@@ -75,23 +75,21 @@ void bconv2d(const word_t* input, const word_t* filter, const BConv2DShape& s, s
     bgemm(input, iw, filter, iw, pixels, s.out_c, iw, k_bits, out, s.out_c, pool, &k);
     return;
   }
-  // ~64 KiB of patches per block, a multiple of 4 pixels.
-  const std::int64_t block = std::clamp<std::int64_t>((64 * 1024 / (row_words * 8)) / 4 * 4, 8, 512);
+  // ~64 KiB of patches per block (a multiple of 4 pixels), and at least one block per
+  // thread. Threads claim blocks one at a time: balanced, and a descheduled thread holds
+  // up at most one block.
   const int threads = pool ? pool->num_threads() : 1;
-  const std::int64_t parts = std::max<std::int64_t>(1, std::min<std::int64_t>(threads, (pixels + 3) / 4));
-  parallel_for(parts > 1 ? pool : nullptr, parts, [&](std::int64_t tb, std::int64_t te) {
+  std::int64_t block = std::clamp<std::int64_t>((64 * 1024 / (row_words * 8)) / 4 * 4, 8, 512);
+  block = std::max<std::int64_t>(4, std::min(block, ((pixels + threads - 1) / threads + 3) / 4 * 4));
+  parallel_for_dynamic(pool, pixels, block, [&](std::int64_t lo, std::int64_t hi) {
     thread_local std::vector<word_t> cols;
-    for (std::int64_t t = tb; t < te; ++t) {
-      const std::int64_t lo = std::min(pixels, (pixels + 3) / 4 * t / parts * 4);
-      const std::int64_t hi = std::min(pixels, (pixels + 3) / 4 * (t + 1) / parts * 4);
-      for (std::int64_t p0 = lo; p0 < hi; p0 += block) {
-        const std::int64_t p1 = std::min(hi, p0 + block);
-        if (static_cast<std::int64_t>(cols.size()) < (p1 - p0) * row_words)
-          cols.resize(static_cast<std::size_t>(block * row_words));
-        im2col(input, s, p0, p1, cols.data());
-        k.run(cols.data(), row_words, filter, row_words, 0, p1 - p0, 0, s.out_c, row_words, k_bits,
-              out + p0 * s.out_c, s.out_c);
-      }
+    for (std::int64_t p0 = lo; p0 < hi; p0 += block) {
+      const std::int64_t p1 = std::min(hi, p0 + block);
+      if (static_cast<std::int64_t>(cols.size()) < (p1 - p0) * row_words)
+        cols.resize(static_cast<std::size_t>(block * row_words));
+      im2col(input, s, p0, p1, cols.data());
+      k.run(cols.data(), row_words, filter, row_words, 0, p1 - p0, 0, s.out_c, row_words, k_bits,
+            out + p0 * s.out_c, s.out_c);
     }
   });
 }

@@ -6,6 +6,7 @@
 // sleep on a condition variable; the calling thread runs chunk 0 itself.
 #include "core/common/threadpool.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -53,6 +54,7 @@ struct ThreadPool::Impl {
   // only after it claimed a chunk (the job cannot finish before that chunk is done).
   const std::function<void(std::int64_t, std::int64_t)>* fn = nullptr;
   std::int64_t n = 0;
+  std::int64_t grain = 0;  // 0: chunk i is [n * i / chunks, n * (i + 1) / chunks)
   std::mutex err_mu;
   std::exception_ptr error;
 
@@ -77,7 +79,8 @@ struct ThreadPool::Impl {
   void run_chunks(std::uint64_t gen) {
     int i = 0, chunks = 0;
     while (try_claim(gen, &i, &chunks)) {
-      const std::int64_t b = n * i / chunks, e = n * (i + 1) / chunks;
+      const std::int64_t b = grain ? i * grain : n * i / chunks;
+      const std::int64_t e = grain ? std::min(n, b + grain) : n * (i + 1) / chunks;
       try {
         if (b < e) (*fn)(b, e);
       } catch (...) {
@@ -131,14 +134,31 @@ int ThreadPool::num_threads() const { return impl_->num_threads; }
 
 void ThreadPool::parallel_for(std::int64_t n, const std::function<void(std::int64_t, std::int64_t)>& fn) {
   if (n <= 0) return;
+  run(n, 0, static_cast<int>(n < impl_->num_threads ? n : impl_->num_threads), fn);
+}
+
+void ThreadPool::parallel_for_dynamic(std::int64_t n, std::int64_t grain,
+                                      const std::function<void(std::int64_t, std::int64_t)>& fn) {
+  if (n <= 0) return;
+  grain = std::max<std::int64_t>(grain, 1);
+  grain = std::max<std::int64_t>(grain, (n + static_cast<std::int64_t>(kFieldMask) - 1) / static_cast<std::int64_t>(kFieldMask));
+  run(n, grain, static_cast<int>((n + grain - 1) / grain), fn);
+}
+
+void ThreadPool::run(std::int64_t n, std::int64_t grain, int chunks,
+                     const std::function<void(std::int64_t, std::int64_t)>& fn) {
   Impl& p = *impl_;
-  const int chunks = static_cast<int>(n < p.num_threads ? n : p.num_threads);
-  if (chunks == 1) {
-    fn(0, n);
+  if (chunks == 1 || p.num_threads == 1) {
+    if (grain == 0) {
+      fn(0, n);
+    } else {
+      for (std::int64_t b = 0; b < n; b += grain) fn(b, std::min(n, b + grain));
+    }
     return;
   }
   p.fn = &fn;
   p.n = n;
+  p.grain = grain;
   p.error = nullptr;
   p.done.store(0, std::memory_order_relaxed);
   const std::uint64_t gen = ++p.generation & ((std::uint64_t{1} << (64 - kGenShift)) - 1);
@@ -163,6 +183,17 @@ void parallel_for(ThreadPool* pool, std::int64_t n,
     return;
   }
   pool->parallel_for(n, fn);
+}
+
+
+void parallel_for_dynamic(ThreadPool* pool, std::int64_t n, std::int64_t grain,
+                          const std::function<void(std::int64_t, std::int64_t)>& fn) {
+  if (n <= 0) return;
+  if (pool == nullptr || pool->num_threads() == 1 || n <= grain) {
+    fn(0, n);
+    return;
+  }
+  pool->parallel_for_dynamic(n, grain, fn);
 }
 
 }  // namespace bmx
