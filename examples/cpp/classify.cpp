@@ -82,7 +82,7 @@ int main(int argc, char** argv) {
         return l[a] > l[c] || (l[a] == l[c] && a < c);
       });
       if (batch > 1) std::printf("image %d\n", b);
-      for (int r = 0; r < k; ++r) std::printf("%d %d %.6g\n", r + 1, idx[r], l[idx[r]]);
+      for (int r = 0; r < k; ++r) std::printf("%d %d %.9g\n", r + 1, idx[r], l[idx[r]]);
     }
   } catch (const bmx::Error& e) {
     die(e.what());
