@@ -318,10 +318,36 @@ class _Builder:
                 if n["name"].startswith(p):
                     owner[i] = p
                     break
-        groups = {}
+        by_prefix = {}
         for i, p in owner.items():
-            groups.setdefault(p, set()).add(i)
-        return {p: (prefixes[p][0], prefixes[p][1], members) for p, members in groups.items()}
+            by_prefix.setdefault(p, set()).add(i)
+        # A block called more than once (shared weights) leaves one connected set of nodes
+        # per call: each becomes its own operation.
+        groups = {}
+        for p, members in by_prefix.items():
+            comps = self._components(members)
+            for k, comp in enumerate(comps):
+                key = p if len(comps) == 1 else f"{p}call{k}_"
+                groups[key] = (prefixes[p][0], prefixes[p][1], comp)
+        return groups
+
+    def _components(self, members):
+        g = self.g
+        parent = {i: i for i in members}
+
+        def find(i):
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+        for i in members:
+            for s in g.nodes[i]["inputs"]:
+                if s[0] in members:
+                    parent[find(s[0])] = find(i)
+        comps = {}
+        for i in sorted(members):
+            comps.setdefault(find(i), set()).add(i)
+        return sorted(comps.values(), key=min)
 
     def _group_io(self, prefix, members):
         g = self.g

@@ -323,6 +323,52 @@ def test_concat_add_meliusnet_shuffle_graph():
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
 
+class _Shared(nn.HybridBlock):
+    """The same binary conv (one weight) applied twice."""
+
+    def __init__(self, ch, **kw):
+        super().__init__(**kw)
+        with self.name_scope():
+            self.conv = bmx.nn.BinaryConvolution(ch, kernel_size=3, padding=1, in_channels=ch)
+            self.bn = nn.BatchNorm()
+
+    def hybrid_forward(self, F, x):
+        y = self.bn(self.conv(x))
+        return self.conv(y) + x
+
+
+def test_shared_block_called_twice():
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(8, 1), _Shared(8))
+    _head(net)
+    shape = (2, 3, 6, 6)
+    _init(net, shape)
+    _randomize_bn(net)
+    data = convert(net, shape)
+    bcs = _ops(data, "BinaryConv2D")
+    assert len(bcs) == 2 and len(_ops(data, "Sign")) == 2
+    np.testing.assert_array_equal(bcs[0]["options"]["weight_bits"], bcs[1]["options"]["weight_bits"])
+    x = _x(shape)
+    ref = net(mx.nd.array(x)).asnumpy()
+    np.testing.assert_allclose(run_model(data, x), ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("name", ["binarydensenet28", "meliusnet_c"])
+def test_zoo_export_gives_identical_file(name, tmp_path):
+    """The exported symbol pair of a zoo model converts to the very same bytes."""
+    net = bmx.model_zoo.get_model(name, classes=10, stem="thumbnail")
+    shape = (1, 3, 16, 16)
+    _init(net, shape)
+    _randomize_bn(net)
+    net.hybridize()
+    net(mx.nd.zeros(shape))
+    net.export(str(tmp_path / name))
+    a = convert(net, shape, producer="p")
+    b = convert_symbol(tmp_path / f"{name}-symbol.json", tmp_path / f"{name}-0000.params", shape,
+                       producer="p")
+    assert a == b
+
+
 def test_symbol_pair_gives_the_same_model(tmp_path):
     net = _mixed_net()
     shape = (1, 3, 10, 10)
