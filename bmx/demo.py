@@ -12,7 +12,6 @@ upscaled to 16x16) -> ``bmx.convert`` -> ``bmx.engine.Model`` on the 360 test im
 >= 90% and the engine's accuracy within one test image of Gluon's.
 """
 import argparse
-import json
 import os
 import platform
 import sys

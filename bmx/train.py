@@ -105,6 +105,9 @@ def build_parser():
            "'constructor:key=value,...' (values are Python literals)")
     a("--dataset", default="digits", choices=DATASETS)
     a("--data-dir", default=None, help="where the dataset files are (nothing is downloaded)")
+    a("--classes", type=_positive_int, default=None,
+      help="number of classes: synthetic (default 10) and ImageNet RecordIO (default 1000); "
+           "the other datasets know theirs")
     a("--image-size", type=_positive_int, default=None,
       help="input side (default per dataset: digits 16, mnist 28, cifar10 32, imagenet 224)")
     a("--epochs", type=_positive_int, default=10)
@@ -159,7 +162,8 @@ def parse_args(argv=None):
         if sorted(args.lr_steps) != args.lr_steps or len(set(args.lr_steps)) != len(args.lr_steps):
             raise UsageError(f"--lr-steps must be increasing, got {args.lr_steps}")
         if args.lr_steps[0] < 1 or args.lr_steps[-1] >= args.epochs:
-            raise UsageError(f"--lr-steps must lie in 1..{args.epochs - 1} (--epochs {args.epochs})")
+            raise UsageError(f"--lr-steps must lie in 1..{args.epochs - 1} "
+                             f"(--epochs {args.epochs})")
     if args.warmup_epochs >= args.epochs:
         raise UsageError(f"--warmup-epochs {args.warmup_epochs:g} must be below --epochs "
                          f"{args.epochs}")
@@ -175,6 +179,9 @@ def parse_args(argv=None):
     if args.mixup and args.teacher:
         raise UsageError("--mixup and --teacher cannot be combined (the teacher sees "
                          "mixed images; pick one)")
+    if args.classes is not None and args.dataset not in ("synthetic", "imagenet"):
+        raise UsageError(f"--classes applies to synthetic and imagenet (RecordIO) only; "
+                         f"{args.dataset} knows its classes")
     if args.dataset in ("digits", "synthetic") and args.data_dir:
         raise UsageError(f"--dataset {args.dataset} is built in; drop --data-dir")
     if args.kvstore == "dist_sync" and "DMLC_ROLE" not in os.environ:
@@ -298,7 +305,8 @@ def build_teacher(spec, params, classes, image_shape, stem=None):
         raise UsageError(f"teacher {spec!r} cannot run on {image_shape} inputs: "
                          f"{_first_line(e)}") from None
     if out.shape[-1] != classes:
-        raise UsageError(f"teacher {spec!r} has {out.shape[-1]} outputs, the data {classes} classes")
+        raise UsageError(f"teacher {spec!r} has {out.shape[-1]} outputs, the data has "
+                         f"{classes} classes")
     for p in net.collect_params().values():
         p.grad_req = "null"
     return net
@@ -501,7 +509,7 @@ def train(args, hooks=None):
     os.makedirs(out, exist_ok=True)
 
     ds = get_dataset(args.dataset, args.data_dir, image_size=args.image_size,
-                     num_workers=args.num_workers)
+                     num_workers=args.num_workers, classes=args.classes)
     image_shape = ds.image_shape
     stem = args.stem or _default_stem(args.model, image_shape)
 
@@ -555,7 +563,6 @@ def train(args, hooks=None):
     sync = _DistSync(kv, net, ctx) if dist else None
 
     nb = ds.num_batches(args.batch_size, num_workers)
-    global_batch = args.batch_size * num_workers
     classes = ds.num_classes
     ls = args.label_smoothing
     T = args.distill_temperature

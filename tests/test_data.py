@@ -187,7 +187,8 @@ def _write_images(root, classes=("cat", "dog", "eel"), per_class=3, size=20, see
             d = os.path.join(root, split, c)
             os.makedirs(d, exist_ok=True)
             for i in range(per_class):
-                img = np.full((size, size + 4, 3), 40 * ci, np.uint8) + rng.randint(0, 20, (size, size + 4, 3)).astype(np.uint8)
+                noise = rng.randint(0, 20, (size, size + 4, 3)).astype(np.uint8)
+                img = np.full((size, size + 4, 3), 40 * ci, np.uint8) + noise
                 cv2.imwrite(os.path.join(d, f"{i}.png"), img)
 
 
