@@ -79,7 +79,7 @@ def _build(name, size, seed=0, train_steps=0, **kw):
     return net, x
 
 
-def _compare(name, net, x, size):
+def _compare(name, net, x, size, threads=1):
     engine = _engine()
     data = convert(net, (1,) + x.shape[1:])
     model = engine.Model(data, num_threads=1)
@@ -92,6 +92,10 @@ def _compare(name, net, x, size):
           f"= {dev:.3e}, argmax agreement {same:.3f}, file {len(data)} bytes")
     assert same == 1.0, f"{name}: argmax differs on {int((1 - same) * len(x))} images"
     assert dev <= TOL, f"{name}: deviation {dev:.3e} > {TOL}"
+    if threads > 1:  # the threaded engine computes the same logits
+        got_t = np.asarray(engine.Model(data, num_threads=threads).predict(x))
+        assert np.abs(got_t - ref).max() <= TOL * np.abs(ref).max()
+        assert (got_t.argmax(1) == ref.argmax(1)).all()
     return data, dev
 
 
@@ -100,7 +104,7 @@ def _compare(name, net, x, size):
 def test_zoo_64x64(name):
     _engine()
     net, x = _build(name, 64, train_steps=1, classes=10, stem="thumbnail")
-    _compare(name, net, x, 64)
+    _compare(name, net, x, 64, threads=2)
 
 
 @pytest.mark.slow
