@@ -176,9 +176,6 @@ def parse_args(argv=None):
         raise UsageError(f"--teacher-params {args.teacher_params}: no such file")
     if args.teacher and args.teacher.endswith("-symbol.json") and not os.path.isfile(args.teacher):
         raise UsageError(f"--teacher {args.teacher}: no such file")
-    if args.mixup and args.teacher:
-        raise UsageError("--mixup and --teacher cannot be combined (the teacher sees "
-                         "mixed images; pick one)")
     if args.classes is not None and args.dataset not in ("synthetic", "imagenet"):
         raise UsageError(f"--classes applies to synthetic and imagenet (RecordIO) only; "
                          f"{args.dataset} knows its classes")

@@ -51,6 +51,9 @@ def _run(capsys, argv, **kw):
     (["--data-dir", "/tmp"], "drop --data-dir"),
     (["--kvstore", "dist_sync"], "launcher"),
     (["--resume"], "no checkpoint"),
+    (["--classes", "5"], "--classes"),
+    (["--warmup-epochs", "-1"], "--warmup-epochs"),
+    (["--kvstore", "nccl"], "--kvstore"),
 ])
 def test_bad_input_one_line_exit_2(capsys, tmp_path, argv, needle):
     rc, err = _run(capsys, BASE + ["--save-dir", str(tmp_path)] + argv)
@@ -281,3 +284,28 @@ def test_sgd_step_schedule_and_kbit(tmp_path, capsys):
     rows = list(csv.DictReader(open(tmp_path / "log.csv")))
     assert float(rows[0]["lr"]) == pytest.approx(0.05)
     assert float(rows[1]["lr"]) == pytest.approx(0.005)
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10", "imagefolder", "synthetic"])
+def test_trains_on_every_reader(tmp_path, capsys, dataset):
+    """One short epoch on each reader (files written in the real formats by test_data)."""
+    from test_data import _write_cifar, _write_images, _write_mnist
+    extra = []
+    if dataset == "mnist":
+        _write_mnist(str(tmp_path), n_train=40, n_test=10)
+    elif dataset == "cifar10":
+        _write_cifar(str(tmp_path), per_batch=20)
+    elif dataset == "imagefolder":
+        _write_images(str(tmp_path), per_class=4)
+        extra = ["--image-size", "16"]
+    else:
+        extra = ["--image-size", "8", "--classes", "4"]
+    data = [] if dataset == "synthetic" else ["--data-dir", str(tmp_path)]
+    out = tmp_path / "out"
+    rc, err = _run(capsys, ["--model", TINY, "--dataset", dataset, "--epochs", "1",
+                            "--batch-size", "16", "--quiet", "--no-plot", "--save-dir",
+                            str(out)] + data + extra)
+    assert rc == 0, err
+    summ = json.load(open(out / "summary.json"))
+    assert summ["stem"] == "thumbnail" and 0 <= summ["final_val_acc"] <= 1
+    assert summ["classes"] == {"mnist": 10, "cifar10": 10, "imagefolder": 3, "synthetic": 4}[dataset]
