@@ -68,8 +68,9 @@ def binarydensenet37_shapes(image=224):
 # ---------------------------------------------------------------------------------------
 # timing
 
-def _median_time(fn, repeat, min_sample=0.002):
-    """Median seconds per call; each sample loops long enough to be above timer noise."""
+def _median_time(fn, repeat, min_sample=0.001, stat="median"):
+    """Seconds per call over ``repeat`` samples (median, or min: the least disturbed sample
+    on a busy machine); each sample loops long enough to be above timer noise."""
     fn()  # warm up (allocations, thread pools, caches)
     t0 = time.perf_counter()
     fn()
@@ -81,7 +82,7 @@ def _median_time(fn, repeat, min_sample=0.002):
         for _ in range(inner):
             fn()
         samples.append((time.perf_counter() - t0) / inner)
-    return float(np.median(samples))
+    return float(np.min(samples) if stat == "min" else np.median(samples))
 
 
 def _blas_info():
@@ -116,7 +117,10 @@ def _add_gemm(sub):
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts (default: 1 2)")
-    p.add_argument("--repeat", type=int, default=7, help="samples per measurement; the median is reported")
+    p.add_argument("--repeat", type=int, default=7, help="samples per measurement (default 7)")
+    p.add_argument("--stat", choices=("median", "min"), default="median",
+                   help="statistic over the samples: median (default) or min (least disturbed sample, for "
+                        "machines shared with other work)")
     p.add_argument("--kernels", nargs="+", default=["auto"],
                    help="bgemm kernels to measure: 'auto', names from list_kernels(), or 'all' (every available "
                         "non-reference kernel)")
@@ -172,7 +176,7 @@ def run_gemm(args):
             # float baseline: weights (M, K) @ im2col columns (K, N), as Caffe/MXNet lay it out
             wf = rng.standard_normal((m, k), dtype=np.float32)
             cf = rng.standard_normal((k, n), dtype=np.float32)
-            t_np = _median_time(lambda: np.matmul(wf, cf), args.repeat)
+            t_np = _median_time(lambda: np.matmul(wf, cf), args.repeat, stat=args.stat)
             # binary operands with the same M, N, K
             a_bits = convention.pack_bits(np.where(rng.random((m, k)) < 0.5, -1, 1).astype(np.float32))
             b_bits = engine.pack_bits(np.where(rng.random((n, k)) < 0.5, -1, 1).astype(np.float32))
@@ -183,9 +187,10 @@ def run_gemm(args):
                 per_t = {}
                 for t in threads:
                     tg = _median_time(lambda: engine.binary_gemm(a_bits, b_bits, k, num_threads=t, kernel=kern),
-                                      args.repeat)
+                                      args.repeat, stat=args.stat)
                     tc = _median_time(lambda: engine.binary_conv2d(x, w_bits, padding=1, in_channels=c_in,
-                                                                   num_threads=t, kernel=kern), args.repeat)
+                                                                   num_threads=t, kernel=kern), args.repeat,
+                                      stat=args.stat)
                     per_t[t] = (tg, tc)
                 for t in threads:
                     tg, tc = per_t[t]
@@ -206,7 +211,8 @@ def run_gemm(args):
         "model": f"binarydensenet37 @ {args.image}x{args.image}",
         "machine": {"cpu": _cpu_name(), "cpu_features": engine.cpu_features(), "python": platform.python_version(),
                     "numpy": np.__version__, "blas": blas},
-        "kernels": kernels, "threads": threads, "repeat": args.repeat,
+        "kernels": kernels, "threads": threads, "repeat": args.repeat, "stat": args.stat,
+        "load_average": _loadavg(),
         "results": results,
         "summary": _summary(results, kernels, threads, base_t),
     }
@@ -240,7 +246,8 @@ def _print_tables(doc, base_t):
     print(f"bmx-bench gemm: {doc['model']}, {m['cpu']} [{m['cpu_features']}], numpy {m['numpy']}, "
           f"BLAS {m['blas'].get('numpy_blas')}, OPENBLAS_CORETYPE={m['blas'].get('OPENBLAS_CORETYPE')}")
     print("G MAC/s (binary MACs for bmx, float32 MACs for numpy, 1 BLAS thread); x = ratio to numpy; "
-          f"s = speed-up over {base_t} thread(s); conv includes input packing and im2col")
+          f"s = speed-up over {base_t} thread(s); conv includes input packing and im2col; "
+          f"{doc['stat']} of {doc['repeat']} samples; load average {doc['load_average']}")
     for kern in doc["kernels"]:
         rows = [r for r in doc["results"] if r["kernel"] == kern]
         name = rows[0]["kernel_name"]
@@ -270,6 +277,13 @@ def _print_tables(doc, base_t):
         parts += [f"{k.replace('min_', '').replace('_', ' ')} {v:.2f} (target {SCALING_TARGET:g})"
                   for k, v in s.items() if k.startswith("min_") and "scaling" in k]
         print(f"  {s['kernel']:<22} " + "; ".join(parts))
+
+
+def _loadavg():
+    try:
+        return list(os.getloadavg())
+    except (AttributeError, OSError):
+        return None
 
 
 def _cpu_name():

@@ -110,23 +110,22 @@ void bgemm(const word_t* a, std::int64_t lda, const word_t* b, std::int64_t ldb,
     k.run(a, lda, b, ldb, 0, m, 0, n, words, k_bits, c, ldc);
     return;
   }
-  // Split the larger dimension into one contiguous, tile-aligned range per thread; each
-  // thread then runs the kernel's own cache blocking over its range.
+  // Split the larger dimension into contiguous, tile-aligned ranges; each range runs the
+  // kernel's own cache blocking. Large products get 4 ranges per thread, claimed one at a
+  // time (balance, and a descheduled thread holds up only a quarter of its share); small
+  // ones one per thread, since every range re-reads the other operand.
   const bool split_n = n >= m;
   const std::int64_t len = split_n ? n : m;
   constexpr std::int64_t kAlign = 4;
   const std::int64_t tiles = (len + kAlign - 1) / kAlign;
-  const std::int64_t parts = std::min<std::int64_t>(threads, tiles);
-  parallel_for(pool, parts, [&](std::int64_t pb, std::int64_t pe) {
-    for (std::int64_t p = pb; p < pe; ++p) {
-      const std::int64_t lo = std::min(len, tiles * p / parts * kAlign);
-      const std::int64_t hi = std::min(len, tiles * (p + 1) / parts * kAlign);
-      if (lo >= hi) continue;
-      if (split_n)
-        k.run(a, lda, b, ldb, 0, m, lo, hi, words, k_bits, c, ldc);
-      else
-        k.run(a, lda, b, ldb, lo, hi, 0, n, words, k_bits, c, ldc);
-    }
+  const std::int64_t work = m * n * std::max<std::int64_t>(words, 1);
+  const std::int64_t parts = std::min<std::int64_t>(tiles, threads * (work >= (std::int64_t{1} << 20) ? 4 : 1));
+  const std::int64_t grain = (tiles + parts - 1) / parts * kAlign;
+  parallel_for_dynamic(pool, len, grain, [&](std::int64_t lo, std::int64_t hi) {
+    if (split_n)
+      k.run(a, lda, b, ldb, 0, m, lo, hi, words, k_bits, c, ldc);
+    else
+      k.run(a, lda, b, ldb, lo, hi, 0, n, words, k_bits, c, ldc);
   });
 }
 
