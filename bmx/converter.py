@@ -23,7 +23,7 @@ import numpy as np
 os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")  # quiet the probe evaluations
 
 from . import __version__
-from .convention import pack_bits, words_for_bits
+from .convention import pack_bits
 
 __all__ = ["FORMAT_VERSION", "FILE_IDENTIFIER", "ConversionError", "convert",
            "convert_symbol", "float_size_bytes", "main"]
@@ -370,7 +370,6 @@ class _Builder:
         g = self.g
         groups = self._groups()
         self.owner = {}
-        self.group_out = {}
         for p, (kind, block, members) in groups.items():
             for i in members:
                 self.owner[i] = p
@@ -954,7 +953,8 @@ def _serialize(ir, num_classes, producer, mean, std):
             w = _bytes(b, np.ascontiguousarray(at["W"], "<f4").tobytes())
             bias = _bytes(b, np.ascontiguousarray(at["b"], "<f4").tobytes()) \
                 if at["b"] is not None else None
-            kern, strd, pad, dil = (_ivec(b, at[x]) for x in ("kernel", "stride", "pad", "dilation"))
+            kern, strd, pad, dil = (_ivec(b, at[x])
+                                    for x in ("kernel", "stride", "pad", "dilation"))
             Conv2D.Start(b)
             Conv2D.AddOutChannels(b, at["cout"])
             Conv2D.AddKernel(b, kern)
@@ -970,7 +970,8 @@ def _serialize(ir, num_classes, producer, mean, std):
         elif kind == "bconv":
             w = _bytes(b, pack_binary_weight(at["W"], at["groups"]).tobytes())
             sc, sh = _fvec(b, at["scale"]), _fvec(b, at["shift"])
-            kern, strd, pad, dil = (_ivec(b, at[x]) for x in ("kernel", "stride", "pad", "dilation"))
+            kern, strd, pad, dil = (_ivec(b, at[x])
+                                    for x in ("kernel", "stride", "pad", "dilation"))
             BinaryConv2D.Start(b)
             BinaryConv2D.AddOutChannels(b, at["cout"])
             BinaryConv2D.AddInChannels(b, at["cin"])
@@ -1118,7 +1119,8 @@ def _check_shape(input_shape):
     try:
         shp = tuple(int(d) for d in input_shape)
     except (TypeError, ValueError):
-        raise ConversionError(f"input_shape must be (N, C, H, W) integers, got {input_shape!r}") from None
+        raise ConversionError(f"input_shape must be (N, C, H, W) integers, "
+                              f"got {input_shape!r}") from None
     if len(shp) != 4 or any(d < 1 for d in shp):
         raise ConversionError(f"input_shape must be (N, C, H, W) with positive sizes, got {shp}")
     return shp
@@ -1220,7 +1222,8 @@ def _parse_shape(s):
     try:
         shp = tuple(int(x) for x in s.replace("x", ",").split(","))
     except ValueError:
-        raise _UsageError(f"bad --input-shape {s!r}: expected N,C,H,W integers, e.g. 1,3,224,224") from None
+        raise _UsageError(f"bad --input-shape {s!r}: expected N,C,H,W integers, "
+                          "e.g. 1,3,224,224") from None
     if len(shp) != 4 or any(d < 1 for d in shp):
         raise _UsageError(f"bad --input-shape {s!r}: expected four positive integers N,C,H,W")
     return shp

@@ -68,14 +68,10 @@ def _bconv_np(x_pm1, w, pad, stride=1):
     out = np.zeros((n, co, oh, ow), np.int64)
     for i in range(oh):
         for j in range(ow):
-            patch = xs[:, :, i * stride:i * stride + kh, j * stride:j * stride + kw].astype(np.int64)
-            out[:, :, i, j] = np.einsum("nckl,ockl->no", patch, ws)
+            patch = xs[:, :, i * stride:i * stride + kh, j * stride:j * stride + kw]
+            out[:, :, i, j] = np.einsum("nckl,ockl->no", patch.astype(np.int64), ws)
     K = c * kh * kw
     return (out + K) // 2
-
-
-class Head(nn.HybridSequential):
-    pass
 
 
 def _head(net, classes=5):

@@ -181,7 +181,8 @@ def test_inner_sign_bits_agree(name):
         s = g / np.sqrt(p.get("running_var").data().asnumpy() + bn._kwargs["eps"])
         t = p.get("beta").data().asnumpy() - p.get("running_mean").data().asnumpy() * s
         hw = ref.shape[1] // s.size  # flattened NCHW: channel-major
-        ref, got = ref * np.repeat(s, hw) + np.repeat(t, hw), got * np.repeat(s, hw) + np.repeat(t, hw)
+        s, t = np.repeat(s, hw), np.repeat(t, hw)
+        ref, got = ref * s + t, got * s + t
     agree = (convention.to_bits(ref) == convention.to_bits(got)).mean()
     print(f"\n[sign bits] {name}: {ref.size} inner bits, agreement {agree:.6f}")
     assert agree >= 0.9999

@@ -56,7 +56,8 @@ def _pool(x, o):
         out = np.full((n, c, oh, ow), -np.inf, np.float32)
         for i in range(kh):
             for j in range(kw):
-                out = np.maximum(out, xp[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw])
+                win = xp[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+                out = np.maximum(out, win)
         return out
     xp = _pad(x.astype(np.float64), ph, pw, 0.0)
     ones = _pad(np.ones((1, 1, h, w)), ph, pw, 0.0)

@@ -12,16 +12,14 @@ _OPTS = None
 def _opt_classes():
     global _OPTS
     if _OPTS is None:
-        from .. import fb
-        from ..fb.OpOptions import OpOptions as OO
         import importlib
+        from ..fb.OpOptions import OpOptions as OO
         _OPTS = {}
         for name, val in vars(OO).items():
             if name.startswith("_") or name == "NONE":
                 continue
             mod = importlib.import_module(f"bmx.fb.{name}")
             _OPTS[val] = (name, getattr(mod, name))
-        del fb
     return _OPTS
 
 
