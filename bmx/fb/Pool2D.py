@@ -130,7 +130,14 @@ class Pool2D(object):
             return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
         return False
 
-def Pool2DStart(builder): builder.StartObject(6)
+    # Pool2D
+    def CeilMode(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(16))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+def Pool2DStart(builder): builder.StartObject(7)
 def Start(builder):
     return Pool2DStart(builder)
 def Pool2DAddType(builder, type): builder.PrependInt8Slot(0, type, 0)
@@ -160,6 +167,9 @@ def AddCountIncludePad(builder, countIncludePad):
 def Pool2DAddGlobal_(builder, global_): builder.PrependBoolSlot(5, global_, 0)
 def AddGlobal_(builder, global_):
     return Pool2DAddGlobal_(builder, global_)
+def Pool2DAddCeilMode(builder, ceilMode): builder.PrependBoolSlot(6, ceilMode, 0)
+def AddCeilMode(builder, ceilMode):
+    return Pool2DAddCeilMode(builder, ceilMode)
 def Pool2DEnd(builder): return builder.EndObject()
 def End(builder):
     return Pool2DEnd(builder)
