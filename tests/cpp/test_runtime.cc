@@ -174,6 +174,38 @@ TEST(RuntimeGraph, MixedNetworkAgainstReference) {
   }
 }
 
+TEST(RuntimeGraph, DenseAndFlattenOnConcatViews) {
+  // Dense/Flatten read a 4-D value that lives inside a concat output (pixel stride larger
+  // than its channels) and must use NCHW flatten order.
+  for (bool via_flatten : {false, true}) {
+    Net n(31);
+    int x = n.input(3, 5, 4);
+    int a = n.conv(x, 6, 3, 1, 1);
+    int b = n.conv(x, 5, 1);
+    int c = n.concat({a, b});
+    int d = via_flatten ? n.dense(n.flatten(a), 7) : n.dense(a, 7);
+    int e = n.dense(n.global_pool(c, true), 7);
+    int out = n.add(d, e);
+    const auto bytes = n.build(out);
+    for (int batch : {1, 3}) {
+      const auto in = n.random_input(batch);
+      expect_close(run_engine(bytes, in, batch, 2), n.reference(in, batch), 1e-5, "dense on view");
+    }
+  }
+}
+
+TEST(RuntimeGraph, FourDimensionalOutputIsNchw) {
+  Net n(32);
+  int x = n.input(4, 6, 5);
+  int y = n.conv(x, 3, 3, 1, 1, 1, 1, true);
+  int z = n.concat({y, n.pool(x, true, 3, 1, 1)});
+  const auto bytes = n.build(z);
+  Model m(bytes.data(), bytes.size());
+  EXPECT_EQ(m.output_shape(), (std::vector<std::int64_t>{1, 7, 6, 5}));
+  const auto in = n.random_input(2);
+  expect_close(m.predict(in, 2), n.reference(in, 2), 0, "4-D output");
+}
+
 TEST(RuntimeGraph, ConcurrentPredictMatchesSerial) {
   Net n(7);
   const auto bytes = build_mixed(n, false);
