@@ -75,12 +75,14 @@ void bconv2d(const word_t* input, const word_t* filter, const BConv2DShape& s, s
     bgemm(input, iw, filter, iw, pixels, s.out_c, iw, k_bits, out, s.out_c, pool, &k);
     return;
   }
-  // ~64 KiB of patches per block (a multiple of 4 pixels), and at least one block per
-  // thread. Threads claim blocks one at a time: balanced, and a descheduled thread holds
-  // up at most one block.
-  const int threads = pool ? pool->num_threads() : 1;
-  std::int64_t block = std::clamp<std::int64_t>((64 * 1024 / (row_words * 8)) / 4 * 4, 8, 512);
-  block = std::max<std::int64_t>(4, std::min(block, ((pixels + threads - 1) / threads + 3) / 4 * 4));
+  // Blocks of at most ~64 KiB of patches; their count is a multiple of the thread count and
+  // their sizes equal (even, for the 2-row tiles), so the threads finish together. Threads
+  // claim blocks one at a time: a descheduled thread holds up at most one block.
+  const std::int64_t threads = pool ? pool->num_threads() : 1;
+  const std::int64_t block_max = std::clamp<std::int64_t>(64 * 1024 / (row_words * 8), 8, 512);
+  std::int64_t nblocks = (pixels + block_max - 1) / block_max;
+  nblocks = (nblocks + threads - 1) / threads * threads;
+  const std::int64_t block = std::max<std::int64_t>(2, ((pixels + nblocks - 1) / nblocks + 1) / 2 * 2);
   parallel_for_dynamic(pool, pixels, block, [&](std::int64_t lo, std::int64_t hi) {
     thread_local std::vector<word_t> cols;
     for (std::int64_t p0 = lo; p0 < hi; p0 += block) {

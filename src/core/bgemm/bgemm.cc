@@ -119,13 +119,19 @@ void bgemm(const word_t* a, std::int64_t lda, const word_t* b, std::int64_t ldb,
   constexpr std::int64_t kAlign = 4;
   const std::int64_t tiles = (len + kAlign - 1) / kAlign;
   const std::int64_t work = m * n * std::max<std::int64_t>(words, 1);
-  const std::int64_t parts = std::min<std::int64_t>(tiles, threads * (work >= (std::int64_t{1} << 20) ? 4 : 1));
-  const std::int64_t grain = (tiles + parts - 1) / parts * kAlign;
-  parallel_for_dynamic(pool, len, grain, [&](std::int64_t lo, std::int64_t hi) {
-    if (split_n)
-      k.run(a, lda, b, ldb, 0, m, lo, hi, words, k_bits, c, ldc);
-    else
-      k.run(a, lda, b, ldb, lo, hi, 0, n, words, k_bits, c, ldc);
+  const std::int64_t parts = std::min<std::int64_t>(tiles, static_cast<std::int64_t>(threads) * (work >= (std::int64_t{1} << 20) ? 4 : 1));
+  // Exactly `parts` ranges whose sizes differ by at most one tile (so the threads finish
+  // together), claimed one at a time.
+  parallel_for_dynamic(pool, parts, 1, [&](std::int64_t pb, std::int64_t pe) {
+    for (std::int64_t p = pb; p < pe; ++p) {
+      const std::int64_t lo = std::min(len, tiles * p / parts * kAlign);
+      const std::int64_t hi = std::min(len, tiles * (p + 1) / parts * kAlign);
+      if (lo >= hi) continue;
+      if (split_n)
+        k.run(a, lda, b, ldb, 0, m, lo, hi, words, k_bits, c, ldc);
+      else
+        k.run(a, lda, b, ldb, lo, hi, 0, n, words, k_bits, c, ldc);
+    }
   });
 }
 
