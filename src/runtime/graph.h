@@ -85,7 +85,7 @@ struct OpNode {
   std::int64_t kh = 1, kw = 1, sh = 1, sw = 1, ph = 0, pw = 0, dh = 1, dw = 1;
   std::int64_t groups = 1, out_c = 0;
   bool relu = false;
-  bool pool_max = true, global = false, count_include_pad = true;
+  bool pool_max = true, global = false, count_include_pad = true, ceil_mode = false;
   std::int64_t k_bits = 0;   // BinaryConv2D: C_in/groups * KH * KW
   // Weights, repacked for the kernels at load:
   //  Conv2D: w = [groups][KH][KW][C_in/g][C_out/g] (GEMM B operand per group), b = [C_out]

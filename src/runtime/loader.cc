@@ -296,7 +296,15 @@ void check_op(const fb::Op* fop, OpNode& op, Graph& g, bool prepare) {
       // pad < kernel keeps at least one real element in every window.
       if (op.ph >= op.kh || op.pw >= op.kw) ck.fail("pad must be smaller than the kernel");
       if (x.h + 2 * op.ph < op.kh || x.w + 2 * op.pw < op.kw) ck.fail("kernel larger than the padded input");
-      ck.output(4, x.c, (x.h + 2 * op.ph - op.kh) / op.sh + 1, (x.w + 2 * op.pw - op.kw) / op.sw + 1, false);
+      op.ceil_mode = p->ceil_mode();
+      const std::int64_t sh = x.h + 2 * op.ph - op.kh, sw = x.w + 2 * op.pw - op.kw;
+      const std::int64_t oh = (op.ceil_mode ? (sh + op.sh - 1) / op.sh : sh / op.sh) + 1;
+      const std::int64_t ow = (op.ceil_mode ? (sw + op.sw - 1) / op.sw : sw / op.sw) + 1;
+      // ceil_mode may add a partial last window; it must still hold real elements.
+      if ((oh - 1) * op.sh - op.ph >= x.h || (ow - 1) * op.sw - op.pw >= x.w) {
+        ck.fail("ceil_mode yields a window without real elements");
+      }
+      ck.output(4, x.c, oh, ow, false);
       return;
     }
     case OpType::Concat: {

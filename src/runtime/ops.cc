@@ -364,7 +364,11 @@ void pool2d(const OpNode& op, const ValueInfo& x, const ValueInfo& y, int batch,
               const float* s = in + ((n * x.h + iy) * x.w + ix) * in_ps;
               for (std::int64_t ch = 0; ch < c; ++ch) o[ch] += s[ch];
             }
-          const std::int64_t count = op.count_include_pad ? op.kh * op.kw : (yb - ya) * (xb - xa);
+          // count_include_pad: the window clipped at the padded border (all of it unless
+          // ceil_mode made a partial last window); else the real elements.
+          const std::int64_t count =
+              op.count_include_pad ? (std::min(y0 + op.kh, x.h + op.ph) - y0) * (std::min(x0 + op.kw, x.w + op.pw) - x0)
+                                   : (yb - ya) * (xb - xa);
           const float inv = 1.0f / static_cast<float>(count);
           for (std::int64_t ch = 0; ch < c; ++ch) o[ch] *= inv;
         }

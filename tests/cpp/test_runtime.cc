@@ -103,10 +103,11 @@ TEST(RuntimePool, MaxAvgGlobal) {
   unsigned seed = 200;
   for (bool max : {true, false}) {
     for (bool cip : {true, false}) {
-      for (auto kp : {std::array<int, 3>{3, 2, 1}, {2, 2, 0}, {3, 1, 1}, {3, 3, 2}}) {
+      for (auto kp : {std::array<int, 4>{3, 2, 1, 0}, {2, 2, 0, 0}, {3, 1, 1, 0}, {3, 3, 2, 0}, {2, 2, 0, 1},
+                      {3, 2, 0, 1}, {3, 2, 1, 1}, {3, 3, 1, 1}}) {
         Net n(seed++);
-        int x = n.input(5, 9, 9);
-        int y = n.pool(x, max, kp[0], kp[1], kp[2], cip);
+        int x = n.input(5, 9, 10);
+        int y = n.pool(x, max, kp[0], kp[1], kp[2], cip, kp[3] == 1);
         const auto bytes = n.build(y);
         const auto in = n.random_input(2);
         expect_close(run_engine(bytes, in, 2, 2), n.reference(in, 2), 1e-6, "pool");

@@ -176,5 +176,12 @@ TEST(RuntimeLoader, PoolPadMustBeSmallerThanKernel) {
   EXPECT_NE(load_error(n.build(y)).find("pad must be smaller"), std::string::npos);
 }
 
+TEST(RuntimeLoader, CeilModeWindowWithoutRealElements) {
+  Net n(1);
+  int x = n.input(2, 9, 8);
+  int y = n.pool(x, true, 3, 3, 1, true, /*ceil=*/true);  // last column window is all padding
+  EXPECT_NE(load_error(n.build(y)).find("without real elements"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace bmx::testing

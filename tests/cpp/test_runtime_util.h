@@ -36,7 +36,7 @@ struct TOp {
   bool relu = false;
   std::vector<std::uint8_t> weight, bias;   // float32 bytes / packed bits bytes
   std::vector<float> scale, shift;
-  bool pool_max = true, count_include_pad = true, global = false;
+  bool pool_max = true, count_include_pad = true, global = false, ceil_mode = false;
 };
 
 inline std::vector<std::uint8_t> to_bytes(const std::vector<float>& v) {
@@ -182,12 +182,16 @@ class Net {
     const TVal xv = vals[x];
     return simple(fb::OpOptions::Flatten, {x}, {1, xv.c() * xv.h() * xv.w()});
   }
-  int pool(int x, bool max, int k, int s, int p, bool cip = true) {
+  static int pool_dim(int in, int k, int s, int p, bool ceil) {
+    return (ceil ? (in + 2 * p - k + s - 1) / s : (in + 2 * p - k) / s) + 1;
+  }
+  int pool(int x, bool max, int k, int s, int p, bool cip = true, bool ceil = false) {
     const TVal xv = vals[x];
     int v = simple(fb::OpOptions::Pool2D, {x},
-                   {1, xv.c(), out_dim(xv.h(), k, s, p, 1), out_dim(xv.w(), k, s, p, 1)});
+                   {1, xv.c(), pool_dim(xv.h(), k, s, p, ceil), pool_dim(xv.w(), k, s, p, ceil)});
     TOp& op = ops.back();
     op.pool_max = max; op.kernel = {k, k}; op.stride = {s, s}; op.pad = {p, p}; op.count_include_pad = cip;
+    op.ceil_mode = ceil;
     return v;
   }
   int global_pool(int x, bool max) {
@@ -245,7 +249,7 @@ class Net {
         case fb::OpOptions::Pool2D:
           opt = fb::CreatePool2DDirect(fbb, op.pool_max ? fb::PoolType::Max : fb::PoolType::Avg,
                                        vec_or_null(op.kernel), vec_or_null(op.stride), vec_or_null(op.pad),
-                                       op.count_include_pad, op.global).Union();
+                                       op.count_include_pad, op.global, op.ceil_mode).Union();
           break;
         case fb::OpOptions::Concat: opt = fb::CreateConcat(fbb).Union(); break;
         case fb::OpOptions::Add: opt = fb::CreateAdd(fbb).Union(); break;
@@ -363,17 +367,18 @@ class Net {
               const int sh = op.global ? 1 : op.stride[0], sw = op.global ? 1 : op.stride[1];
               const int ph = op.global ? 0 : op.pad[0], pw = op.global ? 0 : op.pad[1];
               double m = -INFINITY, s = 0;
-              int cnt = 0;
+              int cnt = 0, area = 0;
               for (int i = 0; i < kh; ++i)
                 for (int j = 0; j < kw; ++j) {
                   const int iy = oy * sh - ph + i, ix = ox * sw - pw + j;
+                  if (iy < H + ph && ix < W + pw) ++area;  // window clipped at the padded border
                   if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
                   const double q = x[(c * H + iy) * W + ix];
                   m = std::max(m, q);
                   s += q;
                   ++cnt;
                 }
-              const int div = (op.global || op.count_include_pad) ? kh * kw : cnt;
+              const int div = (op.global || op.count_include_pad) ? area : cnt;
               y[(c * OH + oy) * OW + ox] = op.pool_max ? m : s / div;
             }
         return y;
