@@ -720,15 +720,27 @@ class _Builder:
         pad = _pair(a.get("pad"), (0, 0))
         if glob:
             kernel, stride, pad = tuple(ishape[2:]), (1, 1), (0, 0)
-        else:
+        ceil_mode = False
+        if not glob:
             conv = a.get("pooling_convention", "valid")
-            valid = tuple((ishape[2 + d] + 2 * pad[d] - kernel[d]) // stride[d] + 1 for d in (0, 1))
-            if conv not in ("valid", "full") or tuple(shp[2:]) != valid:
-                raise ConversionError(f"pooling {name!r} uses pooling_convention={conv!r} with "
-                                      f"partial windows ({ishape[2:]} -> {shp[2:]}); only the "
-                                      "'valid' (floor) output size is supported")
+            size = [ishape[2 + d] + 2 * pad[d] - kernel[d] for d in (0, 1)]
+            valid = tuple(size[d] // stride[d] + 1 for d in (0, 1))
+            full = tuple(-(-size[d] // stride[d]) + 1 for d in (0, 1))
+            if conv not in ("valid", "full"):
+                raise ConversionError(f"pooling {name!r}: pooling_convention={conv!r} is not "
+                                      "supported (only 'valid' and 'full')")
+            if tuple(shp[2:]) != valid:
+                # 'full' (ceil_mode) with partial windows at the bottom/right border
+                if conv != "full" or tuple(shp[2:]) != full or any(
+                        (shp[2 + d] - 1) * stride[d] - pad[d] >= ishape[2 + d] for d in (0, 1)):
+                    raise ConversionError(f"pooling {name!r}: output size {shp[2:]} for input "
+                                          f"{ishape[2:]} is not representable")
+                ceil_mode = True
+            if pad[0] >= kernel[0] or pad[1] >= kernel[1]:
+                raise ConversionError(f"pooling {name!r}: padding {pad} must be smaller than "
+                                      f"the kernel {kernel}")
         return _Op("pool", name, [self._ref(n["inputs"][0])], shp, type=ptype, kernel=kernel,
-                   stride=stride, pad=pad, glob=glob,
+                   stride=stride, pad=pad, glob=glob, ceil_mode=ceil_mode,
                    count_include_pad=bool(a.get("count_include_pad", True)))
 
 
@@ -1012,6 +1024,8 @@ def _serialize(ir, num_classes, producer, mean, std):
             Pool2D.AddPad(b, pad)
             Pool2D.AddCountIncludePad(b, at["count_include_pad"])
             Pool2D.AddGlobal_(b, at["glob"])
+            if at["ceil_mode"]:  # written only when used: older readers reject such files
+                Pool2D.AddCeilMode(b, True)
             opt, ot = Pool2D.End(b), OO.Pool2D
         elif kind == "concat":
             Concat.Start(b)

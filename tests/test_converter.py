@@ -245,6 +245,33 @@ def test_unfoldable_bn_becomes_affine_with_relu():
     np.testing.assert_allclose(run_model(data, x), ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
 
 
+@pytest.mark.parametrize("pool", [
+    nn.AvgPool2D(2, ceil_mode=True, count_include_pad=False),
+    nn.AvgPool2D(3, strides=2, padding=1, ceil_mode=True),
+    nn.AvgPool2D(3, strides=2, padding=1, ceil_mode=True, count_include_pad=False),
+    nn.MaxPool2D(2, ceil_mode=True),
+    nn.MaxPool2D(3, strides=2, padding=1),
+    nn.AvgPool2D(3, strides=2, padding=1, count_include_pad=False),
+], ids=["avg2-ceil-excl", "avg3-ceil-incl", "avg3-ceil-excl", "max2-ceil", "max3-pad",
+        "avg3-pad-excl"])
+def test_pooling_windows_match_mxnet(pool):
+    """Pool2D on odd sizes, with and without ceil_mode (ResNetE's shortcut pooling on
+    7x7 maps): the file's windows are MXNet's."""
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(4, 1), pool, nn.Flatten())
+    shape = (2, 3, 8, 9)
+    _init(net, shape)
+    data = convert(net, shape)
+    x = _x(shape)
+    ref = net(mx.nd.array(x)).asnumpy()
+    p = _ops(data, "Pool2D")[0]["options"]
+    kw = pool._kwargs
+    partial = any((n + 2 * kw["pad"][d] - kw["kernel"][d]) % kw["stride"][d]
+                  for d, n in enumerate(shape[2:]))
+    assert p["ceil_mode"] == (kw["pooling_convention"] == "full" and partial)
+    np.testing.assert_allclose(run_model(data, x), ref, rtol=1e-5, atol=1e-6)
+
+
 class _DenseUnit(nn.HybridBlock):
     def __init__(self, growth, **kw):
         super().__init__(**kw)
@@ -479,10 +506,19 @@ def test_error_binary_conv_without_sign():
     _err(_head(net), (1, 3, 6, 6), "sign")
 
 
-def test_error_partial_pooling_window():
+class _Pool(nn.HybridBlock):
+    def __init__(self, **kw):
+        super().__init__()
+        self.kw = kw
+
+    def hybrid_forward(self, F, x):
+        return F.Pooling(x, **self.kw)
+
+
+def test_error_unrepresentable_pooling():
     net = nn.HybridSequential()
-    net.add(nn.Conv2D(4, 1), nn.AvgPool2D(2, ceil_mode=True))
-    _err(_head(net), (1, 3, 5, 5), "pool")
+    net.add(nn.Conv2D(4, 1), _Pool(kernel=(3, 3), stride=(2, 2), pool_type="sum"))
+    _err(_head(net), (1, 3, 5, 5), "pool", "sum")
 
 
 def test_error_bad_arguments(tmp_path):

@@ -122,6 +122,18 @@ def test_zoo_224x224_and_size(name):
         assert size_mib <= 4.17
 
 
+def test_resnete_on_28x28_ceil_mode_pooling():
+    """MNIST-sized input: ResNetE's shortcut AvgPool2x2/2 (ceil_mode) meets a 7x7 map and
+    the file records Pool2D.ceil_mode; Gluon and the engine must still agree."""
+    _engine()
+    net, x = _build("resnete18", 28, classes=10, stem="thumbnail")
+    data = convert(net, (1, 3, 28, 28))
+    from bmx.convert_utils import read_model
+    pools = [o for o in read_model(data)["ops"] if o["type"] == "Pool2D"]
+    assert any(o["options"]["ceil_mode"] for o in pools)
+    _compare("resnete18", net, x, 28)
+
+
 @pytest.mark.parametrize("cin,cout,k,stride,pad,dil,groups,hw", [
     (3, 8, 3, 1, 1, 1, 1, 7),
     (70, 13, 3, 2, 1, 1, 1, 9),

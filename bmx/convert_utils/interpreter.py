@@ -42,6 +42,7 @@ def _conv(x, w, stride, dil, groups):
 
 
 def _pool(x, o):
+    """Pool2D as the schema defines it: windows clipped at the padded border."""
     n, c, h, w = x.shape
     if o["global"]:
         return (x.max(axis=(2, 3), keepdims=True) if o["type"] == "max"
@@ -49,26 +50,23 @@ def _pool(x, o):
     kh, kw = o["kernel"]
     sh, sw = o["stride"]
     ph, pw = o["pad"]
-    oh = (h + 2 * ph - kh) // sh + 1
-    ow = (w + 2 * pw - kw) // sw + 1
-    if o["type"] == "max":
-        xp = _pad(x, ph, pw, -np.inf)
-        out = np.full((n, c, oh, ow), -np.inf, np.float32)
-        for i in range(kh):
-            for j in range(kw):
-                win = xp[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
-                out = np.maximum(out, win)
-        return out
-    xp = _pad(x.astype(np.float64), ph, pw, 0.0)
-    ones = _pad(np.ones((1, 1, h, w)), ph, pw, 0.0)
-    s = np.zeros((n, c, oh, ow))
-    cnt = np.zeros((1, 1, oh, ow))
-    for i in range(kh):
-        for j in range(kw):
-            s += xp[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
-            cnt += ones[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
-    div = kh * kw if o["count_include_pad"] else cnt
-    return (s / div).astype(np.float32)
+    rnd = (lambda a, b: -(-a // b)) if o.get("ceil_mode") else (lambda a, b: a // b)
+    oh = rnd(h + 2 * ph - kh, sh) + 1
+    ow = rnd(w + 2 * pw - kw, sw) + 1
+    out = np.empty((n, c, oh, ow), np.float32)
+    for i in range(oh):
+        hs = i * sh - ph
+        he = min(hs + kh, h + ph)
+        for j in range(ow):
+            ws = j * sw - pw
+            we = min(ws + kw, w + pw)
+            win = x[:, :, max(hs, 0):min(he, h), max(ws, 0):min(we, w)]
+            if o["type"] == "max":
+                out[:, :, i, j] = win.max(axis=(2, 3))
+            else:
+                area = (he - hs) * (we - ws) if o["count_include_pad"] else win.shape[2] * win.shape[3]
+                out[:, :, i, j] = win.sum(axis=(2, 3), dtype=np.float64) / area
+    return out
 
 
 def _act(y, a):

@@ -90,6 +90,7 @@ def read_model(data):
             o["type"] = "max" if t.Type() == 0 else "avg"
             o["count_include_pad"] = bool(t.CountIncludePad())
             o["global"] = bool(t.Global_())
+            o["ceil_mode"] = bool(t.CeilMode())
         for f in ("Weight", "Bias", "WeightBits"):
             if hasattr(t, f + "IsNone"):
                 o[f.lower() + "_raw"] = _raw(t, f)
