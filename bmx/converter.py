@@ -643,8 +643,9 @@ class _Builder:
             if a.get("fix_gamma", True):  # MXNet's default is fix_gamma=True: gamma is 1
                 gamma = np.ones_like(gamma)
             eps = float(a.get("eps", 1e-3))
-            scale = gamma / np.sqrt(var + eps)
-            shift = beta - mean * scale
+            with np.errstate(invalid="ignore", divide="ignore"):  # checked before writing
+                scale = gamma / np.sqrt(var + eps)
+                shift = beta - mean * scale
             return _Op("affine", name, [self._ref(ins[0])], shp, scale=scale, shift=shift,
                        activation=None)
         if op in ("Activation", "relu"):
@@ -909,6 +910,12 @@ class _IR:
                 elif src.kind == "sign":
                     raise ConversionError(f"binarized value {src.name!r} feeds {op.name!r} "
                                           f"({op.kind}); only binary convolutions read bits")
+            for key in ("W", "b", "scale", "shift"):
+                v = op.attrs.get(key)
+                if v is not None and not np.all(np.isfinite(np.asarray(v, np.float32))):
+                    what = {"W": "weights", "b": "bias"}.get(key, key)
+                    raise ConversionError(f"{op.name!r}: its {what} (after folding BatchNorm) "
+                                          "contain NaN or infinity; is the model trained?")
         if self.ops[self.output].kind == "sign":
             raise ConversionError("the network output is a binarized value")
 

@@ -494,6 +494,16 @@ def test_error_zero_padding_binary_conv():
     _err(_head(net), (1, 3, 6, 6), "-1")
 
 
+def test_error_non_finite_weights():
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(4, 3), nn.BatchNorm())
+    _head(net)
+    _init(net, (1, 3, 6, 6))
+    net[1].running_var.set_data(mx.nd.array([1, -1e-3, 1, 1]))  # sqrt of a negative
+    with pytest.raises(ConversionError, match="NaN"):
+        convert(net, (1, 3, 6, 6))
+
+
 def test_error_binary_dense():
     net = nn.HybridSequential()
     net.add(nn.Flatten(), bmx.nn.QActivation(), bmx.nn.QDense(5))
