@@ -69,6 +69,7 @@ const std::vector<BgemmKernel>& bgemm_kernels() {
 #if defined(BMX_ARCH_X86)
       {"bgemm_2x4__avx2", &has_avx2, 20, &kernels::bgemm_2x4__avx2},
       {"bgemm_4x4__avx512", &has_avx512, 30, &kernels::bgemm_4x4__avx512},
+      {"bgemm_8x16__avx512", &has_avx512, 31, &kernels::bgemm_8x16__avx512},
 #endif
 #if defined(BMX_ARCH_ARM64) || defined(BMX_ARCH_ARM32)
       {"bgemm_2x4__neon", &has_neon, 20, &kernels::bgemm_2x4__neon},
@@ -116,7 +117,7 @@ void bgemm(const word_t* a, std::int64_t lda, const word_t* b, std::int64_t ldb,
   // ones one per thread, since every range re-reads the other operand.
   const bool split_n = n >= m;
   const std::int64_t len = split_n ? n : m;
-  constexpr std::int64_t kAlign = 4;
+  constexpr std::int64_t kAlign = 16;  // a multiple of every kernel's tile (the widest: 16 B rows)
   const std::int64_t tiles = (len + kAlign - 1) / kAlign;
   const std::int64_t work = m * n * std::max<std::int64_t>(words, 1);
   const std::int64_t parts = std::min<std::int64_t>(tiles, static_cast<std::int64_t>(threads) * (work >= (std::int64_t{1} << 20) ? 4 : 1));

@@ -19,6 +19,7 @@ void bgemm_4x4__scalar(BMX_BGEMM_ARGS);
 #if defined(BMX_ARCH_X86)
 void bgemm_2x4__avx2(BMX_BGEMM_ARGS);
 void bgemm_4x4__avx512(BMX_BGEMM_ARGS);
+void bgemm_8x16__avx512(BMX_BGEMM_ARGS);
 #endif
 #if defined(BMX_ARCH_ARM64) || defined(BMX_ARCH_ARM32)
 void bgemm_2x4__neon(BMX_BGEMM_ARGS);
