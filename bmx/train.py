@@ -103,22 +103,25 @@ def build_parser():
       "init_features=32,reduction=2",
       help="zoo name (e.g. binarydensenet28, meliusnet22, resnete18) or flex spec "
            "'constructor:key=value,...' (values are Python literals)")
-    a("--dataset", default="digits", choices=DATASETS)
+    a("--dataset", default="digits", choices=DATASETS,
+      help="digits and synthetic are built in; the others read --data-dir")
     a("--data-dir", default=None, help="where the dataset files are (nothing is downloaded)")
     a("--classes", type=_positive_int, default=None,
       help="number of classes: synthetic (default 10) and ImageNet RecordIO (default 1000); "
            "the other datasets know theirs")
     a("--image-size", type=_positive_int, default=None,
       help="input side (default per dataset: digits 16, mnist 28, cifar10 32, imagenet 224)")
-    a("--epochs", type=_positive_int, default=10)
+    a("--epochs", type=_positive_int, default=10, help="training epochs")
     a("--batch-size", type=_positive_int, default=64, help="per worker")
-    a("--optimizer", default="adam", choices=("adam", "radam", "sgd"))
+    a("--optimizer", default="adam", choices=("adam", "radam", "sgd"), help="optimizer")
     a("--lr", type=_float(0, lo_open=True), default=0.005,
       help="peak learning rate (spec: 0.002 per 256 images for ImageNet; scale linearly)")
-    a("--lr-mode", default="cosine", choices=("cosine", "step"))
+    a("--lr-mode", default="cosine", choices=("cosine", "step"),
+      help="cosine decay to 0 at the end, or steps at --lr-steps")
     a("--lr-steps", type=_int_list, default=None,
       help="epochs at which --lr-mode step multiplies the lr by --lr-factor, e.g. 34,37")
-    a("--lr-factor", type=_float(0, 1, lo_open=True, hi_open=True), default=0.1)
+    a("--lr-factor", type=_float(0, 1, lo_open=True, hi_open=True), default=0.1,
+      help="lr multiplier at each of --lr-steps")
     a("--warmup-epochs", type=_float(0), default=0.0, help="linear warm-up from 0")
     a("--wd", type=_float(0), default=0.0,
       help="weight decay of full-precision weights (binary weights and BN: always 0)")
@@ -129,23 +132,27 @@ def build_parser():
     a("--bits-a", type=_positive_int, default=1, help="activation bits of the binary layers")
     a("--stem", default=None, choices=("imagenet", "grouped", "thumbnail"),
       help="stem (default: thumbnail for inputs under 50 px, else the model's default)")
-    a("--kvstore", default="local", choices=("local", "device", "dist_sync"))
+    a("--kvstore", default="local", choices=("local", "device", "dist_sync"),
+      help="dist_sync: data-parallel over MXNet's parameter server (start with bmx-launch)")
     a("--num-workers", type=_nonneg_int, default=0,
       help="data-loading worker processes (image folders / RecordIO)")
     a("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
       help="continue from --save-dir/checkpoint.json (or the given file/directory)")
-    a("--save-dir", default="bmx-run")
-    a("--seed", type=_nonneg_int, default=0)
+    a("--save-dir", default="bmx-run", help="logs, checkpoints, plot and exported model")
+    a("--seed", type=_nonneg_int, default=0,
+      help="seeds init, data order and augmentation (same seed: same run)")
     a("--log-interval", type=_positive_int, default=10, help="batches between bar updates")
-    a("--label-smoothing", type=_float(0, 1, hi_open=True), default=0.0)
+    a("--label-smoothing", type=_float(0, 1, hi_open=True), default=0.0,
+      help="label smoothing epsilon")
     a("--mixup", type=_float(0), default=0.0, help="mixup Beta(alpha, alpha); 0 = off")
     a("--teacher", default=None,
       help="float teacher for knowledge distillation: a zoo/flex spec, a gluon model_zoo "
            "name, or an exported NAME-symbol.json")
     a("--teacher-params", default=None, help="parameters of --teacher")
     a("--distill-alpha", type=_float(0, 1), default=0.5, help="weight of the teacher loss")
-    a("--distill-temperature", type=_float(0, lo_open=True), default=2.0)
-    a("--val-batch-size", type=_positive_int, default=256)
+    a("--distill-temperature", type=_float(0, lo_open=True), default=2.0,
+      help="softmax temperature of the distillation loss")
+    a("--val-batch-size", type=_positive_int, default=256, help="evaluation batch size")
     a("--no-plot", action="store_true", help="skip curves.png")
     a("--quiet", action="store_true", help="no progress bar")
     return p
