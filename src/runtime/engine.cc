@@ -128,8 +128,8 @@ struct Model::Impl {
       ctx->arena = rt::AlignedBuffer<unsigned char>();
       ctx->work = rt::AlignedBuffer<unsigned char>();
       try {
-        ctx->arena.resize(arena);
-        ctx->work.resize(work);
+        ctx->arena.resize(arena, /*zero=*/false);
+        ctx->work.resize(work, /*zero=*/false);
       } catch (const std::bad_alloc&) {
         throw InputError("cannot allocate " + std::to_string(arena + work) + " bytes for batch " +
                          std::to_string(batch));

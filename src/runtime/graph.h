@@ -31,8 +31,10 @@ class AlignedBuffer {
     return *this;
   }
   ~AlignedBuffer() { std::free(p_); }
-  // Discards the contents; the new buffer is zero-filled.
-  void resize(std::size_t n) {
+  // Discards the contents; the new buffer is zero-filled unless `zero` is false (the
+  // activation arena: every value is written before it is read, and large arenas should
+  // not be touched page by page up front).
+  void resize(std::size_t n, bool zero = true) {
     std::free(p_);
     p_ = nullptr;
     n_ = 0;
@@ -40,7 +42,7 @@ class AlignedBuffer {
     std::size_t bytes = (n * sizeof(T) + 63) / 64 * 64;
     p_ = static_cast<T*>(std::aligned_alloc(64, bytes));
     if (!p_) throw std::bad_alloc();
-    std::memset(static_cast<void*>(p_), 0, bytes);
+    if (zero) std::memset(static_cast<void*>(p_), 0, bytes);
     n_ = n;
   }
   T* data() { return p_; }

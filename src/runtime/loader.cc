@@ -18,7 +18,7 @@ namespace {
 // Bounds that keep every size computation far from overflow and reject absurd files.
 constexpr std::int64_t kMaxDim = 1 << 20;          // any single dimension / parameter
 constexpr std::int64_t kMaxElems = 1ll << 28;      // elements of one value at batch 1
-constexpr std::int64_t kMaxTotalBytes = 1ll << 33; // all values together at batch 1
+constexpr std::int64_t kMaxTotalBytes = 1ll << 31; // all values together at batch 1
 constexpr std::int64_t kMaxWindow = 1 << 12;       // kernel, stride, pad, dilation
 constexpr std::int64_t kMaxOps = 1 << 20;
 
