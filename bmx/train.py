@@ -132,6 +132,9 @@ def build_parser():
     a("--bits-a", type=_positive_int, default=1, help="activation bits of the binary layers")
     a("--stem", default=None, choices=("imagenet", "grouped", "thumbnail"),
       help="stem (default: thumbnail for inputs under 50 px, else the model's default)")
+    a("--ctx", default="cpu", type=_ctx_spec,
+      help="devices of this worker: cpu, gpu:0 or gpu:0,1,2,3 (the batch is split across "
+           "them and gradients are summed by --kvstore local/device)")
     a("--kvstore", default="local", choices=("local", "device", "dist_sync"),
       help="dist_sync: data-parallel over MXNet's parameter server (start with bmx-launch)")
     a("--num-workers", type=_nonneg_int, default=0,
@@ -188,6 +191,20 @@ def parse_args(argv=None):
                          f"{args.dataset} knows its classes")
     if args.dataset in ("digits", "synthetic") and args.data_dir:
         raise UsageError(f"--dataset {args.dataset} is built in; drop --data-dir")
+    kind, ids = args.ctx
+    if kind == "gpu":
+        import mxnet as mx
+        n = mx.context.num_gpus()
+        if max(ids) >= n:
+            raise UsageError(f"--ctx gpu:{','.join(map(str, ids))}: this MXNet sees {n} GPU(s) "
+                             "(the pip package mxnet is CPU-only; use an mxnet-cuXXX build)")
+    if len(ids) > 1 and args.kvstore == "dist_sync":
+        raise UsageError("--kvstore dist_sync uses one device per worker: start one worker per "
+                         "device (bmx-launch -n N / MXNet's launcher) instead of --ctx with "
+                         "several devices")
+    if args.batch_size < len(ids):
+        raise UsageError(f"--batch-size {args.batch_size} is smaller than the {len(ids)} devices "
+                         "of --ctx")
     if args.kvstore == "dist_sync" and "DMLC_ROLE" not in os.environ:
         raise UsageError("--kvstore dist_sync needs a launcher: bmx-launch -n N -- bmx-train "
                          "... (or MXNet's tools/launch.py); DMLC_ROLE is not set")
@@ -279,14 +296,15 @@ def build_model(spec, classes, stem=None, clip_threshold=1.3, bits=1, bits_a=1, 
             raise UsageError(f"cannot build model {spec!r}: {_first_line(e)}") from None
 
 
-def build_teacher(spec, params, classes, image_shape, stem=None):
+def build_teacher(spec, params, classes, image_shape, stem=None, ctxs=None):
     """A float teacher: exported ``*-symbol.json``, a bmx zoo / flex spec (built with
     32-bit layers), or a :mod:`mxnet.gluon.model_zoo.vision` name."""
     import mxnet as mx
     from mxnet import gluon
+    ctxs = ctxs or [mx.cpu()]
     if spec.endswith("-symbol.json"):
         with _quiet_warnings():  # SymbolBlock warns about its input name
-            net = gluon.SymbolBlock.imports(spec, ["data"], params)
+            net = gluon.SymbolBlock.imports(spec, ["data"], params, ctx=ctxs)
     else:
         name, kwargs = parse_model_spec(spec)
         try:
@@ -298,13 +316,13 @@ def build_teacher(spec, params, classes, image_shape, stem=None):
                 raise UsageError(f"unknown teacher {spec!r}: not a bmx zoo model, not a gluon "
                                  f"model_zoo.vision model, not a -symbol.json ({e})") from None
         try:
-            net.load_parameters(params, ctx=mx.cpu())
+            net.load_parameters(params, ctx=ctxs)
         except (AssertionError, mx.base.MXNetError, ValueError) as e:
             raise UsageError(f"--teacher-params {params} does not fit {spec!r}: "
                              f"{_first_line(e)}") from None
     net.hybridize(static_alloc=True)
     try:
-        out = net(mx.nd.zeros((1,) + tuple(image_shape)))
+        out = net(mx.nd.zeros((1,) + tuple(image_shape), ctx=ctxs[0]))
     except mx.base.MXNetError as e:
         raise UsageError(f"teacher {spec!r} cannot run on {image_shape} inputs: "
                          f"{_first_line(e)}") from None
@@ -475,6 +493,26 @@ def run(argv=None, hooks=None):
     return 0 if summary is not None else 1
 
 
+def _ctx_spec(s):
+    """``cpu``, ``cpu:0,1``, ``gpu:0`` or ``gpu:0,1,2,3`` -> (kind, [ids])."""
+    kind, _, ids = s.strip().partition(":")
+    if kind not in ("cpu", "gpu"):
+        raise argparse.ArgumentTypeError(f"expected cpu or gpu:IDS, got {s!r}")
+    try:
+        idx = [int(i) for i in ids.split(",")] if ids else [0]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected device numbers like gpu:0,1, got {s!r}") from None
+    if any(i < 0 for i in idx) or len(set(idx)) != len(idx):
+        raise argparse.ArgumentTypeError(f"device numbers must be distinct and >= 0: {s!r}")
+    return kind, idx
+
+
+def _contexts(spec):
+    import mxnet as mx
+    kind, ids = spec
+    return [(mx.gpu if kind == "gpu" else mx.cpu)(i) for i in ids]
+
+
 def _seed_all(seed):
     import mxnet as mx
     random.seed(seed)
@@ -528,14 +566,15 @@ def train(args, hooks=None):
     _seed_all(args.seed)
     net = build_model(args.model, ds.num_classes, stem=stem, clip_threshold=args.clip_threshold,
                       bits=args.bits, bits_a=args.bits_a)
-    ctx = mx.cpu()
-    net.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2), ctx=ctx)
+    ctxs = _contexts(args.ctx)
+    ctx = ctxs[0]
+    net.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2), ctx=ctxs)
     net(nd.zeros((1,) + image_shape, ctx=ctx))  # finish deferred shape inference
     set_binary_wd_mult(net)
     net.hybridize(static_alloc=True)
 
     teacher = (build_teacher(args.teacher, args.teacher_params, ds.num_classes, image_shape,
-                             stem=stem)
+                             stem=stem, ctxs=ctxs)
                if args.teacher else None)
 
     opt_params = {"learning_rate": args.lr, "wd": args.wd}
@@ -551,7 +590,7 @@ def train(args, hooks=None):
     history = []
     best = {"val_acc": -1.0, "epoch": None}
     if ckpt is not None:
-        net.load_parameters(ckpt["params"], ctx=ctx)
+        net.load_parameters(ckpt["params"], ctx=ctxs)
         trainer.load_states(ckpt["states"])
         with open(ckpt["rng"], "rb") as f:
             rng = pickle.load(f)
@@ -610,6 +649,8 @@ def train(args, hooks=None):
                 hooks.on_batch(epoch, i)
             step = epoch * nb + i
             trainer.set_learning_rate(lr_at(step, nb, args))
+            if len(yb) < len(ctxs):
+                continue  # a last partial batch too small to give every device a slice
             y = nd.array(yb, ctx=ctx)
             x = nd.array(xb, ctx=ctx)
             target = nd.one_hot(y, classes) * (1 - ls) + ls / classes
@@ -618,20 +659,26 @@ def train(args, hooks=None):
                 perm = nd.array(mix_rng.permutation(len(yb)), ctx=ctx)
                 x = lam * x + (1 - lam) * x.take(perm)
                 target = lam * target + (1 - lam) * target.take(perm)
-            if teacher is not None:
-                soft_t = nd.softmax(teacher(x) / T, axis=-1)
+            parts = [(x, y, target)] if len(ctxs) == 1 else list(zip(*(
+                gluon.utils.split_and_load(a, ctxs, even_split=False) for a in (x, y, target))))
+            losses, outs = [], []
+            soft = [nd.softmax(teacher(xp) / T, axis=-1) if teacher is not None else None
+                    for xp, _, _ in parts]
             with autograd.record():
-                logits = net(x)
-                loss = soft_ce(logits, target)
-                if teacher is not None:
-                    kd = soft_ce(logits / T, soft_t) * (T * T)
-                    loss = (1 - alpha) * loss + alpha * kd
-            loss.backward()
+                for (xp, _, tp), st in zip(parts, soft):
+                    logits = net(xp)
+                    loss = soft_ce(logits, tp)
+                    if st is not None:
+                        loss = (1 - alpha) * loss + alpha * soft_ce(logits / T, st) * (T * T)
+                    losses.append(loss)
+                    outs.append(logits)
+            autograd.backward(losses)
             if sync is not None:
                 sync.allreduce_grads()
             trainer.step(len(yb) * num_workers)
-            loss_acc += loss.sum()
-            correct_acc += (logits.argmax(axis=1) == y).sum()
+            for loss, logits, (_, yp, _) in zip(losses, outs, parts):
+                loss_acc += loss.sum().as_in_context(ctx)
+                correct_acc += (logits.argmax(axis=1) == yp).sum().as_in_context(ctx)
             tot_n += len(yb)
             if (i + 1) % args.log_interval == 0 or i + 1 == nb:
                 tot_loss = float(loss_acc.asscalar())

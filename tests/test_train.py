@@ -309,3 +309,28 @@ def test_trains_on_every_reader(tmp_path, capsys, dataset):
     summ = json.load(open(out / "summary.json"))
     assert summ["stem"] == "thumbnail" and 0 <= summ["final_val_acc"] <= 1
     assert summ["classes"] == {"mnist": 10, "cifar10": 10, "imagefolder": 3, "synthetic": 4}[dataset]
+
+
+def test_several_devices_per_worker(tmp_path):
+    """--ctx with two devices (two CPU contexts here; GPUs in practice): the batch is split,
+    gradients are summed by the kvstore, and both copies of every weight stay equal."""
+    args = bt.parse_args(BASE + ["--epochs", "2", "--ctx", "cpu:0,1", "--kvstore", "device",
+                                 "--save-dir", str(tmp_path)])
+    summ = bt.train(args)
+    net = summ.pop("net")
+    for name, p in net.collect_params().items():
+        if p.grad_req == "null":
+            continue  # BatchNorm running statistics are per device, as in Gluon
+        a, b = (p.data(mx.cpu(i)).asnumpy() for i in (0, 1))
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
+
+
+@pytest.mark.parametrize("argv, needle", [(["--ctx", "tpu"], "--ctx"),
+                                          (["--ctx", "gpu:0,0"], "distinct"),
+                                          (["--ctx", "gpu:7"], "GPU"),
+                                          (["--ctx", "cpu:0,1", "--batch-size", "1"], "smaller")])
+def test_bad_ctx(capsys, tmp_path, argv, needle):
+    rc, err = _run(capsys, BASE + ["--save-dir", str(tmp_path)] + argv)
+    assert rc == 2 and needle in err and len(err.strip().splitlines()) == 1
