@@ -66,15 +66,43 @@ def binarydensenet37_shapes(image=224):
 
 
 # ---------------------------------------------------------------------------------------
+# command line: bad input is one line on stderr and exit code 2
+
+class UsageError(Exception):
+    """Bad command-line input (reported as ``bmx-bench: error: ...``, exit code 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _int_at_least(lo):
+    def conv(s):
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {s!r}")
+        return v
+    return conv
+
+
+# ---------------------------------------------------------------------------------------
 # timing
 
 def _median_time(fn, repeat, min_sample=0.001, stat="median"):
     """Seconds per call over ``repeat`` samples (median, or min: the least disturbed sample
     on a busy machine); each sample loops long enough to be above timer noise."""
-    fn()  # warm up (allocations, thread pools, caches)
-    t0 = time.perf_counter()
-    fn()
-    one = max(time.perf_counter() - t0, 1e-7)
+    # Warm up for a while, not one call: a pool's idle workers sleep after ~2 ms and a
+    # freshly created or woken thread can take tens of ms to be scheduled here; a
+    # network's layers run back to back, so steady state is what is measured.
+    t_end = time.perf_counter() + 0.05
+    while time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        fn()
+        one = max(time.perf_counter() - t0, 1e-7)
     inner = max(1, int(min_sample / one))
     samples = []
     for _ in range(max(1, repeat)):
@@ -116,8 +144,8 @@ def _add_gemm(sub):
     p = sub.add_parser("gemm", help="binary GEMM / conv vs numpy float32 GEMM on binarydensenet37 shapes",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts (default: 1 2)")
-    p.add_argument("--repeat", type=int, default=7, help="samples per measurement (default 7)")
+    p.add_argument("--threads", type=_int_at_least(1), nargs="+", default=[1, 2], help="thread counts (default: 1 2)")
+    p.add_argument("--repeat", type=_int_at_least(1), default=7, help="samples per measurement (default 7)")
     p.add_argument("--stat", choices=("median", "min"), default="median",
                    help="statistic over the samples: median (default) or min (least disturbed sample, for "
                         "machines shared with other work)")
@@ -126,7 +154,8 @@ def _add_gemm(sub):
                         "non-reference kernel)")
     p.add_argument("--layers", type=int, nargs="+", default=None,
                    help="indices of the layers to run (default: all 32)")
-    p.add_argument("--image", type=int, default=224, help="input resolution (default 224)")
+    p.add_argument("--image", type=_int_at_least(32), default=224,
+                   help="input resolution, >= 32 (default 224)")
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -142,7 +171,7 @@ def _resolve_kernels(names):
             out.append(n)
         else:
             known = ", ".join(n for n, _ in engine.list_kernels())
-            raise SystemExit(f"bmx-bench: kernel {n!r} is unknown or not available on this CPU (known: {known}; "
+            raise UsageError(f"kernel {n!r} is unknown or not available on this CPU (known: {known}; "
                              f"available: {', '.join(avail)})")
     seen, uniq = set(), []
     for n in out:
@@ -159,13 +188,13 @@ def run_gemm(args):
     kernels = _resolve_kernels(args.kernels)
     threads = sorted(set(args.threads))
     if min(threads) < 1:
-        raise SystemExit("bmx-bench: --threads must be >= 1")
+        raise UsageError("--threads must be >= 1")
     base_t = 1 if 1 in threads else threads[0]
     shapes = binarydensenet37_shapes(args.image)
     if args.layers is not None:
         bad = [i for i in args.layers if not 0 <= i < len(shapes)]
         if bad:
-            raise SystemExit(f"bmx-bench: --layers out of range 0..{len(shapes) - 1}: {bad}")
+            raise UsageError(f"--layers out of range 0..{len(shapes) - 1}: {bad}")
         shapes = [shapes[i] for i in args.layers]
     rng = np.random.default_rng(args.seed)
     results = []
@@ -305,7 +334,7 @@ SUBCOMMANDS = {"gemm": (_add_gemm, run_gemm)}
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="bmx-bench", description="Benchmarks of the bmx engine.")
+    parser = _Parser(prog="bmx-bench", description="Benchmarks of the bmx engine.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (add, _run) in SUBCOMMANDS.items():
         add(sub)
@@ -313,8 +342,13 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    SUBCOMMANDS[args.command][1](args)
+    """Entry point of ``bmx-bench``: 0, or 2 with one line on stderr for bad input."""
+    try:
+        args = build_parser().parse_args(argv)
+        SUBCOMMANDS[args.command][1](args)
+    except UsageError as e:
+        print(f"bmx-bench: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
