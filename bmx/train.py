@@ -538,7 +538,7 @@ def train(args, hooks=None):
 
     hooks = hooks or _Hooks()
     dist = args.kvstore == "dist_sync"
-    # Build the model first: an unknown model fails before any data is read.
+    # An unknown model fails before any data is read or any process waits for a server.
     check_model_name(args.model)
 
     kv = None
