@@ -8,7 +8,7 @@ convolutions without bottleneck (growth 64), with full-precision downsampling
 """
 from mxnet.gluon import nn
 
-from .common import ChannelShuffle, add_stem, binary_conv, finalize_model
+from .common import ChannelShuffle, add_stem, binary_conv, check_classes, finalize_model
 
 __all__ = ["DenseLayer", "Transition", "DenseNetBase", "BinaryDenseNet", "binarydensenet_spec",
            "transition_features", "make_transition", "get_binarydensenet",
@@ -139,6 +139,7 @@ class DenseNetBase(nn.HybridBlock):
                  bottleneck=False, bn_size=4, classes=1000, stem="imagenet", binary=True,
                  bits=1, bits_a=1, clip_threshold=1.3, **kwargs):
         super().__init__(**kwargs)
+        check_classes(classes)
         block_config = [int(b) for b in block_config]
         transition_channels = [int(c) for c in transition_channels]
         dilation = tuple(dilation) if dilation is not None else (1,) * len(block_config)

@@ -13,6 +13,7 @@ can be read by the converter.
 import os
 
 import mxnet as mx
+import numpy as np
 from mxnet.gluon import nn
 
 from .. import nn as bnn
@@ -52,6 +53,13 @@ class ChannelShuffle(nn.HybridBlock):
 
     def __repr__(self):
         return f"{self.__class__.__name__}(groups={self.groups})"
+
+
+def check_classes(classes):
+    """Reject a classifier size that is not a positive int (MXNet would build a 0-unit
+    Dense and fail much later, or not at all)."""
+    if isinstance(classes, bool) or not isinstance(classes, (int, np.integer)) or classes < 1:
+        raise ValueError(f"classes must be a positive int, got {classes!r}")
 
 
 def add_stem(seq, stem, channels=64):

@@ -9,7 +9,7 @@ becomes two ResNetE blocks and the block counts per stage double (18: 4,4,4,4; 3
 """
 from mxnet.gluon import nn
 
-from .common import add_stem, binary_conv, finalize_model
+from .common import add_stem, binary_conv, check_classes, finalize_model
 
 __all__ = ["ResNetE", "ResNetEBlock", "resnete_spec", "get_resnete", "resnete18",
            "resnete34", "resnete_flex"]
@@ -110,6 +110,7 @@ class ResNetE(nn.HybridBlock):
                  downsample_pool=True, binary=True, bits=1, bits_a=1, clip_threshold=1.3,
                  **kwargs):
         super().__init__(**kwargs)
+        check_classes(classes)
         if len(layers) != len(channels):
             raise ValueError(f"layers and channels differ in length: {layers} vs {channels}")
         qkw = dict(binary=binary, bits=bits, bits_a=bits_a, clip_threshold=clip_threshold)
