@@ -141,7 +141,7 @@ def build_parser():
       help="data-loading worker processes (image folders / RecordIO)")
     a("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
       help="continue from --save-dir/checkpoint.json (or the given file/directory)")
-    a("--save-dir", default="bmx-run", help="logs, checkpoints, plot and exported model")
+    a("--save-dir", default="runs/bmx-train", help="logs, checkpoints, plot and exported model")
     a("--seed", type=_nonneg_int, default=0,
       help="seeds init, data order and augmentation (same seed: same run)")
     a("--log-interval", type=_positive_int, default=10, help="batches between bar updates")
