@@ -9,8 +9,8 @@ Kernels
 -------
 One kernel list drives dispatch, tests and benchmarks (:func:`list_kernels`): a naive
 ``bgemm_1x1__reference`` (the source of truth), a portable ``bgemm_4x4__scalar``, and
-per-architecture kernels (``bgemm_2x4__avx2``, ``bgemm_4x4__avx512``, ``bgemm_2x4__neon``)
-chosen at run time by CPU feature. ``BMX_DISABLE_SIMD=avx512,avx2,neon`` in the
+per-architecture kernels (``bgemm_2x4__avx2``, ``bgemm_4x4__avx512``, ``bgemm_8x16__avx512``,
+``bgemm_2x4__neon``) chosen at run time by CPU feature (highest priority available wins). ``BMX_DISABLE_SIMD=avx512,avx2,neon`` in the
 environment (read once, at import of the compiled module) hides features from the
 dispatcher.
 """
