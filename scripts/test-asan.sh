@@ -31,7 +31,8 @@ cmake --build build/asan-ext --target _engine -j "$(nproc)"
 # -P keeps the working directory (with the regular build in bmx/) off sys.path.
 LIBASAN=$(g++ -print-file-name=libasan.so)
 LIBUBSAN=$(g++ -print-file-name=libubsan.so)
-tests=(tests/test_convention.py tests/test_kernels.py tests/test_engine_model.py tests/test_bad_inputs.py)
+tests=(tests/test_convention.py tests/test_kernels.py tests/test_engine_model.py tests/test_bad_inputs.py
+       tests/test_concurrency.py)
 existing=()
 for t in "${tests[@]}"; do [ -f "$t" ] && existing+=("$t"); done
 marker=()
