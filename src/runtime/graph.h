@@ -86,11 +86,16 @@ struct OpNode {
   // convolution / pooling geometry
   std::int64_t kh = 1, kw = 1, sh = 1, sw = 1, ph = 0, pw = 0, dh = 1, dw = 1;
   std::int64_t groups = 1, out_c = 0;
+  // Conv2D: groups as executed. Small groups (MeliusNet's grouped stem) are expanded at
+  // load into one dense block-diagonal GEMM (exec_groups = 1): a few times more MACs but
+  // at BLAS speed instead of tiny per-group GEMMs.
+  std::int64_t exec_groups = 1;
   bool relu = false;
   bool pool_max = true, global = false, count_include_pad = true, ceil_mode = false;
   std::int64_t k_bits = 0;   // BinaryConv2D: C_in/groups * KH * KW
   // Weights, repacked for the kernels at load:
-  //  Conv2D: w = [groups][KH][KW][C_in/g][C_out/g] (GEMM B operand per group), b = [C_out]
+  //  Conv2D: w = [exec_groups][KH][KW][C_in/eg][C_out/eg] (GEMM B operand per group;
+  //          zeros outside the diagonal blocks when expanded), b = [C_out]
   //  BinaryConv2D: wbits = [C_out][KH][KW][words(C_in/g)], scale/shift = [C_out]
   //  Sign/Affine: scale/shift = [C] (Sign: empty means plain sign)
   //  Dense: w = [units][F] with F in the engine's storage order (NHWC for a 4-D input)

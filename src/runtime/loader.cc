@@ -164,16 +164,21 @@ void check_conv(const fb::Op* fop, OpNode& op, Graph& g, bool prepare) {
   if (!prepare) return;
   // [C_out, C_in/g, KH, KW] -> [g][KH][KW][C_in/g][C_out/g]: the GEMM B operand of each group
   // for NHWC im2col rows ordered (kh, kw, c).
-  op.w.resize(nw);
+  const bool pointwise = op.kh == 1 && op.kw == 1 && op.sh == 1 && op.sw == 1 && op.ph == 0 && op.pw == 0;
+  const bool expand = op.groups > 1 && op.groups <= 8 && !pointwise && (og < 32 || cg < 16);
+  op.exec_groups = expand ? 1 : op.groups;
+  const std::int64_t ecg = x.c / op.exec_groups, eog = op.out_c / op.exec_groups;
+  op.w.resize(nw * (op.groups / op.exec_groups));  // zero-filled
   const std::uint8_t* src = p->weight()->data();
   for (std::int64_t o = 0; o < op.out_c; ++o) {
-    const std::int64_t gi = o / og, oo = o % og;
+    const std::int64_t eg = o / eog, oo = o % eog;
+    const std::int64_t c_base = expand ? (o / og) * cg : 0;  // the input block of o's group
     for (std::int64_t c = 0; c < cg; ++c)
       for (std::int64_t i = 0; i < op.kh; ++i)
         for (std::int64_t j = 0; j < op.kw; ++j) {
           float f;
           std::memcpy(&f, src + 4 * (((o * cg + c) * op.kh + i) * op.kw + j), 4);
-          op.w[(((gi * op.kh + i) * op.kw + j) * cg + c) * og + oo] = f;
+          op.w[(((eg * op.kh + i) * op.kw + j) * ecg + c_base + c) * eog + oo] = f;
         }
   }
   op.b.resize(op.out_c);  // zero when absent

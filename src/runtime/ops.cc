@@ -90,6 +90,49 @@ bool conv_is_pointwise(const OpNode& op) {
   return op.kh == 1 && op.kw == 1 && op.sh == 1 && op.sw == 1 && op.ph == 0 && op.pw == 0;
 }
 
+// Grouped convs with small groups (MeliusNet's grouped stem: 8 outputs per group) make
+// per-group GEMMs tiny; a direct loop over taps is several times faster there.
+// (Groups up to 8 are expanded at load instead, see OpNode::exec_groups.)
+bool conv_is_direct(const OpNode& op, std::int64_t in_c) {
+  const std::int64_t cg = in_c / op.exec_groups, og = op.out_c / op.exec_groups;
+  return op.exec_groups > 1 && !conv_is_pointwise(op) && (og < 32 || cg < 16);
+}
+
+// Direct grouped convolution over output rows [r0, r1) (row = n * OH + oy), NHWC.
+void conv_direct_rows(const OpNode& op, const ValueInfo& x, const ValueInfo& y, const float* in, std::int64_t in_ps,
+                      float* out, std::int64_t out_ps, std::int64_t r0, std::int64_t r1) {
+  const std::int64_t cg = x.c / op.exec_groups, og = op.out_c / op.exec_groups;
+  const float* w = op.w.data();  // [g][KH][KW][cg][og]
+  const float* bias = op.b.data();
+  for (std::int64_t r = r0; r < r1; ++r) {
+    const std::int64_t n = r / y.h, oy = r % y.h;
+    for (std::int64_t ox = 0; ox < y.w; ++ox) {
+      float* o = out + ((n * y.h + oy) * y.w + ox) * out_ps;
+      for (std::int64_t c = 0; c < op.out_c; ++c) o[c] = bias[c];
+      for (std::int64_t i = 0; i < op.kh; ++i) {
+        const std::int64_t iy = oy * op.sh - op.ph + i * op.dh;
+        if (iy < 0 || iy >= x.h) continue;
+        for (std::int64_t j = 0; j < op.kw; ++j) {
+          const std::int64_t ix = ox * op.sw - op.pw + j * op.dw;
+          if (ix < 0 || ix >= x.w) continue;  // zero padding contributes nothing
+          const float* xp = in + ((n * x.h + iy) * x.w + ix) * in_ps;
+          for (std::int64_t g = 0; g < op.exec_groups; ++g) {
+            float* og_out = o + g * og;
+            const float* wg = w + ((g * op.kh + i) * op.kw + j) * cg * og;
+            for (std::int64_t c = 0; c < cg; ++c) {
+              const float xv = xp[g * cg + c];
+              const float* wr = wg + c * og;
+              for (std::int64_t q = 0; q < og; ++q) og_out[q] += xv * wr[q];
+            }
+          }
+        }
+      }
+      if (op.relu)
+        for (std::int64_t c = 0; c < op.out_c; ++c) o[c] = std::max(o[c], 0.0f);
+    }
+  }
+}
+
 struct ConvTiling {
   std::int64_t m = 0, k = 0, chunk = 0, chunks = 0, tasks = 0;
 };
@@ -97,7 +140,7 @@ struct ConvTiling {
 ConvTiling conv_tiling(const OpNode& op, const ValueInfo& x, const ValueInfo& y, int batch, int threads) {
   ConvTiling t;
   t.m = static_cast<std::int64_t>(batch) * y.h * y.w;
-  t.k = op.kh * op.kw * (x.c / op.groups);
+  t.k = op.kh * op.kw * (x.c / op.exec_groups);
   // im2col tile of about 128 KiB per thread: stays in L2 while the GEMM reads it.
   t.chunk = std::clamp<std::int64_t>(32768 / std::max<std::int64_t>(t.k, 1), 16, 1024);
   t.chunk = std::min(t.chunk, t.m);
@@ -109,7 +152,7 @@ ConvTiling conv_tiling(const OpNode& op, const ValueInfo& x, const ValueInfo& y,
 }  // namespace
 
 std::size_t conv2d_work_floats(const OpNode& op, const ValueInfo& x, const ValueInfo& y, int batch, int threads) {
-  if (conv_is_pointwise(op)) return 0;
+  if (conv_is_pointwise(op) || conv_is_direct(op, x.c)) return 0;
   const ConvTiling t = conv_tiling(op, x, y, batch, threads);
   return static_cast<std::size_t>(t.tasks * t.chunk * t.k);
 }
@@ -117,7 +160,13 @@ std::size_t conv2d_work_floats(const OpNode& op, const ValueInfo& x, const Value
 void conv2d_float(const OpNode& op, const ValueInfo& x, const ValueInfo& y, int batch, const float* in,
                   std::int64_t in_ps, float* out, std::int64_t out_ps, float* work, int threads,
                   ThreadPool* pool) {
-  const std::int64_t cg = x.c / op.groups, og = op.out_c / op.groups;
+  if (conv_is_direct(op, x.c)) {
+    pfor(pool, static_cast<std::int64_t>(batch) * y.h, 1, [&](std::int64_t r0, std::int64_t r1) {
+      conv_direct_rows(op, x, y, in, in_ps, out, out_ps, r0, r1);
+    });
+    return;
+  }
+  const std::int64_t cg = x.c / op.exec_groups, og = op.out_c / op.exec_groups;
   const ConvTiling t = conv_tiling(op, x, y, batch, threads);
   const bool pointwise = conv_is_pointwise(op);
   const float* bias = op.b.data();
@@ -135,7 +184,7 @@ void conv2d_float(const OpNode& op, const ValueInfo& x, const ValueInfo& y, int 
     const std::int64_t m_begin = c0 * t.chunk, m_end = std::min(t.m, c1 * t.chunk);
     if (m_begin >= m_end) return;
     if (pointwise) {
-      for (std::int64_t g = 0; g < op.groups; ++g) {
+      for (std::int64_t g = 0; g < op.exec_groups; ++g) {
         sgemm(m_end - m_begin, og, cg, in + m_begin * in_ps + g * cg, in_ps, op.w.data() + g * cg * og, og, false,
               out + m_begin * out_ps + g * og, out_ps);
       }
@@ -143,11 +192,11 @@ void conv2d_float(const OpNode& op, const ValueInfo& x, const ValueInfo& y, int 
       return;
     }
     float* col = work + ti * t.chunk * t.k;
-    const bool dense_rows = op.dw == 1 && op.groups == 1 && in_ps == cg;
+    const bool dense_rows = op.dw == 1 && op.exec_groups == 1 && in_ps == cg;
     const std::int64_t ohw = y.h * y.w;
     for (std::int64_t m0 = m_begin; m0 < m_end; m0 += t.chunk) {
       const std::int64_t rows = std::min(t.chunk, m_end - m0);
-      for (std::int64_t g = 0; g < op.groups; ++g) {
+      for (std::int64_t g = 0; g < op.exec_groups; ++g) {
         // im2col rows ordered (kh, kw, c) with zero padding.
         for (std::int64_t r = 0; r < rows; ++r) {
           const std::int64_t m = m0 + r, n = m / ohw, rem = m % ohw, oy = rem / y.w, ox = rem % y.w;

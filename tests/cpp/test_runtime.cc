@@ -81,6 +81,9 @@ TEST(RuntimeFloatConv, AgainstNaiveLoops) {
       {32, 9, 64, 3, 1, 1, 1, 8, false, true}, {16, 7, 12, 1, 1, 0, 1, 1, false, false},
       {16, 7, 12, 1, 1, 0, 1, 4, false, true}, {5, 11, 6, 3, 1, 2, 2, 1, true, false},
       {6, 8, 9, 1, 2, 0, 1, 3, false, true},   {4, 5, 3, 2, 1, 0, 1, 1, false, true},
+      // grouped with small groups: the direct path (MeliusNet's grouped stem)
+      {32, 10, 64, 3, 1, 1, 1, 8, true, true}, {32, 9, 32, 3, 2, 1, 1, 4, false, false},
+      {12, 7, 12, 3, 1, 2, 2, 12, true, true}, {64, 6, 128, 3, 1, 1, 1, 2, false, true},
   };
   unsigned seed = 100;
   for (const auto& t : cases) {
