@@ -142,7 +142,11 @@ ConvTiling conv_tiling(const OpNode& op, const ValueInfo& x, const ValueInfo& y,
   t.m = static_cast<std::int64_t>(batch) * y.h * y.w;
   t.k = op.kh * op.kw * (x.c / op.exec_groups);
   // im2col tile of about 128 KiB per thread: stays in L2 while the GEMM reads it.
-  t.chunk = std::clamp<std::int64_t>(32768 / std::max<std::int64_t>(t.k, 1), 16, 1024);
+  // At least 16 rows for GEMM efficiency, unless K is absurd (a hostile file): then the
+  // scratch stays bounded by the size of the weights.
+  t.chunk = 32768 / std::max<std::int64_t>(t.k, 1);
+  if (t.k <= 65536) t.chunk = std::max<std::int64_t>(t.chunk, 16);
+  t.chunk = std::clamp<std::int64_t>(t.chunk, 1, 1024);
   t.chunk = std::min(t.chunk, t.m);
   t.chunks = (t.m + t.chunk - 1) / t.chunk;
   t.tasks = std::max<std::int64_t>(1, std::min<std::int64_t>(threads, t.chunks));
