@@ -126,19 +126,26 @@ alignas(32) const std::uint8_t kNibbleLut[32] = {0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2
 #if defined(__GNUC__) && defined(__x86_64__)
 // The step loop in assembly: the 16 ymm registers hold exactly 8 accumulators, the LUT,
 // 4 A vectors and 3 temporaries; compilers spill two accumulators here otherwise.
-#define BMX_AVX2_COL(J)                                              \
-  "vpxor  " #J "*64(%[bq]), %%ymm8, %%ymm12\n\t"                     \
-  "vpxor  " #J "*64+32(%[bq]), %%ymm9, %%ymm13\n\t"                  \
-  "vpxor  " #J "*64(%[bq]), %%ymm10, %%ymm14\n\t"                    \
+#define BMX_AVX2_COL(J, B)                                           \
+  "vpxor  " #B "+" #J "*64(%[bq]), %%ymm8, %%ymm12\n\t"              \
+  "vpxor  " #B "+" #J "*64+32(%[bq]), %%ymm9, %%ymm13\n\t"           \
+  "vpxor  " #B "+" #J "*64(%[bq]), %%ymm10, %%ymm14\n\t"             \
   "vpshufb %%ymm12, %%ymm15, %%ymm12\n\t"                            \
   "vpshufb %%ymm13, %%ymm15, %%ymm13\n\t"                            \
   "vpshufb %%ymm14, %%ymm15, %%ymm14\n\t"                            \
   "vpaddb %%ymm12, %[c0" #J "], %[c0" #J "]\n\t"                     \
-  "vpxor  " #J "*64+32(%[bq]), %%ymm11, %%ymm12\n\t"                 \
+  "vpxor  " #B "+" #J "*64+32(%[bq]), %%ymm11, %%ymm12\n\t"          \
   "vpaddb %%ymm13, %[c0" #J "], %[c0" #J "]\n\t"                     \
   "vpshufb %%ymm12, %%ymm15, %%ymm12\n\t"                            \
   "vpaddb %%ymm14, %[c1" #J "], %[c1" #J "]\n\t"                     \
   "vpaddb %%ymm12, %[c1" #J "], %[c1" #J "]\n\t"
+// One step (256 bits of K) at byte offsets A into the A group and B into the B panel.
+#define BMX_AVX2_STEP(A, B)                                          \
+  "vmovdqa " #A "(%[ap]), %%ymm8\n\t"                                \
+  "vmovdqa " #A "+32(%[ap]), %%ymm9\n\t"                             \
+  "vmovdqa " #A "+64(%[ap]), %%ymm10\n\t"                            \
+  "vmovdqa " #A "+96(%[ap]), %%ymm11\n\t"                            \
+  BMX_AVX2_COL(0, B) BMX_AVX2_COL(1, B) BMX_AVX2_COL(2, B) BMX_AVX2_COL(3, B)
 #define BMX_AVX2_ASM 1
 #endif
 
@@ -149,16 +156,24 @@ inline void steps_2x4(const __m256i* ap, const __m256i* bq, std::int64_t n, __m2
 #if defined(BMX_AVX2_ASM)
   __asm__(
       "vmovdqa (%[lut]), %%ymm15\n\t"
-      "1:\n\t"
-      "vmovdqa (%[ap]), %%ymm8\n\t"
-      "vmovdqa 32(%[ap]), %%ymm9\n\t"
-      "vmovdqa 64(%[ap]), %%ymm10\n\t"
-      "vmovdqa 96(%[ap]), %%ymm11\n\t"
-      BMX_AVX2_COL(0) BMX_AVX2_COL(1) BMX_AVX2_COL(2) BMX_AVX2_COL(3)
+      // odd step count: one step first, then two steps per iteration
+      "testq $1, %[n]\n\t"
+      "jz 2f\n\t"
+      BMX_AVX2_STEP(0, 0)
       "addq $128, %[ap]\n\t"
       "addq $256, %[bq]\n\t"
       "decq %[n]\n\t"
+      "2:\n\t"
+      "testq %[n], %[n]\n\t"
+      "jz 3f\n\t"
+      "1:\n\t"
+      BMX_AVX2_STEP(0, 0)
+      BMX_AVX2_STEP(128, 256)
+      "addq $256, %[ap]\n\t"
+      "addq $512, %[bq]\n\t"
+      "subq $2, %[n]\n\t"
       "jnz 1b\n\t"
+      "3:\n\t"
       : [c00] "+x"(c00), [c01] "+x"(c01), [c02] "+x"(c02), [c03] "+x"(c03), [c10] "+x"(c10), [c11] "+x"(c11),
         [c12] "+x"(c12), [c13] "+x"(c13), [ap] "+r"(ap), [bq] "+r"(bq), [n] "+r"(n)
       : [lut] "r"(kNibbleLut)
