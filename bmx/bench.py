@@ -198,6 +198,13 @@ def run_gemm(args):
         shapes = [shapes[i] for i in args.layers]
     rng = np.random.default_rng(args.seed)
     results = []
+    # Start every thread pool before measuring: the first use creates the worker threads,
+    # which the OS may take tens of ms to schedule.
+    warm_a = engine.pack_bits(np.ones((64, 4096), np.float32))
+    for t in threads:
+        t_end = time.perf_counter() + 0.2
+        while time.perf_counter() < t_end:
+            engine.binary_gemm(warm_a, warm_a, 4096, num_threads=t)
     with _one_blas_thread():
         blas = _blas_info()
         for sh in shapes:
