@@ -18,8 +18,9 @@ struct BgemmKernel {
   const char* name;        // XNNPACK style: "bgemm_4x4__avx2"
   bool (*available)();     // can this CPU run it?
   int priority;            // higher wins in "auto" dispatch
-  // Computes the full product for rows [m0, m1) of A (all N); threads split M or N
-  // in the caller.
+  // Computes the block C[m, n] for m in [m0, m1), n in [n0, n1), written to
+  // c[m * ldc + n] (c is the base of the whole C); threads split M or N in the caller
+  // (bgemm below), each range running the kernel's own cache blocking.
   void (*run)(const word_t* a, std::int64_t lda, const word_t* b, std::int64_t ldb,
               std::int64_t m0, std::int64_t m1, std::int64_t n0, std::int64_t n1,
               std::int64_t words, std::int32_t k_bits, std::int32_t* c, std::int64_t ldc);
