@@ -133,6 +133,37 @@ def test_header_metadata_and_single_binary_conv_exact():
     np.testing.assert_array_equal(got, oracle)
 
 
+def test_weight_vectors_are_16_byte_aligned():
+    import flatbuffers
+    from bmx.fb.BinaryConv2D import BinaryConv2D
+    from bmx.fb.Conv2D import Conv2D
+    from bmx.fb.Dense import Dense
+    from bmx.fb.Model import Model
+    from bmx.fb.OpOptions import OpOptions as OO
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(5, 3), bmx.nn.BinaryConvolution(7, kernel_size=3, padding=1),
+            nn.Conv2D(3, 1))
+    _head(net)
+    _init(net, (1, 3, 8, 8))
+    data = convert(net, (1, 3, 8, 8))
+    m = Model.GetRootAs(data, 0)
+    # vtable slot of the weight field: 4 + 2 * field index
+    slots = {OO.Conv2D: (Conv2D, 16), OO.BinaryConv2D: (BinaryConv2D, 18), OO.Dense: (Dense, 6)}
+    seen = 0
+    for i in range(m.OpsLength()):
+        op = m.Ops(i)
+        if op.OptionsType() not in slots:
+            continue
+        cls, slot = slots[op.OptionsType()]
+        t = cls()
+        tab = op.Options()
+        t.Init(tab.Bytes, tab.Pos)
+        off = flatbuffers.number_types.UOffsetTFlags.py_type(t._tab.Offset(slot))
+        assert off and t._tab.Vector(off) % 16 == 0
+        seen += 1
+    assert seen == 4
+
+
 @pytest.mark.parametrize("fix_gamma", [False, True])
 def test_bn_sign_fold(fix_gamma):
     """BN -> sign becomes one Sign op with the BN's per-channel scale/shift; with
