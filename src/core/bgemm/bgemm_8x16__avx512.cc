@@ -33,7 +33,9 @@ struct PanelBuf {
     if (words > cap) {
       std::free(p);
       cap = words;
-      p = static_cast<word_t*>(std::aligned_alloc(64, static_cast<std::size_t>(cap) * sizeof(word_t)));
+      // aligned_alloc needs a size that is a multiple of the alignment (C11; ASan checks it).
+      const std::size_t bytes = (static_cast<std::size_t>(cap) * sizeof(word_t) + 63) / 64 * 64;
+      p = static_cast<word_t*>(std::aligned_alloc(64, bytes));
       if (p == nullptr) throw std::bad_alloc();
     }
     return p;

@@ -38,7 +38,9 @@ class VecBuf {
     if (n > cap_) {
       std::free(p_);
       cap_ = n;
-      p_ = static_cast<__m256i*>(std::aligned_alloc(64, static_cast<std::size_t>(n) * sizeof(__m256i)));
+      // aligned_alloc needs a size that is a multiple of the alignment (C11; ASan checks it).
+      const std::size_t bytes = (static_cast<std::size_t>(n) * sizeof(__m256i) + 63) / 64 * 64;
+      p_ = static_cast<__m256i*>(std::aligned_alloc(64, bytes));
       if (p_ == nullptr) throw std::bad_alloc();
     }
     return p_;
