@@ -172,7 +172,9 @@ def _as_int(v, what):
 # ---------------------------------------------------------------------------------------
 # Inference runtime (src/runtime, bmx::Model); appended by the runtime.
 
+import errno as _errno
 import os as _os
+import stat as _stat
 
 __all__ += ["Model", "ModelError", "validate_model", "FORMAT_VERSION"]
 
@@ -223,6 +225,11 @@ class Model:
         if isinstance(model, (bytes, bytearray, memoryview)):
             data = model
         elif isinstance(model, (str, _os.PathLike)):
+            st = _os.stat(model)  # FileNotFoundError, PermissionError
+            if _stat.S_ISDIR(st.st_mode):
+                raise IsADirectoryError(_errno.EISDIR, "model path is a directory", str(model))
+            if not _stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
+                raise OSError(_errno.EINVAL, "model path is not a regular file", str(model))
             with open(model, "rb") as f:
                 data = f.read()
         else:

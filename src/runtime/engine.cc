@@ -4,7 +4,11 @@
 // profile counters) from a pool, creating one when every context is busy, and returns it
 // afterwards. Serial callers therefore reuse one context (no allocation after the first
 // call with a given batch size); concurrent callers get separate buffers and threads.
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -297,6 +301,13 @@ struct Model::Impl {
 namespace {
 
 std::vector<unsigned char> read_file(const std::string& path) {
+  // stat first: opening a FIFO or device would block or never end.
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    throw Error("cannot open model file '" + path + "': " + std::strerror(errno));
+  }
+  if (S_ISDIR(st.st_mode)) throw Error("cannot open model file '" + path + "': is a directory");
+  if (!S_ISREG(st.st_mode)) throw Error("cannot open model file '" + path + "': not a regular file");
   std::ifstream f(path, std::ios::binary);
   if (!f) throw Error("cannot open model file '" + path + "'");
   f.seekg(0, std::ios::end);

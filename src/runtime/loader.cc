@@ -436,9 +436,7 @@ Graph load_graph(const void* data, std::size_t size, bool prepare) {
   if (!data || size == 0) fail("empty model buffer");
   if (size < 8) fail("model buffer too small (" + std::to_string(size) + " bytes)");
   if (size >= FLATBUFFERS_MAX_BUFFER_SIZE) fail("model buffer too large");
-  // FlatBuffers builders pad the finished buffer to its alignment (>= 4): another size
-  // means a truncated (or extended) file, even when the lost bytes were padding.
-  if (size % 4 != 0) fail("truncated model file (" + std::to_string(size) + " bytes is not a multiple of 4)");
+
   // The verifier checks alignment against real addresses: work on an aligned copy.
   const std::uint8_t* buf = static_cast<const std::uint8_t*>(data);
   AlignedBuffer<std::uint8_t> copy;
@@ -450,6 +448,9 @@ Graph load_graph(const void* data, std::size_t size, bool prepare) {
   if (!flatbuffers::BufferHasIdentifier(buf, fb::ModelIdentifier())) {
     fail("not a bmx model file (missing the 'BMX1' file identifier)");
   }
+  // FlatBuffers builders pad the finished buffer to its alignment (>= 4): another size
+  // means a truncated (or extended) file, even when the lost bytes were padding.
+  if (size % 4 != 0) fail("truncated model file (" + std::to_string(size) + " bytes is not a multiple of 4)");
   flatbuffers::Verifier verifier(buf, size, /*max_depth=*/64, /*max_tables=*/4 * kMaxOps);
   if (!fb::VerifyModelBuffer(verifier)) fail("corrupted model file (FlatBuffers verification failed)");
   const fb::Model* m = fb::GetModel(buf);
