@@ -20,7 +20,7 @@ constexpr std::int64_t kMaxDim = 1 << 20;          // any single dimension / par
 constexpr std::int64_t kMaxElems = 1ll << 28;      // elements of one value at batch 1
 constexpr std::int64_t kMaxTotalBytes = 1ll << 31; // all values together at batch 1
 constexpr std::int64_t kMaxWindow = 1 << 12;       // kernel, stride, pad, dilation
-constexpr std::int64_t kMaxOps = 1 << 20;
+constexpr std::int64_t kMaxOps = 1 << 14;          // ops, and values (the planner is quadratic in them)
 
 [[noreturn]] void fail(const std::string& msg) { throw Error(msg); }
 
