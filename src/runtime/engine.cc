@@ -4,6 +4,7 @@
 // profile counters) from a pool, creating one when every context is busy, and returns it
 // afterwards. Serial callers therefore reuse one context (no allocation after the first
 // call with a given batch size); concurrent callers get separate buffers and threads.
+#include <cstdint>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -80,7 +81,10 @@ struct Model::Impl {
 
   std::size_t checked(std::size_t bytes, std::int64_t batch) const {
     std::size_t r;
-    if (__builtin_mul_overflow(bytes, static_cast<std::size_t>(batch), &r) || r > (std::size_t{1} << 40)) {
+    // Cap at 1 TiB, or at what size_t holds on 32-bit targets (armhf).
+    constexpr std::uint64_t kCap = std::uint64_t{1} << 40;
+    constexpr std::size_t kLimit = kCap < SIZE_MAX ? static_cast<std::size_t>(kCap) : SIZE_MAX;
+    if (__builtin_mul_overflow(bytes, static_cast<std::size_t>(batch), &r) || r > kLimit) {
       throw InputError("batch " + std::to_string(batch) + " is too large for this model's buffers");
     }
     return r;
