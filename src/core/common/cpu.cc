@@ -16,13 +16,14 @@ CpuFeatures detect() {
   f.avx512_vpopcntdq = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                        __builtin_cpu_supports("avx512vl") &&
                        __builtin_cpu_supports("avx512vpopcntdq");
+  f.avx512f = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
 #elif defined(__aarch64__)
   f.neon = true;  // Advanced SIMD is mandatory on AArch64
 #elif defined(__ARM_NEON)
   f.neon = true;  // compiled with -mfpu=neon*: the target has NEON
 #endif
   if (const char* mask = std::getenv("BMX_DISABLE_SIMD")) {
-    if (std::strstr(mask, "avx512")) f.avx512_vpopcntdq = false;
+    if (std::strstr(mask, "avx512")) f.avx512_vpopcntdq = f.avx512f = false;
     if (std::strstr(mask, "avx2")) f.avx2 = false;
     if (std::strstr(mask, "neon")) f.neon = false;
   }
@@ -46,6 +47,7 @@ std::string cpu_features_string() {
   };
   add(f.popcnt, "popcnt");
   add(f.avx2, "avx2");
+  add(f.avx512f, "avx512f");
   add(f.avx512_vpopcntdq, "avx512_vpopcntdq");
   add(f.neon, "neon");
   return s.empty() ? "portable" : s;

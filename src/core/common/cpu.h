@@ -9,6 +9,7 @@ struct CpuFeatures {
   bool popcnt = false;
   bool avx2 = false;
   bool avx512_vpopcntdq = false;  // with avx512f + avx512bw + avx512vl
+  bool avx512f = false;           // AVX-512 Foundation (float kernels; FMA included)
   bool neon = false;
 };
 
