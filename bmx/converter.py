@@ -101,10 +101,13 @@ class _Graph:
             known = dict((k, params[k].shape) for k in
                          sym.list_arguments() + sym.list_auxiliary_states() if k in params)
             known[self.nodes[self.data_id]["name"]] = self.input_shape
-            _, out_shapes, _ = internals.infer_shape(**known)
+            # _infer_shape_impl: Symbol.infer_shape prints every argument on failure
+            infer = getattr(internals, "_infer_shape_impl", None)
+            _, out_shapes, _ = (infer(False, **known) if infer is not None
+                                else internals.infer_shape(**known))
         except mx.base.MXNetError as e:
-            raise ConversionError(f"shape inference failed for input shape {self.input_shape}: "
-                                  f"{_first_line(e)}") from None
+            raise ConversionError(f"shape inference failed for input shape {self.input_shape} "
+                                  f"(is it the network's input shape?): {_first_line(e)}") from None
         if out_shapes is None:
             raise ConversionError(f"shape inference failed for input shape {self.input_shape}")
         by_name = {}
