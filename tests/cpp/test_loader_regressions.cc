@@ -137,8 +137,8 @@ TEST(LoaderPaths, ValidFileLoadsAndTruncatedFileFails) {
 }
 
 // A FIFO (or any non-regular file) must be refused, not block in open() waiting for a
-// writer. Disabled until src/runtime/engine.cc read_file() checks for a regular file.
-TEST(LoaderPaths, DISABLED_FifoIsRefusedWithoutBlocking) {
+// writer.
+TEST(LoaderPaths, FifoIsRefusedWithoutBlocking) {
   TempDir t;
   const fs::path fifo = t.p / "model.bmx";
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
