@@ -60,6 +60,20 @@ void im2col(const word_t* input, const BConv2DShape& s, std::int64_t p0, std::in
   }
 }
 
+// Blocks of at most ~64 KiB of patches; their count is a multiple of the thread count and
+// their sizes equal (even, for the 2-row tiles), so the threads finish together. Threads
+// claim blocks one at a time: a descheduled thread holds up at most one block.
+std::int64_t block_pixels(std::int64_t pixels, std::int64_t row_words, std::int64_t threads) {
+  const std::int64_t block_max = std::clamp<std::int64_t>(64 * 1024 / (row_words * 8), 8, 512);
+  std::int64_t nblocks = (pixels + block_max - 1) / block_max;
+  nblocks = (nblocks + threads - 1) / threads * threads;
+  return std::max<std::int64_t>(2, ((pixels + nblocks - 1) / nblocks + 1) / 2 * 2);
+}
+
+bool is_pointwise(const BConv2DShape& s) {
+  return s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0;
+}
+
 }  // namespace
 
 void bconv2d(const word_t* input, const word_t* filter, const BConv2DShape& s, std::int32_t* out,
@@ -71,18 +85,11 @@ void bconv2d(const word_t* input, const word_t* filter, const BConv2DShape& s, s
   const std::int64_t row_words = s.kernel_h * s.kernel_w * iw;
   const std::int32_t k_bits = s.k_bits();
   // A 1x1 convolution with stride 1 and no padding needs no im2col: pixels are rows.
-  if (s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0) {
+  if (is_pointwise(s)) {
     bgemm(input, iw, filter, iw, pixels, s.out_c, iw, k_bits, out, s.out_c, pool, &k);
     return;
   }
-  // Blocks of at most ~64 KiB of patches; their count is a multiple of the thread count and
-  // their sizes equal (even, for the 2-row tiles), so the threads finish together. Threads
-  // claim blocks one at a time: a descheduled thread holds up at most one block.
-  const std::int64_t threads = pool ? pool->num_threads() : 1;
-  const std::int64_t block_max = std::clamp<std::int64_t>(64 * 1024 / (row_words * 8), 8, 512);
-  std::int64_t nblocks = (pixels + block_max - 1) / block_max;
-  nblocks = (nblocks + threads - 1) / threads * threads;
-  const std::int64_t block = std::max<std::int64_t>(2, ((pixels + nblocks - 1) / nblocks + 1) / 2 * 2);
+  const std::int64_t block = block_pixels(pixels, row_words, pool ? pool->num_threads() : 1);
   parallel_for_dynamic(pool, pixels, block, [&](std::int64_t lo, std::int64_t hi) {
     thread_local std::vector<word_t> cols;
     for (std::int64_t p0 = lo; p0 < hi; p0 += block) {
@@ -92,6 +99,62 @@ void bconv2d(const word_t* input, const word_t* filter, const BConv2DShape& s, s
       im2col(input, s, p0, p1, cols.data());
       k.run(cols.data(), row_words, filter, row_words, 0, p1 - p0, 0, s.out_c, row_words, k_bits,
             out + p0 * s.out_c, s.out_c);
+    }
+  });
+}
+
+std::int64_t bconv2d_packed_filter_words(const BConv2DShape& s, const BgemmKernel& kernel) {
+  if (!kernel.pack_b || !kernel.run_packed || !kernel.packed_b_words) return 0;
+  return kernel.packed_b_words(s.out_c, s.kernel_h * s.kernel_w * s.in_words());
+}
+
+void bconv2d_pack_filter(const word_t* filter, const BConv2DShape& s, const BgemmKernel& kernel, word_t* out) {
+  if (bconv2d_packed_filter_words(s, kernel) == 0) return;
+  const std::int64_t row_words = s.kernel_h * s.kernel_w * s.in_words();
+  kernel.pack_b(filter, row_words, s.out_c, row_words, out);
+}
+
+void bconv2d(const word_t* input, const word_t* filter, const BConv2DShape& s, const BConvOutput& o,
+             ThreadPool* pool, const BgemmKernel* kernel, const word_t* packed_filter) {
+  check_shape(s);
+  if (o.out == nullptr || o.out_ps < s.out_c) throw std::invalid_argument("bconv2d: bad float output");
+  const BgemmKernel& k = kernel ? *kernel : bgemm_kernel("auto");
+  if (packed_filter && !k.run_packed) packed_filter = nullptr;
+  const std::int64_t iw = s.in_words();
+  const std::int64_t pixels = s.batch * s.out_h() * s.out_w();
+  const std::int64_t row_words = s.kernel_h * s.kernel_w * iw;
+  const std::int32_t k_bits = s.k_bits();
+  const std::int64_t oc = s.out_c;
+  const bool pointwise = is_pointwise(s);
+  const std::int64_t block = block_pixels(pixels, row_words, pool ? pool->num_threads() : 1);
+  parallel_for_dynamic(pool, pixels, block, [&](std::int64_t lo, std::int64_t hi) {
+    thread_local std::vector<word_t> cols;
+    thread_local std::vector<std::int32_t> acc;
+    if (static_cast<std::int64_t>(acc.size()) < block * oc) acc.resize(static_cast<std::size_t>(block * oc));
+    for (std::int64_t p0 = lo; p0 < hi; p0 += block) {
+      const std::int64_t p1 = std::min(hi, p0 + block), rows = p1 - p0;
+      const word_t* a = input + p0 * iw;
+      if (!pointwise) {
+        if (static_cast<std::int64_t>(cols.size()) < rows * row_words)
+          cols.resize(static_cast<std::size_t>(block * row_words));
+        im2col(input, s, p0, p1, cols.data());
+        a = cols.data();
+      }
+      if (packed_filter)
+        k.run_packed(a, row_words, packed_filter, 0, rows, 0, oc, row_words, k_bits, acc.data(), oc);
+      else
+        k.run(a, row_words, filter, row_words, 0, rows, 0, oc, row_words, k_bits, acc.data(), oc);
+      // Epilogue while the block is in cache; the same arithmetic as the runtime's
+      // unfused form (float multiply, then add), so results are bit for bit equal.
+      for (std::int64_t r = 0; r < rows; ++r) {
+        const std::int32_t* ar = acc.data() + r * oc;
+        float* dst = o.out + (p0 + r) * o.out_ps;
+        for (std::int64_t c = 0; c < oc; ++c) {
+          const float match = static_cast<float>((ar[c] + k_bits) >> 1);
+          float v = (o.scale ? o.scale[c] * match : match) + (o.shift ? o.shift[c] : 0.0f);
+          dst[c] = o.relu ? std::max(v, 0.0f) : v;
+        }
+      }
     }
   });
 }

@@ -35,4 +35,26 @@ struct BConv2DShape {
 void bconv2d(const word_t* input, const word_t* filter, const BConv2DShape& s, std::int32_t* out,
              ThreadPool* pool = nullptr, const BgemmKernel* kernel = nullptr);
 
+// Float output fused into the convolution (a binary layer's BatchNorm / scale epilogue):
+//   out[p * out_ps + c] = relu?(scale[c] * match + shift[c]),  match = (dot + K) / 2,
+// computed block by block while the block's int32 results are still in cache (no
+// full-size int32 buffer, no second pass). scale == nullptr: 1; shift == nullptr: 0.
+struct BConvOutput {
+  const float* scale = nullptr;
+  const float* shift = nullptr;
+  bool relu = false;
+  float* out = nullptr;
+  std::int64_t out_ps = 0;  // floats per output pixel (>= out_c: a slice of a wider tensor)
+};
+
+// The filter re-arranged for `kernel` by bconv2d_pack_filter (e.g. once at model load);
+// empty when the kernel has no packed form (then bconv2d uses the plain filter).
+std::int64_t bconv2d_packed_filter_words(const BConv2DShape& s, const BgemmKernel& kernel);
+void bconv2d_pack_filter(const word_t* filter, const BConv2DShape& s, const BgemmKernel& kernel, word_t* out);
+
+// packed_filter: bconv2d_pack_filter's output for `kernel` (or nullptr).
+void bconv2d(const word_t* input, const word_t* filter, const BConv2DShape& s, const BConvOutput& out,
+             ThreadPool* pool = nullptr, const BgemmKernel* kernel = nullptr,
+             const word_t* packed_filter = nullptr);
+
 }  // namespace bmx

@@ -69,7 +69,9 @@ const std::vector<BgemmKernel>& bgemm_kernels() {
 #if defined(BMX_ARCH_X86)
       {"bgemm_2x4__avx2", &has_avx2, 20, &kernels::bgemm_2x4__avx2},
       {"bgemm_4x4__avx512", &has_avx512, 30, &kernels::bgemm_4x4__avx512},
-      {"bgemm_8x16__avx512", &has_avx512, 31, &kernels::bgemm_8x16__avx512},
+      {"bgemm_8x16__avx512", &has_avx512, 31, &kernels::bgemm_8x16__avx512,
+       &kernels::bgemm_8x16__avx512_packed_b_words, &kernels::bgemm_8x16__avx512_pack_b,
+       &kernels::bgemm_8x16__avx512_run_packed},
 #endif
 #if defined(BMX_ARCH_ARM64) || defined(BMX_ARCH_ARM32)
       {"bgemm_2x4__neon", &has_neon, 20, &kernels::bgemm_2x4__neon},

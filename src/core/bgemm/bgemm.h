@@ -24,6 +24,16 @@ struct BgemmKernel {
   void (*run)(const word_t* a, std::int64_t lda, const word_t* b, std::int64_t ldb,
               std::int64_t m0, std::int64_t m1, std::int64_t n0, std::int64_t n1,
               std::int64_t words, std::int32_t k_bits, std::int32_t* c, std::int64_t ldc);
+  // Optional (nullptr when the kernel has none): B re-arranged once into the kernel's own
+  // layout (a model's filters, at load), so that run_packed skips the re-arrangement that
+  // run does on every call, in every thread. packed_b_words(n, words): size of pack_b's
+  // output for n rows of B; run_packed: the contract of run with B given as pack_b's
+  // output for all its rows, and n0 a multiple of 16.
+  std::int64_t (*packed_b_words)(std::int64_t n, std::int64_t words) = nullptr;
+  void (*pack_b)(const word_t* b, std::int64_t ldb, std::int64_t n, std::int64_t words, word_t* out) = nullptr;
+  void (*run_packed)(const word_t* a, std::int64_t lda, const word_t* packed_b, std::int64_t m0, std::int64_t m1,
+                     std::int64_t n0, std::int64_t n1, std::int64_t words, std::int32_t k_bits, std::int32_t* c,
+                     std::int64_t ldc) = nullptr;
 };
 
 // Every kernel compiled into this build (reference first); available() says which run here.

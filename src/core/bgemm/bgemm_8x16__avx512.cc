@@ -51,7 +51,7 @@ inline void tile_impl(const word_t* a, std::int64_t lda, const word_t* panel, st
   for (int i = 0; i < MR; ++i) lo[i] = hi[i] = _mm512_setzero_si512();
   const word_t* bp = panel;
   for (std::int64_t w = 0; w < words; ++w, bp += kPanel) {
-    const __m512i b0 = _mm512_load_si512(bp), b1 = TWO ? _mm512_load_si512(bp + 8) : b0;
+    const __m512i b0 = _mm512_loadu_si512(bp), b1 = TWO ? _mm512_loadu_si512(bp + 8) : b0;
     for (int i = 0; i < MR; ++i) {
       const __m512i av = _mm512_set1_epi64(static_cast<long long>(a[i * lda + w]));
       lo[i] = _mm512_add_epi64(lo[i], _mm512_popcnt_epi64(_mm512_xor_si512(av, b0)));
@@ -92,34 +92,83 @@ void rows_tail(const word_t* a, std::int64_t lda, const word_t* panel, std::int6
 
 }  // namespace
 
+namespace {
+
+// Panel of 16 B rows starting at row nb (nv valid), word-major: word w of row r at
+// panel[w * 16 + r], missing rows 0. Two 8-row gathers per word.
+inline void transpose_panel(const word_t* b, std::int64_t ldb, std::int64_t nb, int nv, std::int64_t words,
+                            word_t* panel) {
+  const long long l = ldb;
+  const __m512i off0 = _mm512_setr_epi64(0, l, 2 * l, 3 * l, 4 * l, 5 * l, 6 * l, 7 * l);
+  const __m512i off1 = _mm512_add_epi64(off0, _mm512_set1_epi64(8 * l));
+  const __mmask8 g0 = static_cast<__mmask8>(nv >= 8 ? 0xff : (1u << nv) - 1);
+  const __mmask8 g1 = static_cast<__mmask8>(nv >= 16 ? 0xff : nv <= 8 ? 0 : (1u << (nv - 8)) - 1);
+  const word_t* base = b + nb * ldb;
+  for (std::int64_t w = 0; w < words; ++w) {
+    const auto* p = reinterpret_cast<const long long*>(base + w);
+    _mm512_store_si512(panel + w * kPanel, _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), g0, off0, p, 8));
+    _mm512_store_si512(panel + w * kPanel + 8, _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), g1, off1, p, 8));
+  }
+}
+
+// Rows [mb, me) of A against one panel.
+inline void rows_panel(const word_t* a, std::int64_t lda, const word_t* panel, std::int64_t mb, std::int64_t me,
+                       std::int64_t nb, int nv, std::int64_t words, std::int32_t k_bits, std::int32_t* c,
+                       std::int64_t ldc) {
+  std::int64_t i = mb;
+  for (; i + kMaxMR <= me; i += kMaxMR) tile<kMaxMR>(a + i * lda, lda, panel, words, k_bits, c + i * ldc + nb, ldc, nv);
+  if (i < me)
+    rows_tail<kMaxMR - 1>(a + i * lda, lda, panel, words, k_bits, c + i * ldc + nb, ldc, nv, static_cast<int>(me - i));
+}
+
+// A rows are read in place; keep a block of them (~256 KiB) in L2 while panels pass.
+inline std::int64_t row_block(std::int64_t words) {
+  const std::int64_t row_bytes = std::max<std::int64_t>(words, 1) * 8;
+  return std::max<std::int64_t>(kMaxMR, (256 * 1024 / row_bytes) / kMaxMR * kMaxMR);
+}
+
+}  // namespace
+
 void bgemm_8x16__avx512(BMX_BGEMM_ARGS) {
   if (m1 <= m0 || n1 <= n0) return;
   thread_local PanelBuf buf;
   word_t* panel = buf.get(std::max<std::int64_t>(words, 1) * kPanel);
-  // A rows are read in place; keep a block of them (~256 KiB) in L2 while panels pass.
-  const std::int64_t row_bytes = std::max<std::int64_t>(words, 1) * 8;
-  const std::int64_t mc = std::max<std::int64_t>(kMaxMR, (256 * 1024 / row_bytes) / kMaxMR * kMaxMR);
+  const std::int64_t mc = row_block(words);
   for (std::int64_t mb = m0; mb < m1; mb += mc) {
     const std::int64_t me = std::min(m1, mb + mc);
     for (std::int64_t nb = n0; nb < n1; nb += kPanel) {
       const int nv = static_cast<int>(std::min<std::int64_t>(kPanel, n1 - nb));
-      // Transpose the panel with two 8-row gathers per word: word w of row r at
-      // panel[w * 16 + r]; missing rows are 0.
-      const long long l = ldb;
-      const __m512i off0 = _mm512_setr_epi64(0, l, 2 * l, 3 * l, 4 * l, 5 * l, 6 * l, 7 * l);
-      const __m512i off1 = _mm512_add_epi64(off0, _mm512_set1_epi64(8 * l));
-      const __mmask8 g0 = static_cast<__mmask8>(nv >= 8 ? 0xff : (1u << nv) - 1);
-      const __mmask8 g1 = static_cast<__mmask8>(nv >= 16 ? 0xff : nv <= 8 ? 0 : (1u << (nv - 8)) - 1);
-      const word_t* base = b + nb * ldb;
-      for (std::int64_t w = 0; w < words; ++w) {
-        const auto* p = reinterpret_cast<const long long*>(base + w);
-        _mm512_store_si512(panel + w * kPanel, _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), g0, off0, p, 8));
-        _mm512_store_si512(panel + w * kPanel + 8, _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), g1, off1, p, 8));
-      }
-      std::int64_t i = mb;
-      for (; i + kMaxMR <= me; i += kMaxMR) tile<kMaxMR>(a + i * lda, lda, panel, words, k_bits, c + i * ldc + nb, ldc, nv);
-      if (i < me)
-        rows_tail<kMaxMR - 1>(a + i * lda, lda, panel, words, k_bits, c + i * ldc + nb, ldc, nv, static_cast<int>(me - i));
+      transpose_panel(b, ldb, nb, nv, words, panel);
+      rows_panel(a, lda, panel, mb, me, nb, nv, words, k_bits, c, ldc);
+    }
+  }
+}
+
+std::int64_t bgemm_8x16__avx512_packed_b_words(std::int64_t n, std::int64_t words) {
+  return (n + kPanel - 1) / kPanel * kPanel * std::max<std::int64_t>(words, 1);
+}
+
+void bgemm_8x16__avx512_pack_b(const word_t* b, std::int64_t ldb, std::int64_t n, std::int64_t words, word_t* out) {
+  const std::int64_t stride = std::max<std::int64_t>(words, 1) * kPanel;
+  for (std::int64_t nb = 0; nb < n; nb += kPanel) {
+    const int nv = static_cast<int>(std::min<std::int64_t>(kPanel, n - nb));
+    word_t* panel = out + nb / kPanel * stride;
+    for (std::int64_t w = 0; w < words; ++w)
+      for (int r = 0; r < kPanel; ++r) panel[w * kPanel + r] = r < nv ? b[(nb + r) * ldb + w] : 0;
+  }
+}
+
+void bgemm_8x16__avx512_run_packed(const word_t* a, std::int64_t lda, const word_t* packed_b, std::int64_t m0,
+                                   std::int64_t m1, std::int64_t n0, std::int64_t n1, std::int64_t words,
+                                   std::int32_t k_bits, std::int32_t* c, std::int64_t ldc) {
+  if (m1 <= m0 || n1 <= n0) return;
+  const std::int64_t stride = std::max<std::int64_t>(words, 1) * kPanel;
+  const std::int64_t mc = row_block(words);
+  for (std::int64_t mb = m0; mb < m1; mb += mc) {
+    const std::int64_t me = std::min(m1, mb + mc);
+    for (std::int64_t nb = n0; nb < n1; nb += kPanel) {
+      const int nv = static_cast<int>(std::min<std::int64_t>(kPanel, n1 - nb));
+      rows_panel(a, lda, packed_b + nb / kPanel * stride, mb, me, nb, nv, words, k_bits, c, ldc);
     }
   }
 }
