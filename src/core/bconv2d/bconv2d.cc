@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/bgemm/bgemm.h"
+#include "core/common/cpu.h"
 #include "core/common/threadpool.h"
 
 namespace bmx {
@@ -68,6 +69,30 @@ std::int64_t block_pixels(std::int64_t pixels, std::int64_t row_words, std::int6
   std::int64_t nblocks = (pixels + block_max - 1) / block_max;
   nblocks = (nblocks + threads - 1) / threads * threads;
   return std::max<std::int64_t>(2, ((pixels + nblocks - 1) / nblocks + 1) / 2 * 2);
+}
+
+// The float epilogue of a block while it is in cache: the same arithmetic as an unfused
+// form (float multiply, then add; no FMA), so results are bit for bit equal.
+BMX_SIMD_CLONES void epilogue(const std::int32_t* acc, std::int64_t rows, std::int64_t oc, std::int32_t k_bits,
+                              const BConvOutput& o, float* out) {
+  const float* scale = o.scale;
+  const float* shift = o.shift;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const std::int32_t* ar = acc + r * oc;
+    float* dst = out + r * o.out_ps;
+    if (scale && shift) {
+      for (std::int64_t c = 0; c < oc; ++c) {
+        const float v = scale[c] * static_cast<float>((ar[c] + k_bits) >> 1) + shift[c];
+        dst[c] = o.relu ? std::max(v, 0.0f) : v;
+      }
+    } else {
+      for (std::int64_t c = 0; c < oc; ++c) {
+        const float match = static_cast<float>((ar[c] + k_bits) >> 1);
+        const float v = (scale ? scale[c] * match : match) + (shift ? shift[c] : 0.0f);
+        dst[c] = o.relu ? std::max(v, 0.0f) : v;
+      }
+    }
+  }
 }
 
 bool is_pointwise(const BConv2DShape& s) {
@@ -144,17 +169,7 @@ void bconv2d(const word_t* input, const word_t* filter, const BConv2DShape& s, c
         k.run_packed(a, row_words, packed_filter, 0, rows, 0, oc, row_words, k_bits, acc.data(), oc);
       else
         k.run(a, row_words, filter, row_words, 0, rows, 0, oc, row_words, k_bits, acc.data(), oc);
-      // Epilogue while the block is in cache; the same arithmetic as the runtime's
-      // unfused form (float multiply, then add), so results are bit for bit equal.
-      for (std::int64_t r = 0; r < rows; ++r) {
-        const std::int32_t* ar = acc.data() + r * oc;
-        float* dst = o.out + (p0 + r) * o.out_ps;
-        for (std::int64_t c = 0; c < oc; ++c) {
-          const float match = static_cast<float>((ar[c] + k_bits) >> 1);
-          float v = (o.scale ? o.scale[c] * match : match) + (o.shift ? o.shift[c] : 0.0f);
-          dst[c] = o.relu ? std::max(v, 0.0f) : v;
-        }
-      }
+      epilogue(acc.data(), rows, oc, k_bits, o, o.out + p0 * o.out_ps);
     }
   });
 }

@@ -3,6 +3,17 @@
 
 #include <string>
 
+// Plain C++ loops (element-wise float ops, epilogues, pooling) compiled three times, for
+// AVX-512, AVX2 and the baseline, with the best picked at load time (GCC ifunc), so that
+// the portable build still runs them at full vector width. fp-contract=off: no fused
+// multiply-add is formed, so every clone rounds exactly like the baseline (results are
+// bit for bit independent of the CPU).
+#if defined(BMX_ARCH_X86) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define BMX_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default"), optimize("fp-contract=off")))
+#else
+#define BMX_SIMD_CLONES
+#endif
+
 namespace bmx {
 
 struct CpuFeatures {
