@@ -155,5 +155,60 @@ TEST(LoaderPaths, FifoIsRefusedWithoutBlocking) {
 
 }  // namespace path_cases
 
+// ---- Graph size: the planner is quadratic in the number of values, so the loader caps
+// values and ops at 16384. The largest allowed graphs must load (and run) in reasonable
+// time, one more must be refused: a hostile file can't make loading hang.
+namespace graph_size {
+
+constexpr int kMaxOps = 1 << 14;
+
+double seconds_to_load_and_run(const std::vector<std::uint8_t>& b) {
+  const auto t0 = std::chrono::steady_clock::now();
+  Model m(b.data(), b.size());
+  std::vector<float> x(m.input_size(), 0.5f), y(m.output_size());
+  m.predict(x.data(), 1, y.data());
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// A chain: every value dies right after its use.
+TEST(LoaderGraphSize, LongestChainLoads) {
+  Net n;
+  int x = n.input(1, 1, 1);
+  for (int i = 0; i < kMaxOps - 1; ++i) x = n.relu(x);
+  const auto b = n.build(x);
+  EXPECT_LT(seconds_to_load_and_run(b), 60.0) << "loading a " << kMaxOps << "-op chain took too long";
+  Net m;
+  int y = m.input(1, 1, 1);
+  for (int i = 0; i < kMaxOps; ++i) y = m.relu(y);
+  const auto too_many = m.build(y);
+  try {
+    Model bad(too_many.data(), too_many.size());
+    FAIL() << "a model with more than " << kMaxOps << " values loaded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("too many"), std::string::npos) << e.what();
+  }
+}
+
+// Everything live at once: thousands of values that all reach the final concatenations
+// (the planner's worst case: every storage overlaps every other).
+TEST(LoaderGraphSize, ThousandsOfLiveValuesLoad) {
+  Net n;
+  const int x = n.input(2, 2, 2);
+  std::vector<int> parts;
+  const int per_concat = 4000, groups = 3;
+  for (int g = 0; g < groups; ++g) {
+    std::vector<int> in;
+    for (int i = 0; i < per_concat; ++i) in.push_back(n.relu(x));
+    parts.push_back(n.concat(in));
+  }
+  int y = n.concat(parts);
+  y = n.global_pool(y, false);
+  y = n.dense(y, 3);
+  const auto b = n.build(y);
+  EXPECT_LT(seconds_to_load_and_run(b), 60.0);
+}
+
+}  // namespace graph_size
+
 }  // namespace
 }  // namespace bmx::testing
