@@ -1157,10 +1157,54 @@ def _finish(g, input_shape, path, producer, mean, std):
     if len(out_shape) != 2:
         raise ConversionError(f"the network output has shape {out_shape}; expected "
                               "(N, classes) logits")
+    mean, std = _check_contract(ir, input_shape, mean, std)
     data = _serialize(ir, num_classes, producer, mean, std)
     if path is not None:
         _write_atomic(path, data)
     return data
+
+
+#: limits of the reader contract (src/schema/bmx_model.fbs), checked here so that the
+#: converter fails with a clear message instead of writing a file the engine rejects
+MAX_VALUES_OPS = 16384
+MAX_DIM = 1 << 20
+MAX_ELEMS = 1 << 28
+MAX_WINDOW = 4096
+
+
+def _check_contract(ir, input_shape, mean, std):
+    if len(ir.order) > MAX_VALUES_OPS:
+        raise ConversionError(f"the converted graph has {len(ir.order)} values; the format "
+                              f"allows at most {MAX_VALUES_OPS}")
+    for k in ir.order:
+        op = ir.ops[k]
+        dims = op.shape[1:]
+        if any(d < 1 or d > MAX_DIM for d in dims) or int(np.prod(dims)) > MAX_ELEMS:
+            raise ConversionError(f"{op.name!r}: value shape {(1,) + tuple(dims)} exceeds the "
+                                  f"format's limits (dimensions <= 2^20, <= 2^28 elements)")
+        for key in ("kernel", "stride", "dilation", "pad"):
+            v = op.attrs.get(key)
+            if v is not None and any(int(d) > MAX_WINDOW for d in v):
+                raise ConversionError(f"{op.name!r}: {key} {tuple(v)} exceeds {MAX_WINDOW}")
+    channels = input_shape[1]
+    out = []
+    for what, v in (("mean", mean), ("std", std)):
+        if v is None:
+            out.append(None)
+            continue
+        try:
+            arr = np.asarray(v, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise ConversionError(f"{what} must be numbers, got {v!r}") from None
+        bad = arr.size != channels or not np.all(np.isfinite(arr))
+        if what == "std":
+            bad = bad or bool(np.any(arr <= 0))
+        if bad:
+            kind = "finite positive" if what == "std" else "finite"
+            raise ConversionError(f"{what} must have one {kind} entry per input channel "
+                                  f"({channels}), got {v!r}")
+        out.append(arr.astype(np.float32))
+    return out[0], out[1]
 
 
 def convert(net=None, input_shape=(1, 3, 224, 224), path=None, *, symbol_file=None,
@@ -1253,6 +1297,19 @@ def _parse_shape(s):
     return shp
 
 
+def _parse_floats(what, s, channels):
+    if s is None:
+        return None
+    try:
+        vals = [float(x) for x in s.split(",")]
+    except ValueError:
+        raise _UsageError(f"bad --{what} {s!r}: expected comma-separated numbers") from None
+    if len(vals) != channels:
+        raise _UsageError(f"bad --{what} {s!r}: expected {channels} values (one per input "
+                          "channel)")
+    return vals
+
+
 def _mib(n):
     return n / float(1 << 20)
 
@@ -1268,8 +1325,12 @@ def _run(argv):
     p.add_argument("--input-shape", default=None, help="N,C,H,W (default 1,3,224,224)")
     p.add_argument("--classes", type=int, default=None, help="number of classes (zoo models)")
     p.add_argument("--stem", default=None, help="stem variant (zoo models)")
+    p.add_argument("--mean", default=None, help="input mean per channel to record, e.g. "
+                                                "123.68,116.779,103.939")
+    p.add_argument("--std", default=None, help="input std per channel to record")
     args = p.parse_args(argv)
     shp = _parse_shape(args.input_shape) if args.input_shape else (1, 3, 224, 224)
+    norm = {k: _parse_floats(k, getattr(args, k), shp[1]) for k in ("mean", "std")}
     if args.model is None and args.symbol is None:
         raise _UsageError("give a model zoo name or --symbol (see bmx-convert --help)")
     if args.output is None:
@@ -1289,7 +1350,7 @@ def _run(argv):
                 raise _UsageError(f"file not found: {f}")
         g = _symbol_graph(args.symbol, args.params, shp)
         params = g.params
-        data = convert_symbol(args.symbol, args.params, shp, args.output)
+        data = convert_symbol(args.symbol, args.params, shp, args.output, **norm)
     else:
         if args.model is None:
             raise _UsageError("give a model zoo name or --symbol")
@@ -1317,7 +1378,7 @@ def _run(argv):
         else:
             from .model_zoo.common import default_initializer
             net.initialize(default_initializer())
-        data = convert(net, shp, args.output)
+        data = convert(net, shp, args.output, **norm)
         params = {p.name: p.data().asnumpy() for p in net.collect_params().values()}
     if args.symbol is None and args.params is None:
         print(f"note: no --params given: converted freshly initialized {args.model} weights")

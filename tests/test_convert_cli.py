@@ -50,13 +50,15 @@ def test_zoo_name_with_params(trained, capsys, tmp_path):
     d, net = trained
     out = tmp_path / "m.bmx"
     rc = main(["meliusnet_a", "--params", str(d / "p.params"), "-o", str(out),
-               "--classes", "10", "--stem", "thumbnail", "--input-shape", "1,3,16,16"])
+               "--classes", "10", "--stem", "thumbnail", "--input-shape", "1,3,16,16",
+               "--mean", "0.5,0.25,0", "--std", "2,2,4"])
     assert rc == 0
     text = capsys.readouterr().out
     assert "float32 size" in text and "packed size" in text and "ratio" in text
     m = read_model(str(out))
     assert m["num_classes"] == 10 and m["values"][m["inputs"][0]]["shape"] == [1, 3, 16, 16]
     assert "meliusnet_a" in m["producer"]
+    assert list(m["mean"]) == [0.5, 0.25, 0.0] and list(m["std"]) == [2.0, 2.0, 4.0]
     x = np.random.RandomState(1).randn(2, 3, 16, 16).astype(np.float32)
     ref = net(mx.nd.array(x)).asnumpy()
     np.testing.assert_allclose(run_model(str(out), x), ref, rtol=1e-4,
@@ -97,6 +99,9 @@ def test_symbol_pair(trained, capsys, tmp_path):
     (["meliusnet_a", "--params", "{d}/p.params", "-o", "{t}/nodir/m.bmx"], ["nodir"]),
     (["meliusnet_a", "--stem", "weird", "-o", "{t}/m.bmx"], ["weird"]),
     (["meliusnet_a", "--classes", "0", "-o", "{t}/m.bmx"], ["--classes"]),
+    (["meliusnet_a", "--mean", "1,2", "-o", "{t}/m.bmx"], ["--mean"]),
+    (["meliusnet_a", "--std", "1,x,3", "-o", "{t}/m.bmx"], ["--std"]),
+    (["meliusnet_a", "--std", "1,0,3", "-o", "{t}/m.bmx"], ["std"]),
     (["meliusnet_a", "--classes", "ten", "-o", "{t}/m.bmx"], ["--classes"]),
     # imagenet-stem model cannot load thumbnail-stem parameters
     (["meliusnet_a", "--params", "{d}/p.params", "--classes", "10", "-o", "{t}/m.bmx"],

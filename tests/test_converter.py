@@ -443,6 +443,19 @@ def test_symbol_pair_gives_the_same_model(tmp_path):
     np.testing.assert_array_equal(run_model(a, x), run_model(b, x))
 
 
+def test_mean_std_recorded_and_checked():
+    net = _init(_head(nn.HybridSequential()), (1, 3, 4, 4))
+    m = read_model(convert(net, (1, 3, 4, 4), mean=[123.68, 116.779, 103.939],
+                           std=(58.393, 57.12, 57.375)))
+    np.testing.assert_allclose(m["mean"], [123.68, 116.779, 103.939], rtol=1e-6)
+    np.testing.assert_allclose(m["std"], [58.393, 57.12, 57.375], rtol=1e-6)
+    assert read_model(convert(net, (1, 3, 4, 4)))["mean"] is None
+    with pytest.raises(ConversionError, match="one finite entry per input channel"):
+        convert(net, (1, 3, 4, 4), mean=[1.0, 2.0])
+    with pytest.raises(ConversionError, match="positive"):
+        convert(net, (1, 3, 4, 4), std=[1.0, 0.0, 1.0])
+
+
 def test_atomic_write(tmp_path):
     net = _head(nn.HybridSequential())
     shape = (1, 3, 4, 4)
