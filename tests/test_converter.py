@@ -401,7 +401,8 @@ def test_shared_block_called_twice():
     data = convert(net, shape)
     bcs = _ops(data, "BinaryConv2D")
     assert len(bcs) == 2 and len(_ops(data, "Sign")) == 2
-    np.testing.assert_array_equal(bcs[0]["options"]["weight_bits"], bcs[1]["options"]["weight_bits"])
+    np.testing.assert_array_equal(bcs[0]["options"]["weight_bits"],
+                                  bcs[1]["options"]["weight_bits"])
     x = _x(shape)
     ref = net(mx.nd.array(x)).asnumpy()
     np.testing.assert_allclose(run_model(data, x), ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
