@@ -40,9 +40,19 @@ void im2col(const word_t* input, const BConv2DShape& s, std::int64_t p0, std::in
   for (std::int64_t p = p0; p < p1; ++p) {
     word_t* d = cols + (p - p0) * row_words;
     const word_t* img = input + n * s.in_h * s.in_w * iw;
+    const std::int64_t ix0 = x * s.stride_w - s.pad_w;
+    const bool cols_in = s.dilation_w == 1 && ix0 >= 0 && ix0 + s.kernel_w <= s.in_w;
     for (std::int64_t ky = 0; ky < s.kernel_h; ++ky) {
       const std::int64_t iy = y * s.stride_h - s.pad_h + ky * s.dilation_h;
       const bool row_in = iy >= 0 && iy < s.in_h;
+      if (row_in && cols_in) {
+        // The taps of this kernel row are adjacent pixels: one contiguous run of words.
+        const word_t* src = img + (iy * s.in_w + ix0) * iw;
+        const std::int64_t n = s.kernel_w * iw;
+        for (std::int64_t w = 0; w < n; ++w) d[w] = src[w];
+        d += n;
+        continue;
+      }
       for (std::int64_t kx = 0; kx < s.kernel_w; ++kx, d += iw) {
         const std::int64_t ix = x * s.stride_w - s.pad_w + kx * s.dilation_w;
         if (row_in && ix >= 0 && ix < s.in_w) {
