@@ -55,16 +55,22 @@ TEST(BConv2DFused, FloatOutputAndPackedFilterMatchReference) {
     for (auto& v : scale) v = u(rng);
     for (auto& v : shift) v = u(rng);
     const std::int64_t out_ps = c.c_out + 5;  // a slice of a wider tensor
-    for (int variant = 0; variant < 3; ++variant) {
-      const bool relu = variant == 1;
+    const std::int64_t res_ps = c.c_out + 2;
+    std::vector<float> residual(static_cast<std::size_t>(pixels * res_ps));
+    for (auto& v : residual) v = u(rng);
+    for (int variant = 0; variant < 5; ++variant) {
+      const bool relu = variant == 1 || variant == 4;
       const float* sc = variant == 2 ? nullptr : scale.data();
       const float* sh = variant == 2 ? nullptr : shift.data();
+      const float* res = variant >= 3 ? residual.data() : nullptr;
       std::vector<float> want(static_cast<std::size_t>(pixels * out_ps), 123.0f);
       for (std::int64_t p = 0; p < pixels; ++p)
         for (std::int64_t o = 0; o < c.c_out; ++o) {
           const float match = static_cast<float>((dot[static_cast<std::size_t>(p * c.c_out + o)] + s.k_bits()) / 2);
           float v = (sc ? sc[o] * match : match) + (sh ? sh[o] : 0.0f);
-          want[static_cast<std::size_t>(p * out_ps + o)] = relu ? std::max(v, 0.0f) : v;
+          v = relu ? std::max(v, 0.0f) : v;
+          if (res) v = v + res[p * res_ps + o];
+          want[static_cast<std::size_t>(p * out_ps + o)] = v;
         }
       for (const auto& kern : bmx::bgemm_kernels()) {
         if (!kern.available()) continue;
@@ -77,6 +83,7 @@ TEST(BConv2DFused, FloatOutputAndPackedFilterMatchReference) {
             std::vector<float> got(want.size(), 123.0f);
             bmx::BConvOutput o;
             o.scale = sc, o.shift = sh, o.relu = relu, o.out = got.data(), o.out_ps = out_ps;
+            o.residual = res, o.residual_ps = res_ps;
             bmx::bconv2d(xp.data(), fp.data(), s, o, &pool, &kern, use_packed ? packed.data() : nullptr);
             for (std::size_t i = 0; i < want.size(); ++i)
               ASSERT_NEAR(got[i], want[i], 1e-6f * (1.0f + std::fabs(want[i])))

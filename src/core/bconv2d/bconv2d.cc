@@ -84,13 +84,21 @@ std::int64_t block_pixels(std::int64_t pixels, std::int64_t row_words, std::int6
 // The float epilogue of a block while it is in cache: the same arithmetic as an unfused
 // form (float multiply, then add; no FMA), so results are bit for bit equal.
 BMX_SIMD_CLONES void epilogue(const std::int32_t* acc, std::int64_t rows, std::int64_t oc, std::int32_t k_bits,
-                              const BConvOutput& o, float* out) {
+                              const BConvOutput& o, float* out, const float* res) {
   const float* scale = o.scale;
   const float* shift = o.shift;
   for (std::int64_t r = 0; r < rows; ++r) {
     const std::int32_t* ar = acc + r * oc;
     float* dst = out + r * o.out_ps;
-    if (scale && shift) {
+    if (res) {
+      const float* rr = res + r * o.residual_ps;
+      for (std::int64_t c = 0; c < oc; ++c) {
+        const float match = static_cast<float>((ar[c] + k_bits) >> 1);
+        float v = (scale ? scale[c] * match : match) + (shift ? shift[c] : 0.0f);
+        v = o.relu ? std::max(v, 0.0f) : v;
+        dst[c] = v + rr[c];
+      }
+    } else if (scale && shift) {
       for (std::int64_t c = 0; c < oc; ++c) {
         const float v = scale[c] * static_cast<float>((ar[c] + k_bits) >> 1) + shift[c];
         dst[c] = o.relu ? std::max(v, 0.0f) : v;
@@ -152,7 +160,8 @@ void bconv2d_pack_filter(const word_t* filter, const BConv2DShape& s, const Bgem
 void bconv2d(const word_t* input, const word_t* filter, const BConv2DShape& s, const BConvOutput& o,
              ThreadPool* pool, const BgemmKernel* kernel, const word_t* packed_filter) {
   check_shape(s);
-  if (o.out == nullptr || o.out_ps < s.out_c) throw std::invalid_argument("bconv2d: bad float output");
+  if (o.out == nullptr || o.out_ps < s.out_c || (o.residual && o.residual_ps < s.out_c))
+    throw std::invalid_argument("bconv2d: bad float output");
   const BgemmKernel& k = kernel ? *kernel : bgemm_kernel("auto");
   if (packed_filter && !k.run_packed) packed_filter = nullptr;
   const std::int64_t iw = s.in_words();
@@ -179,7 +188,8 @@ void bconv2d(const word_t* input, const word_t* filter, const BConv2DShape& s, c
         k.run_packed(a, row_words, packed_filter, 0, rows, 0, oc, row_words, k_bits, acc.data(), oc);
       else
         k.run(a, row_words, filter, row_words, 0, rows, 0, oc, row_words, k_bits, acc.data(), oc);
-      epilogue(acc.data(), rows, oc, k_bits, o, o.out + p0 * o.out_ps);
+      epilogue(acc.data(), rows, oc, k_bits, o, o.out + p0 * o.out_ps,
+               o.residual ? o.residual + p0 * o.residual_ps : nullptr);
     }
   });
 }

@@ -36,7 +36,7 @@ void bconv2d(const word_t* input, const word_t* filter, const BConv2DShape& s, s
              ThreadPool* pool = nullptr, const BgemmKernel* kernel = nullptr);
 
 // Float output fused into the convolution (a binary layer's BatchNorm / scale epilogue):
-//   out[p * out_ps + c] = relu?(scale[c] * match + shift[c]),  match = (dot + K) / 2,
+//   out[p * out_ps + c] = relu?(scale[c] * match + shift[c]) (+ residual),  match = (dot + K) / 2,
 // computed block by block while the block's int32 results are still in cache (no
 // full-size int32 buffer, no second pass). scale == nullptr: 1; shift == nullptr: 0.
 struct BConvOutput {
@@ -45,6 +45,10 @@ struct BConvOutput {
   bool relu = false;
   float* out = nullptr;
   std::int64_t out_ps = 0;  // floats per output pixel (>= out_c: a slice of a wider tensor)
+  // Optional residual added last (a following element-wise Add fused in):
+  //   out = relu?(scale * match + shift) + residual[p * residual_ps + c].
+  const float* residual = nullptr;
+  std::int64_t residual_ps = 0;
 };
 
 // The filter re-arranged for `kernel` by bconv2d_pack_filter (e.g. once at model load);
