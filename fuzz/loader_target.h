@@ -63,8 +63,10 @@ inline double predict_cost(const rt::Graph& g) {
   return macs;
 }
 
-// Returns true when the model loaded (and, if cheap enough, ran).
-inline bool run_one(const std::uint8_t* data, std::size_t size) {
+enum Outcome { kRejected = 0, kLoaded = 1, kRan = 2 };
+
+// Rejected (bmx::Error), loaded (predict skipped: above the cost bound) or loaded and ran.
+inline Outcome run_one(const std::uint8_t* data, std::size_t size) {
   std::string validate_error;
   try {
     validate_model(data, size);
@@ -78,7 +80,7 @@ inline bool run_one(const std::uint8_t* data, std::size_t size) {
   } catch (const Error& e) {
     if (validate_error.empty()) violated("validate_model accepted a file Model() rejects", e.what());
     if (std::string(e.what()).empty()) violated("empty error message", "Model()");
-    return false;
+    return kRejected;
   }
   if (!validate_error.empty()) violated("Model() accepted a file validate_model rejects", validate_error);
 
@@ -92,12 +94,12 @@ inline bool run_one(const std::uint8_t* data, std::size_t size) {
 
   const rt::Graph g = rt::load_graph(data, size, /*prepare=*/false);
   const rt::Plan plan = rt::make_plan(g);
-  if (predict_cost(g) > kMaxMacs || plan.arena_bytes > kMaxArenaBytes) return true;
+  if (predict_cost(g) > kMaxMacs || plan.arena_bytes > kMaxArenaBytes) return kLoaded;
 
   // Batch 1 or 2 (picked by the input, so runs are reproducible): the plan is made at batch
   // 1 and scaled, and batch 2 checks every per-sample stride.
   const int batch = 1 + static_cast<int>((size / 4) % 2);
-  if (batch == 2 && (predict_cost(g) * 2 > kMaxMacs || plan.arena_bytes * 2 > kMaxArenaBytes)) return true;
+  if (batch == 2 && (predict_cost(g) * 2 > kMaxMacs || plan.arena_bytes * 2 > kMaxArenaBytes)) return kLoaded;
   std::vector<float> x(static_cast<std::size_t>(m->input_size()) * batch, 0.0f);
   std::vector<float> y(static_cast<std::size_t>(m->output_size()) * batch, 0.0f);
   try {
@@ -105,7 +107,7 @@ inline bool run_one(const std::uint8_t* data, std::size_t size) {
   } catch (const Error& e) {
     violated("predict() on a zero image of a valid model failed", e.what());
   }
-  return true;
+  return kRan;
 }
 
 }  // namespace bmx::fuzz

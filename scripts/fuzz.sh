@@ -80,7 +80,8 @@ fi
 end=$(date +%s.%N)
 runs=$(grep -ho 'stat::number_of_executed_units: *[0-9]*' "$log" | awk '{s += $2} END {print s + 0}')
 secs=$(awk -v a="$start" -v b="$end" 'BEGIN {printf "%.1f", b - a}')
-tail -n 25 "$log"
+if [ "$rc" -ne 0 ]; then tail -n 80 "$log"; fi
+grep -hE "^Done|stat::|bmx fuzz: outcomes" "$log" || true
 echo "== [fuzz] $runs loader executions in ${secs}s ($(awk -v r="$runs" -v s="$secs" 'BEGIN {printf "%.0f", r / s}')/s);" \
   "corpus $(ls "$corpus" | wc -l) files; log $log"
 if [ "$rc" -ne 0 ] || ls "$artifacts"/crash-* "$artifacts"/leak-* "$artifacts"/timeout-* "$artifacts"/oom-* >/dev/null 2>&1; then

@@ -67,15 +67,15 @@ Net harness_net() {
 TEST(LoaderRegressions, ValidModelRunsThroughHarness) {
   Net n = harness_net();
   const auto b = n.build(static_cast<int>(n.vals.size()) - 1);
-  EXPECT_TRUE(bmx::fuzz::run_one(b.data(), b.size()));
+  EXPECT_EQ(bmx::fuzz::run_one(b.data(), b.size()), bmx::fuzz::kRan);
 }
 
 TEST(LoaderRegressions, EmptyAndTinyInputs) {
-  EXPECT_FALSE(bmx::fuzz::run_one(nullptr, 0));
+  EXPECT_EQ(bmx::fuzz::run_one(nullptr, 0), bmx::fuzz::kRejected);
   const std::uint8_t ident[] = {8, 0, 0, 0, 'B', 'M', 'X', '1'};
-  EXPECT_FALSE(bmx::fuzz::run_one(ident, sizeof ident));
+  EXPECT_EQ(bmx::fuzz::run_one(ident, sizeof ident), bmx::fuzz::kRejected);
   const std::uint8_t ident12[] = {8, 0, 0, 0, 'B', 'M', 'X', '1', 0, 0, 0, 0};
-  EXPECT_FALSE(bmx::fuzz::run_one(ident12, sizeof ident12));
+  EXPECT_EQ(bmx::fuzz::run_one(ident12, sizeof ident12), bmx::fuzz::kRejected);
 }
 
 // ---- Loading from a path: every bad path is a bmx::Error naming it, never a hang.
