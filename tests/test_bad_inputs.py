@@ -21,6 +21,7 @@ Entry points and the contract checked here:
   traceback), within a timeout.
 """
 import concurrent.futures
+import json
 import os
 import re
 import shutil
@@ -422,6 +423,8 @@ def _cli_cases(tmp):
     params = os.path.join(tmp, "weights.params")
     notparams = os.path.join(tmp, "model.bmx")
     sym = os.path.join(tmp, "net-symbol.json")
+    empty_sym = os.path.join(tmp, "empty-symbol.json")
+    cycle_sym = os.path.join(tmp, "cycle-symbol.json")
     out = os.path.join(tmp, "out.bmx")
     sd = os.path.join(tmp, "run")
     return {
@@ -431,6 +434,10 @@ def _cli_cases(tmp):
         "convert_symbol_without_params": (["bmx-convert", "--symbol", sym, "-o", out], r"needs --params"),
         "convert_symbol_with_classes": (["bmx-convert", "--symbol", sym, "--params", params, "--classes", "10",
                                          "-o", out], r"--classes and --stem apply to zoo models"),
+        "convert_symbol_empty": (["bmx-convert", "--symbol", empty_sym, "--params", params, "-o", out],
+                                 r"symbol file .* is empty"),
+        "convert_symbol_cycle": (["bmx-convert", "--symbol", cycle_sym, "--params", params, "-o", out],
+                                 r"node 0 'a' .*node 1"),
         "convert_nothing": (["bmx-convert", "-o", out], r"model zoo name or --symbol"),
         "convert_no_output": (["bmx-convert", "resnete18"], r"-o"),
         "convert_output_dir_missing": (["bmx-convert", "resnete18", "-o", os.path.join(tmp, "no", "x.bmx")],
@@ -510,13 +517,24 @@ def cli_results(tmp_path_factory):
         f.write(b"BMX1 not really")
     with open(os.path.join(tmp, "net-symbol.json"), "w") as f:
         f.write("{}")
+    open(os.path.join(tmp, "empty-symbol.json"), "w").close()
+    with open(os.path.join(tmp, "cycle-symbol.json"), "w") as f:
+        # two nodes reading each other: not a graph MXNet's net.export can write
+        json.dump({"nodes": [{"op": "Activation", "name": "a", "attrs": {"act_type": "relu"}, "inputs": [[1, 0, 0]]},
+                             {"op": "Activation", "name": "b", "attrs": {"act_type": "relu"}, "inputs": [[0, 0, 0]]}],
+                   "arg_nodes": [], "node_row_ptr": [0, 1, 2], "heads": [[1, 0, 0]],
+                   "attrs": {"mxnet_version": ["int", 10901]}}, f)
     cases = _cli_cases(tmp)
     with concurrent.futures.ThreadPoolExecutor(4) as ex:
         futs = {k: ex.submit(_run_cli, argv, tmp) for k, (argv, _) in cases.items()}
         return {k: (cases[k], f.result()) for k, f in futs.items()}
 
 
-CLI_CASE_NAMES = sorted(_cli_cases("/tmp"))
+CONVERTER_TRUSTS_SYMBOL_JSON = pytest.mark.xfail(
+    strict=True, reason="bmx/converter.py hands the symbol file to mx.sym.load unchecked: an empty file "
+    "gives a garbled 'utf-8 codec' message, a cyclic graph MXNet's '_Map_base::at'")
+CLI_CASE_NAMES = [pytest.param(k, marks=CONVERTER_TRUSTS_SYMBOL_JSON)
+                  if k in ("convert_symbol_empty", "convert_symbol_cycle") else k for k in sorted(_cli_cases("/tmp"))]
 
 
 @pytest.mark.slow  # ~40 interpreter start-ups (MXNet import): ~1 min on 2 cores
