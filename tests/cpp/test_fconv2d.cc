@@ -73,6 +73,45 @@ TEST(FConv2D, MatchesReference) {
   }
 }
 
+// A grouped conv expanded to a block-diagonal dense weight: the kernel skips the zero
+// blocks (groups > 1) and must equal the reference on the full dense weight.
+TEST(FConv2D, BlockDiagonalGroupsMatchReference) {
+  bmx::FConv2DShape probe;
+  probe.in_h = probe.in_w = 3, probe.in_c = 1, probe.out_c = 16;
+  if (!bmx::fconv2d_supported(probe)) GTEST_SKIP() << "no AVX-512F on this CPU";
+  // (c_in, c_out, groups): MeliusNet's grouped stem (32 -> 32 / 4, 32 -> 64 / 8), groups
+  // wider and narrower than 16 outputs, one group per output vector and less.
+  const std::int64_t cfg[][3] = {{32, 32, 4}, {32, 64, 8}, {8, 48, 2}, {64, 64, 64}, {12, 32, 4}, {6, 96, 3}};
+  int ci = 0;
+  for (const auto& c : cfg) {
+    for (int threads : {1, 2}) {
+      const unsigned seed = 500u + static_cast<unsigned>(ci);
+      SCOPED_TRACE("c_in " + std::to_string(c[0]) + " c_out " + std::to_string(c[1]) + " groups " +
+                   std::to_string(c[2]) + " seed " + std::to_string(seed));
+      std::mt19937 g(seed);
+      bmx::FConv2DShape s;
+      s.in_h = 9, s.in_w = 14, s.in_c = c[0], s.out_c = c[1], s.kernel_h = s.kernel_w = 3;
+      s.pad_h = s.pad_w = 1, s.stride_h = s.stride_w = 1 + ci % 2, s.groups = c[2];
+      const std::int64_t cg = c[0] / c[2], og = c[1] / c[2];
+      auto x = rnd(static_cast<std::size_t>(s.in_h * s.in_w * c[0]), g);
+      auto w = rnd(static_cast<std::size_t>(9 * c[0] * c[1]), g);
+      for (std::int64_t t = 0; t < 9; ++t)
+        for (std::int64_t i = 0; i < c[0]; ++i)
+          for (std::int64_t o = 0; o < c[1]; ++o)
+            if (i / cg != o / og) w[static_cast<std::size_t>((t * c[0] + i) * c[1] + o)] = 0.0f;
+      auto b = rnd(static_cast<std::size_t>(c[1]), g);
+      const std::size_t n_out = static_cast<std::size_t>(s.out_h() * s.out_w() * c[1]);
+      std::vector<float> got(n_out, 7.0f), want(n_out, 7.0f);
+      bmx::ThreadPool pool(threads);
+      ASSERT_TRUE(bmx::fconv2d_supported(s));
+      bmx::fconv2d(x.data(), c[0], w.data(), b.data(), true, s, got.data(), c[1], threads > 1 ? &pool : nullptr);
+      bmx::ref::fconv2d(x.data(), c[0], w.data(), b.data(), true, s, want.data(), c[1]);
+      for (std::size_t i = 0; i < n_out; ++i) ASSERT_NEAR(got[i], want[i], 1e-4 * (1.0 + std::fabs(want[i]))) << i;
+    }
+    ++ci;
+  }
+}
+
 TEST(FConv2D, RejectsUnsupported) {
   bmx::FConv2DShape s;
   s.in_h = s.in_w = 4, s.in_c = 3, s.out_c = 10;  // not a multiple of 16
@@ -81,6 +120,8 @@ TEST(FConv2D, RejectsUnsupported) {
   EXPECT_THROW(bmx::fconv2d(x.data(), 3, w.data(), nullptr, false, s, o.data(), 10), std::invalid_argument);
   s.out_c = 16;
   s.kernel_h = 9;  // larger than the padded input
+  EXPECT_FALSE(bmx::fconv2d_supported(s));
+  s.kernel_h = 3, s.groups = 2;  // C_in = 3 not divisible
   EXPECT_FALSE(bmx::fconv2d_supported(s));
 }
 

@@ -23,7 +23,8 @@ bool shape_ok(const FConv2DShape& s) {
          s.kernel_w >= 1 && s.stride_h >= 1 && s.stride_w >= 1 && s.pad_h >= 0 && s.pad_w >= 0 &&
          s.dilation_h >= 1 && s.dilation_w >= 1 && s.out_h() >= 1 && s.out_w() >= 1 &&
          s.in_h + 2 * s.pad_h >= s.dilation_h * (s.kernel_h - 1) + 1 &&
-         s.in_w + 2 * s.pad_w >= s.dilation_w * (s.kernel_w - 1) + 1;
+         s.in_w + 2 * s.pad_w >= s.dilation_w * (s.kernel_w - 1) + 1 && s.groups >= 1 &&
+         s.in_c % s.groups == 0 && s.out_c % s.groups == 0;
 }
 }  // namespace
 

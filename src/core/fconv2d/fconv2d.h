@@ -23,6 +23,10 @@ struct FConv2DShape {
   std::int64_t stride_h = 1, stride_w = 1;
   std::int64_t pad_h = 0, pad_w = 0;  // zero padding on each side
   std::int64_t dilation_h = 1, dilation_w = 1;
+  // > 1: the dense weight is block-diagonal (a grouped conv expanded, zeros outside the
+  // groups' blocks); the kernel then skips the zero blocks (16 outputs at a time read only
+  // the input channels of the groups they belong to). C_in and C_out divisible by it.
+  std::int64_t groups = 1;
   std::int64_t out_h() const { return (in_h + 2 * pad_h - dilation_h * (kernel_h - 1) - 1) / stride_h + 1; }
   std::int64_t out_w() const { return (in_w + 2 * pad_w - dilation_w * (kernel_w - 1) - 1) / stride_w + 1; }
 };

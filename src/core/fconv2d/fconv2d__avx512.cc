@@ -19,10 +19,11 @@ namespace {
 
 constexpr int kMR = 6;
 
+// Input channels [c0, c1) contribute (all of them unless the weight is block-diagonal).
 template <int MR, int NB, bool CHECKED>
 inline void block(const float* img, std::int64_t in_ps, const float* w, const float* bias, bool relu,
                   const FConv2DShape& s, std::int64_t oy, std::int64_t ox0, std::int64_t oc0, float* o,
-                  std::int64_t out_ps) {
+                  std::int64_t out_ps, std::int64_t c0, std::int64_t c1) {
   __m512 acc[MR][NB];
   for (int b = 0; b < NB; ++b) {
     const __m512 bv = bias ? _mm512_loadu_ps(bias + oc0 + 16 * b) : _mm512_setzero_ps();
@@ -37,8 +38,8 @@ inline void block(const float* img, std::int64_t in_ps, const float* w, const fl
       const std::int64_t ix0 = ox0 * s.stride_w - s.pad_w + kx * s.dilation_w;
       if (CHECKED && (ix0 < 0 || ix0 >= s.in_w)) continue;  // MR == 1 here
       const float* p = row + ix0 * in_ps;
-      const float* wk = w + (ky * s.kernel_w + kx) * cin * cout + oc0;
-      for (std::int64_t c = 0; c < cin; ++c, wk += cout) {
+      const float* wk = w + ((ky * s.kernel_w + kx) * cin + c0) * cout + oc0;
+      for (std::int64_t c = c0; c < c1; ++c, wk += cout) {
         __m512 wv[NB];
         for (int b = 0; b < NB; ++b) wv[b] = _mm512_loadu_ps(wk + 16 * b);
         for (int i = 0; i < MR; ++i) {
@@ -57,13 +58,13 @@ inline void block(const float* img, std::int64_t in_ps, const float* w, const fl
 template <int NB, int MR = kMR>
 inline void tail(int rem, const float* img, std::int64_t in_ps, const float* w, const float* bias, bool relu,
                  const FConv2DShape& s, std::int64_t oy, std::int64_t ox0, std::int64_t oc0, float* o,
-                 std::int64_t out_ps) {
+                 std::int64_t out_ps, std::int64_t c0, std::int64_t c1) {
   if constexpr (MR > 0) {
     if (rem == MR) {
-      block<MR, NB, false>(img, in_ps, w, bias, relu, s, oy, ox0, oc0, o, out_ps);
+      block<MR, NB, false>(img, in_ps, w, bias, relu, s, oy, ox0, oc0, o, out_ps, c0, c1);
       return;
     }
-    tail<NB, MR - 1>(rem, img, in_ps, w, bias, relu, s, oy, ox0, oc0, o, out_ps);
+    tail<NB, MR - 1>(rem, img, in_ps, w, bias, relu, s, oy, ox0, oc0, o, out_ps, c0, c1);
   }
 }
 
@@ -71,16 +72,25 @@ template <int NB>
 void row_chunk(const float* img, std::int64_t in_ps, const float* w, const float* bias, bool relu,
                const FConv2DShape& s, std::int64_t oy, std::int64_t oc0, float* orow, std::int64_t out_ps,
                std::int64_t lo, std::int64_t hi) {
+  std::int64_t c0 = 0, c1 = s.in_c;
+  if (s.groups > 1) {  // the groups of outputs [oc0, oc0 + 16 NB) read only their inputs
+    const std::int64_t og = s.out_c / s.groups, cg = s.in_c / s.groups;
+    c0 = oc0 / og * cg;
+    c1 = (std::min(s.out_c, oc0 + 16 * NB) - 1) / og * cg + cg;
+  }
   const std::int64_t ow = s.out_w();
   std::int64_t ox = 0;
-  for (; ox < lo; ++ox) block<1, NB, true>(img, in_ps, w, bias, relu, s, oy, ox, oc0, orow + ox * out_ps, out_ps);
+  for (; ox < lo; ++ox)
+    block<1, NB, true>(img, in_ps, w, bias, relu, s, oy, ox, oc0, orow + ox * out_ps, out_ps, c0, c1);
   for (; ox + kMR <= hi; ox += kMR)
-    block<kMR, NB, false>(img, in_ps, w, bias, relu, s, oy, ox, oc0, orow + ox * out_ps, out_ps);
+    block<kMR, NB, false>(img, in_ps, w, bias, relu, s, oy, ox, oc0, orow + ox * out_ps, out_ps, c0, c1);
   if (ox < hi) {
-    tail<NB>(static_cast<int>(hi - ox), img, in_ps, w, bias, relu, s, oy, ox, oc0, orow + ox * out_ps, out_ps);
+    tail<NB>(static_cast<int>(hi - ox), img, in_ps, w, bias, relu, s, oy, ox, oc0, orow + ox * out_ps, out_ps, c0,
+             c1);
     ox = hi;
   }
-  for (; ox < ow; ++ox) block<1, NB, true>(img, in_ps, w, bias, relu, s, oy, ox, oc0, orow + ox * out_ps, out_ps);
+  for (; ox < ow; ++ox)
+    block<1, NB, true>(img, in_ps, w, bias, relu, s, oy, ox, oc0, orow + ox * out_ps, out_ps, c0, c1);
 }
 
 }  // namespace
@@ -97,8 +107,10 @@ void fconv2d_rows__avx512(const float* in, std::int64_t in_ps, const float* w, c
     const std::int64_t n = r / oh, oy = r % oh;
     const float* img = in + n * s.in_h * s.in_w * in_ps;
     float* orow = out + r * ow * out_ps;
-    for (std::int64_t oc0 = 0; oc0 < s.out_c; oc0 += 64) {
-      switch (std::min<std::int64_t>(4, (s.out_c - oc0) / 16)) {
+    // Grouped (block-diagonal) weights: 16 outputs at a time, so each reads the fewest inputs.
+    const std::int64_t step = s.groups > 1 ? 16 : 64;
+    for (std::int64_t oc0 = 0; oc0 < s.out_c; oc0 += step) {
+      switch (std::min<std::int64_t>(step / 16, (s.out_c - oc0) / 16)) {
         case 4: row_chunk<4>(img, in_ps, w, bias, relu, s, oy, oc0, orow, out_ps, lo, hi); break;
         case 3: row_chunk<3>(img, in_ps, w, bias, relu, s, oy, oc0, orow, out_ps, lo, hi); break;
         case 2: row_chunk<2>(img, in_ps, w, bias, relu, s, oy, oc0, orow, out_ps, lo, hi); break;

@@ -1,4 +1,5 @@
-// Naive direct float convolution: the source of truth for fconv2d (same layouts).
+// Naive direct float convolution: the source of truth for fconv2d (same layouts; the
+// dense weight includes the zeros of a block-diagonal one, so `groups` is not needed).
 #pragma once
 
 #include <algorithm>
