@@ -371,3 +371,34 @@ def test_export_failure_keeps_old_exported_model(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert exported.read_bytes() == old
     assert _temp_debris(save) == []
+
+
+# ---------------------------------------------------------------------------------------
+# Damaged checkpoints: --resume reports them, it does not crash
+
+
+@pytest.fixture(scope="module")
+def one_epoch_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("one-epoch")
+    p = _train_cli(*_args(d, 1))
+    assert p.returncode == 0, p.stderr
+    return d
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="bmx/train.py --resume loads the checkpoint's files without "
+                   "catching their errors: MXNetError / UnpicklingError traceback, exit 1")
+@pytest.mark.parametrize("part", ["params", "states", "rng"])
+def test_resume_from_damaged_checkpoint_is_a_clear_error(tmp_path, one_epoch_run, part):
+    import shutil
+    save = tmp_path / "run"
+    shutil.copytree(one_epoch_run, save)
+    _, files = _checkpoint(save)
+    with open(files[part], "r+b") as f:
+        f.truncate(100)
+    r = _train_cli(*_args(save, 2, "--resume"))
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 2, r.stderr
+    assert len(lines) == 1 and lines[0].startswith("bmx-train: error:"), r.stderr
+    assert os.path.basename(files[part]) in lines[0], lines[0]
