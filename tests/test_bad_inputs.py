@@ -257,18 +257,29 @@ def test_model_argument_type(arg, exc):
         engine.Model(arg)
 
 
-@pytest.mark.parametrize("threads, exc", [(0, ValueError), (-3, ValueError), ("2", TypeError),
-                                          (2.0, TypeError), (True, TypeError)])
+NUM_THREADS_UNBOUNDED = pytest.mark.xfail(
+    strict=True, reason="bmx/engine.py Model() passes any int to the binding: 10**6 is accepted (the "
+    "setter caps at 1024), 2**31 gives pybind11's TypeError that prints the whole model bytes")
+
+
+@pytest.mark.parametrize("threads, exc", [
+    (0, ValueError), (-3, ValueError), ("2", TypeError), (2.0, TypeError), (True, TypeError),
+    pytest.param(10 ** 6, ValueError, marks=NUM_THREADS_UNBOUNDED),
+    pytest.param(2 ** 31, ValueError, marks=NUM_THREADS_UNBOUNDED),
+])
 def test_model_num_threads(threads, exc, model_bytes):
-    with pytest.raises(exc, match="num_threads"):
+    with pytest.raises(exc, match="num_threads") as ei:
         engine.Model(model_bytes, num_threads=threads)
+    assert len(str(ei.value)) < 300, "the message must not dump the model"
 
 
-def test_set_num_threads_bad(model_bytes):
+@pytest.mark.parametrize("bad", [0, -1, "4", 1.5, None, 10 ** 6,
+                                 pytest.param(2 ** 31, marks=NUM_THREADS_UNBOUNDED)])
+def test_set_num_threads_bad(bad, model_bytes):
     m = engine.Model(model_bytes)
-    for bad in (0, -1, "4", 1.5, None):
-        with pytest.raises(ValueError, match="num_threads"):
-            m.num_threads = bad
+    with pytest.raises(ValueError, match="num_threads") as ei:
+        m.num_threads = bad
+    assert len(str(ei.value)) < 300
     assert m.num_threads == 1
 
 
