@@ -186,8 +186,10 @@ struct Model::Impl {
                          reinterpret_cast<float*>(c.work.data()), c.threads, pool);
         return;
       case OpType::BinaryConv2D: {
+        const bool res = op.fused_residual >= 0;
         const double epi = rt::binary_conv2d(op, x, y, n, wptr(c, op.in[0]), fptr(c, op.out), ps(op.out),
-                                             c.work.data(), pool, timed);
+                                             c.work.data(), pool, timed, res ? fptr(c, op.fused_residual) : nullptr,
+                                             res ? ps(op.fused_residual) : 0);
         if (timed) {
           // Report the scale/shift epilogue as BN/threshold work, not binary conv.
           c.kind_seconds[rt::kBnThreshold] += epi;
@@ -224,6 +226,7 @@ struct Model::Impl {
         return;
       }
       case OpType::Add:
+        if (op.fused_away) return;  // done in the preceding binary conv's epilogue
         rt::add(fptr(c, op.in[0]), ps(op.in[0]), fptr(c, op.in[1]), ps(op.in[1]), fptr(c, op.out), ps(op.out),
                 pixels, y.c, pool);
         return;
@@ -269,7 +272,7 @@ struct Model::Impl {
     std::unique_ptr<Context> ctx = acquire(batch);
     const ValueInfo& in = g.values[g.input];
     const std::int64_t bad = rt::nchw_to_nhwc_checked(nchw, batch, in.c, in.h * in.w, fptr(*ctx, g.input),
-                                                       ps(g.input));
+                                                       ps(g.input), ctx->pool.get());
     if (bad >= 0) {
       release(std::move(ctx), false);
       throw InputError("input contains NaN or Inf (first at flat index " + std::to_string(bad) + ")");
@@ -331,6 +334,9 @@ std::unique_ptr<Model::Impl> make_impl(const void* data, std::size_t size, int n
   auto impl = std::make_unique<Model::Impl>();
   impl->g = rt::load_graph(data, size, /*prepare=*/true);
   impl->plan = rt::make_plan(impl->g);
+  for (OpNode& op : impl->g.ops)
+    if (op.type == OpType::BinaryConv2D) rt::prepare_binary_conv(op, impl->g.values[op.in[0]]);
+  rt::fuse_residual_adds(impl->g, impl->plan);
   impl->threads = num_threads;
   return impl;
 }

@@ -101,6 +101,14 @@ struct OpNode {
   //  Dense: w = [units][F] with F in the engine's storage order (NHWC for a 4-D input)
   AlignedBuffer<float> w, b, scale, shift;
   AlignedBuffer<word_t> wbits;
+  // BinaryConv2D with groups == 1: wbits re-arranged at load for the auto bgemm kernel
+  // (its panel layout), so no thread re-arranges filters per call; empty if the kernel
+  // has no packed form.
+  AlignedBuffer<word_t> wpanels;
+  // Fusion decided at load (fuse_residual_adds): a BinaryConv2D adds value fused_residual
+  // in its epilogue, and the in-place Add that followed it (fused_away) does nothing.
+  int fused_residual = -1;
+  bool fused_away = false;
   std::string describe() const;  // "op 12 'name' (BinaryConv2D)"
 };
 
@@ -135,5 +143,9 @@ struct Plan {
   std::size_t arena_bytes = 0;             // at batch 1
 };
 Plan make_plan(const Graph& g);
+// BinaryConv2D (groups 1) -> in-place Add(conv, r) as the conv's only reader: the Add is
+// folded into the conv's epilogue (out = conv + r, same rounding order); only where the
+// plan already puts the Add's output in the conv's own buffer, so no placement changes.
+void fuse_residual_adds(Graph& g, const Plan& p);
 
 }  // namespace bmx::rt

@@ -21,11 +21,16 @@ void conv2d_float(const OpNode& op, const ValueInfo& x, const ValueInfo& y, int 
                   std::int64_t in_ps, float* out, std::int64_t out_ps, float* work, int threads,
                   ThreadPool* pool);
 
+// Load-time preparation of a BinaryConv2D (filters re-arranged for the kernel).
+void prepare_binary_conv(OpNode& op, const ValueInfo& x);
+
 // Bytes of scratch the binary convolution needs (int32 results, group-sliced input).
 std::size_t bconv_work_bytes(const OpNode& op, const ValueInfo& x, const ValueInfo& y, int batch);
 // Returns the seconds spent in the epilogue (scale * match + shift) when `timed`.
+// residual (groups 1 only): added to the output in the epilogue (op.fused_residual).
 double binary_conv2d(const OpNode& op, const ValueInfo& x, const ValueInfo& y, int batch, const word_t* in,
-                     float* out, std::int64_t out_ps, void* work, ThreadPool* pool, bool timed);
+                     float* out, std::int64_t out_ps, void* work, ThreadPool* pool, bool timed,
+                     const float* residual = nullptr, std::int64_t residual_ps = 0);
 
 // bit_c = (scale[c] * x_c + shift[c] < 0); scale == nullptr: plain sign(x).
 void sign_pack(const float* in, std::int64_t pixels, std::int64_t c, std::int64_t in_ps, const float* scale,
@@ -34,6 +39,8 @@ void sign_pack(const float* in, std::int64_t pixels, std::int64_t c, std::int64_
 void sign_pack_portable(const float* in, std::int64_t pixels, std::int64_t c, std::int64_t in_ps,
                         const float* scale, const float* shift, word_t* out);
 #if defined(BMX_ARCH_X86)
+void sign_pack_avx512(const float* in, std::int64_t pixels, std::int64_t c, std::int64_t in_ps,
+                      const float* scale, const float* shift, word_t* out);
 void sign_pack_avx2(const float* in, std::int64_t pixels, std::int64_t c, std::int64_t in_ps,
                     const float* scale, const float* shift, word_t* out);
 #endif
@@ -58,7 +65,7 @@ void nhwc_to_nchw(const float* in, std::int64_t ps, std::int64_t batch, std::int
                   float* out);
 // Returns the flat index of the first non-finite input, or -1.
 std::int64_t nchw_to_nhwc_checked(const float* in, std::int64_t batch, std::int64_t c, std::int64_t hw,
-                                  float* out, std::int64_t ps);
+                                  float* out, std::int64_t ps, ThreadPool* pool = nullptr);
 
 // Row-major SGEMM C[m, n] (ldc) = A[m, k] (lda) * B (k x n, ldb; or n x k when trans_b);
 // OpenBLAS (single-threaded: bmx threads its own loops) or the reference loops.

@@ -144,4 +144,25 @@ Plan make_plan(const Graph& g) {
   return p;
 }
 
+void fuse_residual_adds(Graph& g, const Plan& p) {
+  std::vector<int> reads(g.values.size(), 0);
+  for (const OpNode& op : g.ops)
+    for (int v : op.in) ++reads[v];
+  for (std::size_t k = 0; k + 1 < g.ops.size(); ++k) {
+    OpNode& c = g.ops[k];
+    OpNode& a = g.ops[k + 1];
+    if (c.type != OpType::BinaryConv2D || c.groups != 1 || a.type != OpType::Add || a.in.size() != 2) continue;
+    const int v = c.out;
+    if (a.in[0] != v || a.in[1] == v || reads[v] != 1 || v == g.output || a.out == g.output) continue;
+    const Placement& pv = p.place[v];
+    const Placement& po = p.place[a.out];
+    const ValueInfo& vi = g.values[v];
+    const ValueInfo& ri = g.values[a.in[1]];
+    if (pv.storage != po.storage || pv.chan_offset != po.chan_offset || pv.pixel_stride != po.pixel_stride) continue;
+    if (ri.bits || ri.c != vi.c || ri.h != vi.h || ri.w != vi.w) continue;
+    c.fused_residual = a.in[1];
+    a.fused_away = true;
+  }
+}
+
 }  // namespace bmx::rt

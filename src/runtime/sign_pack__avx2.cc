@@ -7,6 +7,13 @@
 
 #include "runtime/ops.h"
 
+// The file is compiled with -mfma: without this GCC contracts the multiply and add below
+// into an FMA (one rounding), and a value exactly at a BatchNorm threshold then packs
+// differently from sign_pack_portable.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("fp-contract=off")
+#endif
+
 namespace bmx::rt {
 
 void sign_pack_avx2(const float* in, std::int64_t pixels, std::int64_t c, std::int64_t in_ps,

@@ -1,0 +1,59 @@
+// Fused BatchNorm + sign + bit-packing with AVX-512: 16 channels per compare, whose mask
+// register is the 16 bits directly (bit = 1 iff scale*x + shift < 0, NaN -> 0;
+// bmx/convention.h); a full word is four compares, a partial last word uses masked loads.
+// Multiply and add with explicit rounding (never contracted into an FMA), so the result
+// equals sign_pack_portable bit for bit.
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "runtime/ops.h"
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 AVX-512 header false positive
+#endif
+
+namespace bmx::rt {
+
+namespace {
+constexpr int kRound = _MM_FROUND_CUR_DIRECTION;
+
+inline std::uint64_t bits16(const float* scale, const float* x, const float* shift) {
+  const __m512 v = _mm512_add_round_ps(_mm512_mul_round_ps(_mm512_loadu_ps(scale), _mm512_loadu_ps(x), kRound),
+                                       _mm512_loadu_ps(shift), kRound);
+  return _cvtmask16_u32(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ));
+}
+}  // namespace
+
+void sign_pack_avx512(const float* in, std::int64_t pixels, std::int64_t c, std::int64_t in_ps,
+                      const float* scale, const float* shift, word_t* out) {
+  const std::int64_t words = words_for_bits(c);
+  const std::int64_t full = c / kWordBits;
+  const __m512 zero = _mm512_setzero_ps();
+  for (std::int64_t p = 0; p < pixels; ++p) {
+    const float* x = in + p * in_ps;
+    word_t* o = out + p * words;
+    for (std::int64_t j = 0; j < full; ++j) {
+      const std::int64_t ch = j * kWordBits;
+      o[j] = bits16(scale + ch, x + ch, shift + ch) | bits16(scale + ch + 16, x + ch + 16, shift + ch + 16) << 16 |
+             bits16(scale + ch + 32, x + ch + 32, shift + ch + 32) << 32 |
+             bits16(scale + ch + 48, x + ch + 48, shift + ch + 48) << 48;
+    }
+    if (full < words) {
+      const std::int64_t c0 = full * kWordBits;
+      word_t w = 0;
+      for (std::int64_t ch = c0; ch < c; ch += 16) {
+        const std::int64_t n = std::min<std::int64_t>(16, c - ch);
+        const __mmask16 m = static_cast<__mmask16>(n == 16 ? 0xffff : (1u << n) - 1);
+        const __m512 v = _mm512_add_round_ps(
+            _mm512_mul_round_ps(_mm512_maskz_loadu_ps(m, scale + ch), _mm512_maskz_loadu_ps(m, x + ch), kRound),
+            _mm512_maskz_loadu_ps(m, shift + ch), kRound);
+        const __mmask16 bits = _mm512_mask_cmp_ps_mask(m, v, zero, _CMP_LT_OQ);
+        w |= static_cast<word_t>(_cvtmask16_u32(bits)) << (ch - c0);
+      }
+      o[full] = w;
+    }
+  }
+}
+
+}  // namespace bmx::rt
