@@ -16,7 +16,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 
 import numpy as np
 
@@ -215,11 +214,60 @@ def _quantized_blocks(net):
     return blocks
 
 
+def _check_symbol_json(path):
+    """Structural checks of an exported ``-symbol.json`` before MXNet parses it (MXNet's
+    own errors on hostile files are cryptic, e.g. ``_Map_base::at`` for a cycle): JSON with
+    ``nodes``, ``arg_nodes`` and ``heads``, every node input defined before the node (the
+    topological order ``net.export`` writes), every index in range."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConversionError(f"cannot read symbol file {path}: {e.strerror or e}") from None
+    if not text.strip():
+        raise ConversionError(f"symbol file {path} is empty")
+    try:
+        doc = json.loads(text)
+    except ValueError as e:  # also UnicodeDecodeError
+        raise ConversionError(f"symbol file {path} is not JSON ({_first_line(e)})") from None
+    nodes = doc.get("nodes") if isinstance(doc, dict) else None
+    if not isinstance(nodes, list) or not isinstance(doc.get("heads"), list) or \
+            not isinstance(doc.get("arg_nodes"), list):
+        raise ConversionError(f"symbol file {path} is not an MXNet symbol (expected an object with "
+                              "'nodes', 'arg_nodes' and 'heads'; use the file net.export wrote)")
+
+    def entry(e, where):
+        if not (isinstance(e, list) and e and all(isinstance(v, int) and not isinstance(v, bool) for v in e)):
+            raise ConversionError(f"symbol file {path}: {where} has a malformed node reference {e!r}")
+        return e[0]
+
+    for i, n in enumerate(nodes):
+        if not isinstance(n, dict) or not isinstance(n.get("op"), str):
+            raise ConversionError(f"symbol file {path}: node {i} is not an operator node")
+        inputs = n.get("inputs", [])
+        if not isinstance(inputs, list):
+            raise ConversionError(f"symbol file {path}: node {i} {n.get('name')!r} has malformed inputs")
+        for e in inputs:
+            j = entry(e, f"node {i} {n.get('name')!r}")
+            if not 0 <= j < i:
+                raise ConversionError(
+                    f"symbol file {path}: node {i} {n.get('name')!r} reads node {j}, which is not defined "
+                    "before it (a cycle or a bad index: not a graph net.export writes)")
+    for e in doc["heads"]:
+        j = entry(e, "an output")
+        if not 0 <= j < len(nodes):
+            raise ConversionError(f"symbol file {path}: output node {j} out of range")
+    for j in doc["arg_nodes"]:
+        if isinstance(j, bool) or not isinstance(j, int) or not 0 <= j < len(nodes):
+            raise ConversionError(f"symbol file {path}: argument node {j!r} out of range")
+
+
 def _symbol_graph(symbol_file, params_file, input_shape):
     import mxnet as mx
     for f in (symbol_file, params_file):
         if not os.path.isfile(f):
             raise ConversionError(f"file not found: {f}")
+    _check_symbol_json(symbol_file)
     try:
         sym = mx.sym.load(symbol_file)
     except Exception as e:  # MXNetError or json errors
@@ -1120,7 +1168,17 @@ def _serialize(ir, num_classes, producer, mean, std):
 def _write_atomic(path, data):
     path = os.fspath(path)
     d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".bmx.tmp", dir=d)
+    # Not tempfile.mkstemp: its mode 0600 would survive the rename. O_EXCL with 0666 gives
+    # what a plain open() gives (the umask applies).
+    for _ in range(100):
+        tmp = os.path.join(d, f".{os.urandom(4).hex()}.bmx.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(f"cannot create a temporary file in {d}")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -178,6 +178,8 @@ import stat as _stat
 
 __all__ += ["Model", "ModelError", "validate_model", "FORMAT_VERSION"]
 
+#: most threads one Model may use per predict() call (bmx::Model::set_num_threads)
+MAX_THREADS = 1024
 #: model file format version this engine reads (``Model.version`` in the schema)
 FORMAT_VERSION = _engine.FORMAT_VERSION
 #: raised for a bad, corrupted or unsupported model file (a ValueError subclass)
@@ -236,8 +238,8 @@ class Model:
             raise TypeError(f"Model() takes a path or bytes, got {type(model).__name__}")
         if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)):
             raise TypeError(f"num_threads must be an int, got {type(num_threads).__name__}")
-        if num_threads < 1:
-            raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+        if not 1 <= num_threads <= MAX_THREADS:
+            raise ValueError(f"num_threads must be in [1, {MAX_THREADS}], got {num_threads}")
         self._m = _engine.Model(data, int(num_threads))
         self._m.profiling = bool(profile)
 
@@ -277,6 +279,8 @@ class Model:
     def num_threads(self, n):
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"num_threads must be an int >= 1, got {n!r}")
+        if n > MAX_THREADS:
+            raise ValueError(f"num_threads must be in [1, {MAX_THREADS}], got {n}")
         self._m.num_threads = int(n)
 
     def predict(self, x):

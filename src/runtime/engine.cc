@@ -331,6 +331,7 @@ std::vector<unsigned char> read_file(const std::string& path) {
 
 std::unique_ptr<Model::Impl> make_impl(const void* data, std::size_t size, int num_threads) {
   if (num_threads < 1) throw Error("num_threads must be >= 1, got " + std::to_string(num_threads));
+  if (num_threads > 1024) throw Error("num_threads " + std::to_string(num_threads) + " is too large");
   auto impl = std::make_unique<Model::Impl>();
   impl->g = rt::load_graph(data, size, /*prepare=*/true);
   impl->plan = rt::make_plan(impl->g);
