@@ -20,6 +20,7 @@ import math
 import os
 import pickle
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -335,8 +336,13 @@ def build_teacher(spec, params, classes, image_shape, stem=None, ctxs=None):
 
 
 def _first_line(e):
-    msg = str(e).strip().splitlines()
-    return msg[0] if msg else type(e).__name__
+    """The informative line of an exception (MXNet errors start with a C++ traceback)."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    for ln in lines:
+        if ln.startswith("MXNetError:"):
+            return ln[len("MXNetError:"):].strip()
+    lines = [ln for ln in lines if not ln.startswith(("Traceback", "File ", "[bt]", "Stack trace"))]
+    return lines[0] if lines else type(e).__name__
 
 
 class _quiet_warnings:
@@ -407,10 +413,22 @@ def lr_at(step, steps_per_epoch, args):
 
 
 # --------------------------------------------------------------------------- files
+def _new_temp(d, base):
+    """Create an empty temp file next to the target, mode 0666 minus the umask (what a plain
+    open() gives: tempfile.mkstemp's 0600 would survive the rename)."""
+    for _ in range(100):
+        tmp = os.path.join(d, f".tmp-{os.urandom(4).hex()}-{base}")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot create a temporary file in {d}")
+
+
 def _atomic_write(path, write_fn, binary=True):
     """Write ``path`` through ``write_fn(tmp_path)`` and ``os.replace`` (atomic on POSIX)."""
     d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path), dir=d)
+    fd, tmp = _new_temp(d, os.path.basename(path))
     os.close(fd)
     try:
         write_fn(tmp)
@@ -421,6 +439,21 @@ def _atomic_write(path, write_fn, binary=True):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _export_atomic(net, out):
+    """``net.export`` to ``out/model-symbol.json`` + ``model-0000.params`` through a temp
+    directory and renames: a failure leaves the previous export intact (params renamed
+    first; the symbol of one run never changes)."""
+    tmpdir = tempfile.mkdtemp(prefix=".tmp-export-", dir=out)
+    try:
+        net.export(os.path.join(tmpdir, "model"), epoch=0)
+        for name in ("model-0000.params", "model-symbol.json"):
+            with open(os.path.join(tmpdir, name), "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(os.path.join(tmpdir, name), os.path.join(out, name))
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def _write_json(path, obj):
@@ -463,6 +496,29 @@ def _find_checkpoint(resume, save_dir):
     except (ValueError, KeyError, TypeError) as e:
         raise UsageError(f"--resume: {path} is not a bmx-train checkpoint ({e})") from None
     return ck
+
+
+def _load_checkpoint_files(ckpt, net, trainer, ctxs):
+    """Restore parameters, trainer states and RNG states; a damaged or foreign file is a
+    :class:`UsageError` naming it (not a traceback)."""
+    def fail(path, e):
+        raise UsageError(f"--resume: cannot load {path} (damaged or not from this run?): "
+                         f"{_first_line(e)}") from None
+    try:
+        net.load_parameters(ckpt["params"], ctx=ctxs)
+    except Exception as e:  # MXNetError, AssertionError (names/shapes), OSError
+        fail(ckpt["params"], e)
+    try:
+        trainer.load_states(ckpt["states"])
+    except Exception as e:  # pickle errors, MXNetError
+        fail(ckpt["states"], e)
+    try:
+        with open(ckpt["rng"], "rb") as f:
+            rng = pickle.load(f)
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+    except Exception as e:
+        fail(ckpt["rng"], e)
 
 
 # --------------------------------------------------------------------------- training
@@ -590,12 +646,7 @@ def train(args, hooks=None):
     history = []
     best = {"val_acc": -1.0, "epoch": None}
     if ckpt is not None:
-        net.load_parameters(ckpt["params"], ctx=ctxs)
-        trainer.load_states(ckpt["states"])
-        with open(ckpt["rng"], "rb") as f:
-            rng = pickle.load(f)
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
+        _load_checkpoint_files(ckpt, net, trainer, ctxs)
         start_epoch = int(ckpt["epoch"]) + 1
         history = ckpt.get("history", [])
         best = ckpt.get("best", best)
@@ -729,7 +780,7 @@ def train(args, hooks=None):
         "export": {"symbol": "model-symbol.json", "params": "model-0000.params"},
     }
     if rank0:
-        net.export(os.path.join(out, "model"), epoch=0)
+        _export_atomic(net, out)
         _write_json(os.path.join(out, "summary.json"), summary)
         if not args.no_plot:
             _plot(out, history)

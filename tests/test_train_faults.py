@@ -320,8 +320,6 @@ def test_convert_write_interrupted_keeps_old_model(tmp_path, small_net, monkeypa
     assert sorted(os.listdir(tmp_path)) == listing
 
 
-@pytest.mark.xfail(strict=True, reason="bmx/converter.py _write_atomic and bmx/train.py _atomic_write "
-                   "create the temp file with tempfile.mkstemp (mode 0600) and rename it as is")
 def test_atomic_writes_keep_normal_permissions(tmp_path, small_net):
     """Temp file + rename must not change what a plain open() would give: mode 0666 minus
     the umask (tempfile.mkstemp creates 0600, which makes model files and checkpoints
@@ -343,8 +341,6 @@ def test_atomic_writes_keep_normal_permissions(tmp_path, small_net):
     assert modes == {"model.bmx": "0o644", "checkpoint.json": "0o644"}
 
 
-@pytest.mark.xfail(strict=True, reason="bmx/train.py exports with net.export() straight onto "
-                   "model-symbol.json / model-0000.params (not temp file + rename)")
 def test_export_failure_keeps_old_exported_model(tmp_path, monkeypatch):
     """The exported model (model-symbol.json + model-0000.params, the input of bmx-convert)
     is a model file too: a failure while re-exporting (here: after a resumed run) must
@@ -386,8 +382,6 @@ def one_epoch_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="bmx/train.py --resume loads the checkpoint's files without "
-                   "catching their errors: MXNetError / UnpicklingError traceback, exit 1")
 @pytest.mark.parametrize("part", ["params", "states", "rng"])
 def test_resume_from_damaged_checkpoint_is_a_clear_error(tmp_path, one_epoch_run, part):
     import shutil
