@@ -215,6 +215,16 @@ void conv2d_float(const OpNode& op, const ValueInfo& x, const ValueInfo& y, int 
   const bool pointwise = conv_is_pointwise(op);
   const float* bias = op.b.data();
   const bool relu = op.relu;
+  if (pointwise && op.exec_groups == 1 && pool && threads > 1 && t.chunks < threads) {
+    // Too few rows to split (ResNetE's 14x14 and 7x7 downsampling convs): split the
+    // output channels instead, 16 at a time.
+    parallel_for(pool, (op.out_c + 15) / 16, [&](std::int64_t b, std::int64_t e) {
+      const std::int64_t n0 = b * 16, n1 = std::min(op.out_c, e * 16);
+      sgemm(t.m, n1 - n0, cg, in, in_ps, op.w.data() + n0, og, false, out + n0, out_ps);
+      bias_relu_rows(out + n0, out_ps, 0, t.m, n1 - n0, bias + n0, relu);
+    });
+    return;
+  }
 
   auto epilogue = [&](std::int64_t m0, std::int64_t m1) { bias_relu_rows(out, out_ps, m0, m1, op.out_c, bias, relu); };
 
