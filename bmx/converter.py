@@ -1168,6 +1168,8 @@ def _serialize(ir, num_classes, producer, mean, std):
 def _write_atomic(path, data):
     path = os.fspath(path)
     d = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(d):  # else the error would name the temp file
+        raise FileNotFoundError(2, "output directory does not exist", d)
     # Not tempfile.mkstemp: its mode 0600 would survive the rename. O_EXCL with 0666 gives
     # what a plain open() gives (the umask applies).
     for _ in range(100):

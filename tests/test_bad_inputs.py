@@ -405,7 +405,8 @@ def small_net():
     (dict(input_shape=(1, 3, 0, HW)), ValueError, r"input_shape"),
     (dict(input_shape="abc"), ValueError, r"input_shape"),
     (dict(input_shape=(1, 3, HW, HW), symbol_file="x-symbol.json"), ValueError, r"not both"),
-    (dict(input_shape=(1, 3, HW, HW), path="/nonexistent-dir/x.bmx"), FileNotFoundError, r"nonexistent-dir"),
+    (dict(input_shape=(1, 3, HW, HW), path="/nonexistent-dir/x.bmx"), FileNotFoundError,
+     r"output directory does not exist: '/nonexistent-dir'"),
 ])
 def test_convert_bad(kwargs, exc, pattern, small_net):
     with pytest.raises(exc, match=pattern):
