@@ -18,7 +18,7 @@ void fconv2d_rows__avx512(const float* in, std::int64_t in_ps, const float* w, c
 #endif
 
 namespace {
-bool shape_ok(const FConv2DShape& s) {
+[[maybe_unused]] bool shape_ok(const FConv2DShape& s) {
   return s.batch >= 1 && s.in_h >= 1 && s.in_w >= 1 && s.in_c >= 1 && s.out_c >= 1 && s.kernel_h >= 1 &&
          s.kernel_w >= 1 && s.stride_h >= 1 && s.stride_w >= 1 && s.pad_h >= 0 && s.pad_w >= 0 &&
          s.dilation_h >= 1 && s.dilation_w >= 1 && s.out_h() >= 1 && s.out_w() >= 1 &&
