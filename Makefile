@@ -24,8 +24,11 @@ cpp-build: env
 cpp-test: cpp-build
 	@cd $(CPP_BUILD) && ctest --output-on-failure -j $(JOBS)
 
+# The whole suite (CI): C++ tests, every pytest (slow ones included), then the bounded
+# sanitizer run (C++ tests and the quick Python engine tests under ASan + UBSan).
 test: build cpp-test
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+	@BMX_ASAN_QUICK=1 bash scripts/test-asan.sh
 
 # Quick loop: skips tests marked slow.
 test-fast: build
