@@ -321,10 +321,11 @@ class Model:
     def profile(self, per_op=False):
         """Seconds spent per op kind over the profiled :meth:`predict` calls.
 
-        Kinds: ``packing`` (fused BatchNorm + sign + bit-packing), ``binary_conv``,
-        ``float_conv``, ``bn_threshold`` (affine ops and the per-channel scale/shift of
-        binary conv outputs), ``pool``, ``concat`` (copies the planner could not remove),
-        ``other``. With ``per_op=True``: a list of ``("name (Type)", seconds)`` in graph
+        Kinds: ``packing`` (fused BatchNorm + sign + bit-packing), ``binary_conv`` (with
+        its fused per-channel scale/shift epilogue and folded residual adds),
+        ``float_conv``, ``bn_threshold`` (affine ops, and the scale/shift of grouped binary
+        convs, which is not fused), ``pool``, ``concat`` (copies the planner could not
+        remove), ``other``. With ``per_op=True``: a list of ``("name (Type)", seconds)`` in graph
         order instead.
         """
         return list(self._m.profile_ops()) if per_op else dict(self._m.profile())
