@@ -133,17 +133,23 @@ bool all_finite(const flatbuffers::Vector<float>* v) {
 
 static_assert(FLATBUFFERS_LITTLEENDIAN, "bmx model files are little-endian; big-endian hosts unsupported");
 
-void check_conv(const fb::Op* fop, OpNode& op, Graph& g, bool prepare) {
-  OpChecker ck(g, op);
-  const fb::Conv2D* p = fop->options_as_Conv2D();
-  ck.arity(1);
-  const ValueInfo& x = ck.input(0, false);
+// Window, groups and output channels shared by Conv2D and BinaryConv2D tables.
+template <typename ConvTable>
+void read_conv_geometry(OpChecker& ck, const ConvTable* p, OpNode& op) {
   ck.pair(p->kernel(), "kernel", 1, kMaxWindow, -1, op.kh, op.kw);
   ck.pair(p->stride(), "stride", 1, kMaxWindow, 1, op.sh, op.sw);
   ck.pair(p->pad(), "pad", 0, kMaxWindow, 0, op.ph, op.pw);
   ck.pair(p->dilation(), "dilation", 1, kMaxWindow, 1, op.dh, op.dw);
   op.groups = p->groups();
   op.out_c = p->out_channels();
+}
+
+void check_conv(const fb::Op* fop, OpNode& op, Graph& g, bool prepare) {
+  OpChecker ck(g, op);
+  const fb::Conv2D* p = fop->options_as_Conv2D();
+  ck.arity(1);
+  const ValueInfo& x = ck.input(0, false);
+  read_conv_geometry(ck, p, op);
   if (op.out_c < 1 || op.out_c > kMaxDim) ck.fail("out_channels " + std::to_string(op.out_c) + " out of range");
   if (op.groups < 1 || x.c % op.groups || op.out_c % op.groups) {
     ck.fail("groups " + std::to_string(op.groups) + " must divide in_channels " + std::to_string(x.c) +
@@ -190,12 +196,7 @@ void check_bconv(const fb::Op* fop, OpNode& op, Graph& g, bool prepare) {
   const fb::BinaryConv2D* p = fop->options_as_BinaryConv2D();
   ck.arity(1);
   const ValueInfo& x = ck.input(0, true);
-  ck.pair(p->kernel(), "kernel", 1, kMaxWindow, -1, op.kh, op.kw);
-  ck.pair(p->stride(), "stride", 1, kMaxWindow, 1, op.sh, op.sw);
-  ck.pair(p->pad(), "pad", 0, kMaxWindow, 0, op.ph, op.pw);
-  ck.pair(p->dilation(), "dilation", 1, kMaxWindow, 1, op.dh, op.dw);
-  op.groups = p->groups();
-  op.out_c = p->out_channels();
+  read_conv_geometry(ck, p, op);
   if (p->in_channels() != x.c) {
     ck.fail("in_channels " + std::to_string(p->in_channels()) + " differs from the input's " + std::to_string(x.c));
   }
