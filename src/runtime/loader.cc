@@ -144,12 +144,9 @@ void read_conv_geometry(OpChecker& ck, const ConvTable* p, OpNode& op) {
   op.out_c = p->out_channels();
 }
 
-void check_conv(const fb::Op* fop, OpNode& op, Graph& g, bool prepare) {
-  OpChecker ck(g, op);
-  const fb::Conv2D* p = fop->options_as_Conv2D();
-  ck.arity(1);
-  const ValueInfo& x = ck.input(0, false);
-  read_conv_geometry(ck, p, op);
+// Channel/group/activation checks and the output shape, shared by both conv tables.
+template <typename ConvTable>
+void check_conv_output(OpChecker& ck, const ConvTable* p, OpNode& op, const ValueInfo& x) {
   if (op.out_c < 1 || op.out_c > kMaxDim) ck.fail("out_channels " + std::to_string(op.out_c) + " out of range");
   if (op.groups < 1 || x.c % op.groups || op.out_c % op.groups) {
     ck.fail("groups " + std::to_string(op.groups) + " must divide in_channels " + std::to_string(x.c) +
@@ -161,6 +158,15 @@ void check_conv(const fb::Op* fop, OpNode& op, Graph& g, bool prepare) {
   if (x.h + 2 * op.ph < eh || x.w + 2 * op.pw < ew) ck.fail("kernel larger than the padded input");
   const std::int64_t oh = (x.h + 2 * op.ph - eh) / op.sh + 1, ow = (x.w + 2 * op.pw - ew) / op.sw + 1;
   ck.output(4, op.out_c, oh, ow, false);
+}
+
+void check_conv(const fb::Op* fop, OpNode& op, Graph& g, bool prepare) {
+  OpChecker ck(g, op);
+  const fb::Conv2D* p = fop->options_as_Conv2D();
+  ck.arity(1);
+  const ValueInfo& x = ck.input(0, false);
+  read_conv_geometry(ck, p, op);
+  check_conv_output(ck, p, op, x);
   const std::int64_t cg = x.c / op.groups, og = op.out_c / op.groups;
   const std::int64_t nw = mul(mul(mul(op.out_c, cg, "weight"), op.kh, "weight"), op.kw, "weight");
   if (mul(cg, op.kh * op.kw, "K") > (1 << 30)) ck.fail("reduction size too large");
@@ -200,17 +206,7 @@ void check_bconv(const fb::Op* fop, OpNode& op, Graph& g, bool prepare) {
   if (p->in_channels() != x.c) {
     ck.fail("in_channels " + std::to_string(p->in_channels()) + " differs from the input's " + std::to_string(x.c));
   }
-  if (op.out_c < 1 || op.out_c > kMaxDim) ck.fail("out_channels " + std::to_string(op.out_c) + " out of range");
-  if (op.groups < 1 || x.c % op.groups || op.out_c % op.groups) {
-    ck.fail("groups " + std::to_string(op.groups) + " must divide in_channels " + std::to_string(x.c) +
-            " and out_channels " + std::to_string(op.out_c));
-  }
-  if (p->activation() != fb::Activation::None && p->activation() != fb::Activation::Relu) ck.fail("unknown activation");
-  op.relu = p->activation() == fb::Activation::Relu;
-  const std::int64_t eh = op.dh * (op.kh - 1) + 1, ew = op.dw * (op.kw - 1) + 1;
-  if (x.h + 2 * op.ph < eh || x.w + 2 * op.pw < ew) ck.fail("kernel larger than the padded input");
-  const std::int64_t oh = (x.h + 2 * op.ph - eh) / op.sh + 1, ow = (x.w + 2 * op.pw - ew) / op.sw + 1;
-  ck.output(4, op.out_c, oh, ow, false);
+  check_conv_output(ck, p, op, x);
   const std::int64_t cg = x.c / op.groups, wg = words_for_bits(cg);
   op.k_bits = mul(cg, op.kh * op.kw, "K");
   if (op.k_bits > (1 << 30)) ck.fail("reduction size too large");
