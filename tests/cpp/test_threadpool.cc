@@ -118,4 +118,43 @@ TEST(ThreadPool, DynamicChunksCoverRangeOnce) {
   EXPECT_EQ(calls, 1);
 }
 
+TEST(ThreadPool, CallerRunsChunkZero) {
+  // Affinity, the deterministic part: the caller claims the first chunk of its own range
+  // before it publishes the job, so chunk 0 always runs on the calling thread.
+  bmx::ThreadPool pool(2);
+  const auto me = std::this_thread::get_id();
+  for (int it = 0; it < 200; ++it) {
+    std::thread::id first{};
+    pool.parallel_for(2, [&](std::int64_t b, std::int64_t) {
+      if (b == 0) first = std::this_thread::get_id();
+    });
+    ASSERT_EQ(first, me);
+    pool.parallel_for_dynamic(64, 4, [&](std::int64_t b, std::int64_t) {
+      if (b == 0) first = std::this_thread::get_id();
+    });
+    ASSERT_EQ(first, me);
+  }
+}
+
+TEST(ThreadPool, WorkerKeepsItsChunk) {
+  // Affinity, the statistical part: with chunks long enough for every worker to show up,
+  // chunk i runs on the same worker call after call (a late worker's chunk may be taken
+  // by another thread, so only a majority is asserted).
+  bmx::ThreadPool pool(3);
+  std::vector<std::vector<std::thread::id>> seen(3);
+  for (int it = 0; it < 10; ++it) {
+    std::mutex mu;
+    pool.parallel_for(3, [&](std::int64_t b, std::int64_t) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(3));
+      std::lock_guard<std::mutex> lk(mu);
+      seen[static_cast<std::size_t>(b)].push_back(std::this_thread::get_id());
+    });
+  }
+  for (std::size_t c = 1; c < 3; ++c) {
+    int best = 0;
+    for (const auto& id : seen[c]) best = std::max(best, static_cast<int>(std::count(seen[c].begin(), seen[c].end(), id)));
+    EXPECT_GE(best, 6) << "chunk " << c;
+  }
+}
+
 }  // namespace

@@ -17,7 +17,9 @@ class ThreadPool {
 
   int num_threads() const;
   // Run fn(begin, end) over [0, n) split into contiguous chunks, at most one per
-  // thread; blocks until all are done. Not reentrant from inside fn.
+  // thread; blocks until all are done. Not reentrant from inside fn. Chunk i of a call
+  // runs on the same thread on every call of the same size (cache affinity), unless that
+  // thread is late and another one takes it.
   void parallel_for(std::int64_t n, const std::function<void(std::int64_t, std::int64_t)>& fn);
   // Like parallel_for, but [0, n) is cut into chunks of `grain` (the last may be shorter;
   // at most 4095 chunks, grain grows if needed) that threads claim one at a time, so a
