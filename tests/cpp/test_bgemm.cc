@@ -143,4 +143,60 @@ TEST(Bgemm, ZeroWordsGivesK) {
   bmx::bgemm(&dummy, 1, &dummy, 1, 0, 5, 1, 64, nullptr, 5);
 }
 
+TEST(Bgemm, PackedFormsMatchReference) {
+  // pack_b + run_packed (filters packed at model load) and pack_b of A + run_packed_t (the
+  // swapped form bgemm picks when N pads badly to the panel width), bit-exact at awkward
+  // sizes, on every kernel that has them.
+  for (const auto& kern : bmx::bgemm_kernels()) {
+    if (!kern.available() || !kern.pack_b) continue;
+    for (std::int64_t k : kK) {
+      for (auto [m, n] : {std::pair<std::int64_t, std::int64_t>{1, 1}, {17, 3}, {33, 49}, {64, 49}, {7, 65}, {48, 1}}) {
+        const unsigned long long seed = 7919ULL * static_cast<unsigned long long>(k) + 31ULL * m + n;
+        std::mt19937_64 rng(seed);
+        const std::int64_t w = bmx::words_for_bits(k), lda = w + 2;
+        auto a = random_rows(m, k, lda, rng);
+        auto b = random_rows(n, k, w, rng);
+        std::vector<std::int32_t> want(static_cast<std::size_t>(m * n));
+        bmx::ref::bgemm(a.data(), lda, b.data(), w, 0, m, 0, n, w, static_cast<std::int32_t>(k), want.data(), n);
+        std::vector<word_t> pb(static_cast<std::size_t>(kern.packed_b_words(n, w)), ~word_t{0});
+        kern.pack_b(b.data(), w, n, w, pb.data());
+        std::vector<std::int32_t> got(static_cast<std::size_t>(m * n), -1);
+        kern.run_packed(a.data(), lda, pb.data(), 0, m, 0, n, w, static_cast<std::int32_t>(k), got.data(), n);
+        ASSERT_EQ(got, want) << kern.name << " run_packed M=" << m << " N=" << n << " K=" << k << " seed=" << seed;
+        if (!kern.run_packed_t) continue;
+        std::vector<word_t> pa(static_cast<std::size_t>(kern.packed_b_words(m, w)), ~word_t{0});
+        kern.pack_b(a.data(), lda, m, w, pa.data());
+        std::fill(got.begin(), got.end(), -1);
+        kern.run_packed_t(b.data(), w, pa.data(), 0, m, 0, n, w, static_cast<std::int32_t>(k), got.data(), n);
+        ASSERT_EQ(got, want) << kern.name << " run_packed_t M=" << m << " N=" << n << " K=" << k << " seed=" << seed;
+      }
+    }
+  }
+}
+
+TEST(Bgemm, SwappedFormThroughDispatcher) {
+  // Shapes where bgemm takes the swapped form (M pads to 16 better than N), with 1-3
+  // threads, M not a multiple of 16, and ldc wider than N (C written transposed per tile).
+  std::mt19937_64 rng(2024);
+  for (auto [m, n, k] : {std::tuple<std::int64_t, std::int64_t, std::int64_t>{64, 49, 2304},
+                         {40, 33, 129},
+                         {48, 17, 65},
+                         {17, 1, 4608},
+                         {96, 9, 63}}) {
+    const std::int64_t w = bmx::words_for_bits(k), ldc = n + 3;
+    auto a = random_rows(m, k, w, rng);
+    auto b = random_rows(n, k, w, rng);
+    std::vector<std::int32_t> want(static_cast<std::size_t>(m * ldc), -9);
+    bmx::ref::bgemm(a.data(), w, b.data(), w, 0, m, 0, n, w, static_cast<std::int32_t>(k), want.data(), ldc);
+    for (int threads : {1, 2, 3}) {
+      bmx::ThreadPool pool(threads);
+      for (int rep = 0; rep < 3; ++rep) {  // repeated calls reuse the packing buffers
+        std::vector<std::int32_t> got(static_cast<std::size_t>(m * ldc), -9);
+        bmx::bgemm(a.data(), w, b.data(), w, m, n, w, static_cast<std::int32_t>(k), got.data(), ldc, &pool);
+        ASSERT_EQ(got, want) << "threads=" << threads << " M=" << m << " N=" << n << " K=" << k;
+      }
+    }
+  }
+}
+
 }  // namespace

@@ -71,7 +71,7 @@ const std::vector<BgemmKernel>& bgemm_kernels() {
       {"bgemm_4x4__avx512", &has_avx512, 30, &kernels::bgemm_4x4__avx512},
       {"bgemm_8x16__avx512", &has_avx512, 31, &kernels::bgemm_8x16__avx512,
        &kernels::bgemm_8x16__avx512_packed_b_words, &kernels::bgemm_8x16__avx512_pack_b,
-       &kernels::bgemm_8x16__avx512_run_packed},
+       &kernels::bgemm_8x16__avx512_run_packed, &kernels::bgemm_8x16__avx512_run_packed_t, 16},
 #endif
 #if defined(BMX_ARCH_ARM64) || defined(BMX_ARCH_ARM32)
       {"bgemm_2x4__neon", &has_neon, 20, &kernels::bgemm_2x4__neon},
@@ -102,6 +102,24 @@ const BgemmKernel& bgemm_kernel(const std::string& name) {
   throw std::invalid_argument("unknown bgemm kernel '" + name + "'; known: auto, " + names);
 }
 
+namespace {
+// Lanes a panel kernel computes for x rows of its panel operand: whole panels, and a
+// last panel with at most half its rows valid costs half a panel.
+std::int64_t padded_rows(std::int64_t x, std::int64_t panel) {
+  const std::int64_t rem = x % panel;
+  return x - rem + (rem == 0 ? 0 : rem <= panel / 2 ? panel / 2 : panel);
+}
+
+// The swapped form pays when M pads to the panel width better than N (a 7x7 layer:
+// N = 49 costs 56 lanes, M = 64 costs 64 for 64 rows: 3136 vs 3584 tile lanes), and every
+// thread gets a panel of A.
+bool use_swapped(const BgemmKernel& k, std::int64_t m, std::int64_t n, std::int64_t words, int threads) {
+  if (!k.run_packed_t || !k.pack_b || !k.packed_b_words || k.panel <= 0 || words == 0) return false;
+  if ((m + k.panel - 1) / k.panel < threads) return false;
+  return padded_rows(m, k.panel) * n < padded_rows(n, k.panel) * m;
+}
+}  // namespace
+
 void bgemm(const word_t* a, std::int64_t lda, const word_t* b, std::int64_t ldb, std::int64_t m, std::int64_t n,
            std::int64_t words, std::int32_t k_bits, std::int32_t* c, std::int64_t ldc, ThreadPool* pool,
            const BgemmKernel* kernel) {
@@ -109,22 +127,47 @@ void bgemm(const word_t* a, std::int64_t lda, const word_t* b, std::int64_t ldb,
   const BgemmKernel& k = kernel ? *kernel : bgemm_kernel("auto");
   const int threads = pool ? pool->num_threads() : 1;
   // Below ~64 K binary MACs a thread hand-off costs more than it saves.
-  if (threads <= 1 || m * n * std::max<std::int64_t>(words, 1) < 1024) {
+  if (m * n * std::max<std::int64_t>(words, 1) < 1024) {
     k.run(a, lda, b, ldb, 0, m, 0, n, words, k_bits, c, ldc);
     return;
   }
-  // Split the larger dimension into contiguous, tile-aligned ranges; each range runs the
-  // kernel's own cache blocking. Large products get 4 ranges per thread, claimed one at a
-  // time (balance, and a descheduled thread holds up only a quarter of its share); small
-  // ones one per thread, since every range re-reads the other operand.
+  const std::int64_t work = m * n * std::max<std::int64_t>(words, 1);
+  // Large products get 4 ranges per thread (balance; a descheduled thread holds up only a
+  // quarter of its share); small ones one per thread, since every range re-reads the
+  // other operand. Ranges are tile-aligned and their sizes differ by at most one tile, and
+  // the pool gives range i to the same thread on every call (its rows of C stay in that
+  // core's cache).
+  const std::int64_t per_thread = work >= (std::int64_t{1} << 20) ? 4 : 1;
+  if (use_swapped(k, m, n, words, threads)) {
+    // Swapped form: A in panels, B rows broadcast. Threads split the panels of A; each
+    // packs its own panels (no packing is repeated) into a buffer that lives for the call.
+    const std::int64_t panel = k.panel, panels = (m + panel - 1) / panel;
+    const std::int64_t stride = std::max<std::int64_t>(words, 1) * panel;
+    thread_local std::vector<word_t> packed_a;
+    if (static_cast<std::int64_t>(packed_a.size()) < k.packed_b_words(m, words))
+      packed_a.resize(static_cast<std::size_t>(k.packed_b_words(m, words)));
+    word_t* pa = packed_a.data();
+    const std::int64_t parts = std::min<std::int64_t>(panels, threads * per_thread);
+    parallel_for_dynamic(threads > 1 ? pool : nullptr, parts, 1, [&](std::int64_t pb, std::int64_t pe) {
+      for (std::int64_t p = pb; p < pe; ++p) {
+        const std::int64_t lo = panels * p / parts * panel, hi = std::min(m, panels * (p + 1) / parts * panel);
+        if (lo >= hi) continue;
+        k.pack_b(a + lo * lda, lda, hi - lo, words, pa + lo / panel * stride);
+        k.run_packed_t(b, ldb, pa, lo, hi, 0, n, words, k_bits, c, ldc);
+      }
+    });
+    return;
+  }
+  if (threads <= 1) {
+    k.run(a, lda, b, ldb, 0, m, 0, n, words, k_bits, c, ldc);
+    return;
+  }
+  // Split the larger dimension; each range runs the kernel's own cache blocking.
   const bool split_n = n >= m;
   const std::int64_t len = split_n ? n : m;
   constexpr std::int64_t kAlign = 16;  // a multiple of every kernel's tile (the widest: 16 B rows)
   const std::int64_t tiles = (len + kAlign - 1) / kAlign;
-  const std::int64_t work = m * n * std::max<std::int64_t>(words, 1);
-  const std::int64_t parts = std::min<std::int64_t>(tiles, static_cast<std::int64_t>(threads) * (work >= (std::int64_t{1} << 20) ? 4 : 1));
-  // Exactly `parts` ranges whose sizes differ by at most one tile (so the threads finish
-  // together), claimed one at a time.
+  const std::int64_t parts = std::min<std::int64_t>(tiles, threads * per_thread);
   parallel_for_dynamic(pool, parts, 1, [&](std::int64_t pb, std::int64_t pe) {
     for (std::int64_t p = pb; p < pe; ++p) {
       const std::int64_t lo = std::min(len, tiles * p / parts * kAlign);

@@ -34,6 +34,15 @@ struct BgemmKernel {
   void (*run_packed)(const word_t* a, std::int64_t lda, const word_t* packed_b, std::int64_t m0, std::int64_t m1,
                      std::int64_t n0, std::int64_t n1, std::int64_t words, std::int32_t k_bits, std::int32_t* c,
                      std::int64_t ldc) = nullptr;
+  // Optional: the swapped form, for GEMMs whose N pads badly to the kernel's panel width
+  // while M does not (M = 64 output channels, N = 49 pixels of a 7x7 map): A given as
+  // pack_b's output (panels over M; m0 a multiple of 16), rows of B read in place, and C
+  // still written as c[m * ldc + n].
+  void (*run_packed_t)(const word_t* b, std::int64_t ldb, const word_t* packed_a, std::int64_t m0, std::int64_t m1,
+                       std::int64_t n0, std::int64_t n1, std::int64_t words, std::int32_t k_bits, std::int32_t* c,
+                       std::int64_t ldc) = nullptr;
+  // Panel width of pack_b (rows of B per panel); 0 when there is no packed form.
+  int panel = 0;
 };
 
 // Every kernel compiled into this build (reference first); available() says which run here.

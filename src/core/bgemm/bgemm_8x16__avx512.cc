@@ -42,9 +42,30 @@ struct PanelBuf {
   }
 };
 
+// In-register transpose of an 8x8 int32 block (rows r[0..7] become columns).
+inline void transpose8x8(__m256i r[8]) {
+  __m256i t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
+    u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
+    u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
+    u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x20);
+    r[i + 4] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x31);
+  }
+}
+
 // MR rows of A (at a, stride lda) against one transposed panel; writes `nv` columns.
 // TWO = false: the panel has at most 8 valid rows, the upper zmm is skipped.
-template <int MR, bool TWO>
+// TRANS = true: the result is stored transposed, element (row i, panel column j) at
+// c[j * ldc + i] (the swapped form of bgemm, where the panel holds rows of the GEMM's A).
+template <int MR, bool TWO, bool TRANS>
 inline void tile_impl(const word_t* a, std::int64_t lda, const word_t* panel, std::int64_t words, std::int32_t k_bits,
                  std::int32_t* c, std::int64_t ldc, int nv) {
   __m512i lo[MR], hi[MR];
@@ -59,6 +80,19 @@ inline void tile_impl(const word_t* a, std::int64_t lda, const word_t* panel, st
     }
   }
   const __m256i k = _mm256_set1_epi32(k_bits);
+  if constexpr (TRANS) {
+    const __mmask8 rows = static_cast<__mmask8>((1u << MR) - 1);
+    for (int half = 0; half < (TWO ? 2 : 1); ++half) {
+      __m256i r[8];
+      for (int i = 0; i < 8; ++i)
+        r[i] = i < MR ? _mm256_sub_epi32(k, _mm256_slli_epi32(_mm512_cvtepi64_epi32(half ? hi[i] : lo[i]), 1))
+                      : _mm256_setzero_si256();
+      transpose8x8(r);
+      const int cols = std::min(8, nv - 8 * half);
+      for (int j = 0; j < cols; ++j) _mm256_mask_storeu_epi32(c + (8 * half + j) * ldc, rows, r[j]);
+    }
+    return;
+  }
   const __mmask8 m0 = static_cast<__mmask8>(nv >= 8 ? 0xff : (1u << nv) - 1);
   const __mmask8 m1 = static_cast<__mmask8>(nv >= 16 ? 0xff : nv <= 8 ? 0 : (1u << (nv - 8)) - 1);
   for (int i = 0; i < MR; ++i) {
@@ -69,24 +103,24 @@ inline void tile_impl(const word_t* a, std::int64_t lda, const word_t* panel, st
   }
 }
 
-template <int MR>
+template <int MR, bool TRANS>
 inline void tile(const word_t* a, std::int64_t lda, const word_t* panel, std::int64_t words, std::int32_t k_bits,
                  std::int32_t* c, std::int64_t ldc, int nv) {
   if (nv > 8)
-    tile_impl<MR, true>(a, lda, panel, words, k_bits, c, ldc, nv);
+    tile_impl<MR, true, TRANS>(a, lda, panel, words, k_bits, c, ldc, nv);
   else
-    tile_impl<MR, false>(a, lda, panel, words, k_bits, c, ldc, nv);
+    tile_impl<MR, false, TRANS>(a, lda, panel, words, k_bits, c, ldc, nv);
 }
 
-template <int MR>
+template <int MR, bool TRANS>
 void rows_tail(const word_t* a, std::int64_t lda, const word_t* panel, std::int64_t words, std::int32_t k_bits,
                std::int32_t* c, std::int64_t ldc, int nv, int rows) {
   if constexpr (MR > 0) {
     if (rows == MR) {
-      tile<MR>(a, lda, panel, words, k_bits, c, ldc, nv);
+      tile<MR, TRANS>(a, lda, panel, words, k_bits, c, ldc, nv);
       return;
     }
-    rows_tail<MR - 1>(a, lda, panel, words, k_bits, c, ldc, nv, rows);
+    rows_tail<MR - 1, TRANS>(a, lda, panel, words, k_bits, c, ldc, nv, rows);
   }
 }
 
@@ -106,19 +140,21 @@ inline void transpose_panel(const word_t* b, std::int64_t ldb, std::int64_t nb, 
   const word_t* base = b + nb * ldb;
   for (std::int64_t w = 0; w < words; ++w) {
     const auto* p = reinterpret_cast<const long long*>(base + w);
-    _mm512_store_si512(panel + w * kPanel, _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), g0, off0, p, 8));
-    _mm512_store_si512(panel + w * kPanel + 8, _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), g1, off1, p, 8));
+    _mm512_storeu_si512(panel + w * kPanel, _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), g0, off0, p, 8));
+    _mm512_storeu_si512(panel + w * kPanel + 8, _mm512_mask_i64gather_epi64(_mm512_setzero_si512(), g1, off1, p, 8));
   }
 }
 
-// Rows [mb, me) of A against one panel.
+// Rows [mb, me) of A against one panel (panel columns nb.. of C; TRANS: C rows nb..).
+template <bool TRANS = false>
 inline void rows_panel(const word_t* a, std::int64_t lda, const word_t* panel, std::int64_t mb, std::int64_t me,
                        std::int64_t nb, int nv, std::int64_t words, std::int32_t k_bits, std::int32_t* c,
                        std::int64_t ldc) {
+  auto at = [&](std::int64_t i) { return TRANS ? c + nb * ldc + i : c + i * ldc + nb; };
   std::int64_t i = mb;
-  for (; i + kMaxMR <= me; i += kMaxMR) tile<kMaxMR>(a + i * lda, lda, panel, words, k_bits, c + i * ldc + nb, ldc, nv);
+  for (; i + kMaxMR <= me; i += kMaxMR) tile<kMaxMR, TRANS>(a + i * lda, lda, panel, words, k_bits, at(i), ldc, nv);
   if (i < me)
-    rows_tail<kMaxMR - 1>(a + i * lda, lda, panel, words, k_bits, c + i * ldc + nb, ldc, nv, static_cast<int>(me - i));
+    rows_tail<kMaxMR - 1, TRANS>(a + i * lda, lda, panel, words, k_bits, at(i), ldc, nv, static_cast<int>(me - i));
 }
 
 // A rows are read in place; keep a block of them (~256 KiB) in L2 while panels pass.
@@ -153,8 +189,11 @@ void bgemm_8x16__avx512_pack_b(const word_t* b, std::int64_t ldb, std::int64_t n
   for (std::int64_t nb = 0; nb < n; nb += kPanel) {
     const int nv = static_cast<int>(std::min<std::int64_t>(kPanel, n - nb));
     word_t* panel = out + nb / kPanel * stride;
-    for (std::int64_t w = 0; w < words; ++w)
-      for (int r = 0; r < kPanel; ++r) panel[w * kPanel + r] = r < nv ? b[(nb + r) * ldb + w] : 0;
+    if (words == 0) {
+      std::fill(panel, panel + kPanel, word_t{0});
+      continue;
+    }
+    transpose_panel(b, ldb, nb, nv, words, panel);
   }
 }
 
@@ -169,6 +208,22 @@ void bgemm_8x16__avx512_run_packed(const word_t* a, std::int64_t lda, const word
     for (std::int64_t nb = n0; nb < n1; nb += kPanel) {
       const int nv = static_cast<int>(std::min<std::int64_t>(kPanel, n1 - nb));
       rows_panel(a, lda, packed_b + nb / kPanel * stride, mb, me, nb, nv, words, k_bits, c, ldc);
+    }
+  }
+}
+
+void bgemm_8x16__avx512_run_packed_t(const word_t* b, std::int64_t ldb, const word_t* packed_a, std::int64_t m0,
+                                     std::int64_t m1, std::int64_t n0, std::int64_t n1, std::int64_t words,
+                                     std::int32_t k_bits, std::int32_t* c, std::int64_t ldc) {
+  if (m1 <= m0 || n1 <= n0) return;
+  const std::int64_t stride = std::max<std::int64_t>(words, 1) * kPanel;
+  const std::int64_t nc = row_block(words);
+  // Roles swapped: rows of B are broadcast against panels of A, tiles stored transposed.
+  for (std::int64_t nb = n0; nb < n1; nb += nc) {
+    const std::int64_t ne = std::min(n1, nb + nc);
+    for (std::int64_t mb = m0; mb < m1; mb += kPanel) {
+      const int mv = static_cast<int>(std::min<std::int64_t>(kPanel, m1 - mb));
+      rows_panel<true>(b, ldb, packed_a + mb / kPanel * stride, nb, ne, mb, mv, words, k_bits, c, ldc);
     }
   }
 }

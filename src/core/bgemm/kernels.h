@@ -25,6 +25,9 @@ void bgemm_8x16__avx512_pack_b(const word_t* b, std::int64_t ldb, std::int64_t n
 void bgemm_8x16__avx512_run_packed(const word_t* a, std::int64_t lda, const word_t* packed_b, std::int64_t m0,
                                    std::int64_t m1, std::int64_t n0, std::int64_t n1, std::int64_t words,
                                    std::int32_t k_bits, std::int32_t* c, std::int64_t ldc);
+void bgemm_8x16__avx512_run_packed_t(const word_t* b, std::int64_t ldb, const word_t* packed_a, std::int64_t m0,
+                                     std::int64_t m1, std::int64_t n0, std::int64_t n1, std::int64_t words,
+                                     std::int32_t k_bits, std::int32_t* c, std::int64_t ldc);
 #endif
 #if defined(BMX_ARCH_ARM64) || defined(BMX_ARCH_ARM32)
 void bgemm_2x4__neon(BMX_BGEMM_ARGS);

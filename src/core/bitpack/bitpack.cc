@@ -33,6 +33,7 @@ void pack_scalar(const T* in, std::int64_t rows, std::int64_t k, std::int64_t in
 bool always() { return true; }
 #if defined(BMX_ARCH_X86)
 bool has_avx2() { return cpu_features().avx2; }
+bool has_avx512bw() { return cpu_features().avx512_vpopcntdq; }  // set only with avx512f + bw + vl
 #endif
 #if defined(BMX_ARCH_ARM64) || defined(BMX_ARCH_ARM32) || defined(__ARM_NEON)
 bool has_neon() { return cpu_features().neon; }
@@ -42,6 +43,7 @@ const PackKernel kPackKernels[] = {
     {"pack__scalar", &always, &pack_f32__scalar, &pack_i8__scalar},
 #if defined(BMX_ARCH_X86)
     {"pack__avx2", &has_avx2, &pack_f32__avx2, &pack_i8__avx2},
+    {"pack__avx512", &has_avx512bw, &pack_f32__avx512, &pack_i8__avx512},
 #endif
 #if defined(BMX_ARCH_ARM64) || defined(BMX_ARCH_ARM32) || defined(__ARM_NEON)
     {"pack__neon", &has_neon, &pack_f32__neon, &pack_i8__neon},
