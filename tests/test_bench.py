@@ -19,12 +19,15 @@ def test_gemm_json_on_tiny_subset(capsys):
     assert len(doc["results"]) == 2
     r = doc["results"][0]
     for key in ("layer", "M", "N", "K", "kernel", "kernel_name", "threads", "numpy_gmacs", "gemm_gmacs",
-                "conv_gmacs", "gemm_vs_numpy", "conv_vs_numpy", "gemm_scaling", "conv_scaling"):
+                "conv_gmacs", "gemm_vs_numpy", "conv_vs_numpy", "gemm_scaling", "conv_scaling",
+                "py_gemm_gmacs", "py_conv_gmacs", "py_gemm_scaling", "py_conv_scaling"):
         assert key in r
     assert r["layer"] == "stage4.layer5" and (r["M"], r["N"], r["K"]) == (64, 49, 576 * 9)
     assert all(v > 0 for v in (r["numpy_gmacs"], r["gemm_gmacs"], r["conv_gmacs"]))
     assert doc["summary"][0]["kernel"] == "auto"
-    assert "min_gemm_scaling_2t" in doc["summary"][0]
+    for key in ("min_gemm_scaling_2t", "min_conv_scaling_2t", "min_py_gemm_scaling_2t", "min_py_conv_scaling_2t",
+                "layers_below_target_gemm_2t"):
+        assert key in doc["summary"][0]
     assert "blas" in doc["machine"]
 
 

@@ -269,3 +269,33 @@ def test_binary_conv2d_errors():
         engine.binary_conv2d(x, w, padding=(1, 2, 3))
     with pytest.raises(ValueError, match="kernel"):
         engine.binary_conv2d(x, w, kernel="nope")
+
+
+# ---------------------------------------------------------------------------------------
+# timing in C++ (bmx-bench): the same validation as the calls, real samples, no results
+
+def test_time_binary_gemm_and_conv2d_samples_and_validation():
+    rng = np.random.default_rng(5)
+    a = engine.pack_bits(pm1(rng, (16, 130)))
+    b = engine.pack_bits(pm1(rng, (9, 130)))
+    for threads in (1, 2):
+        s = engine.time_binary_gemm(a, b, 130, num_threads=threads, min_seconds=0.0, repeat=3, warmup=0.0)
+        assert len(s) == 3 and all(t > 0 for t in s)
+    x = pm1(rng, (1, 5, 6, 70))
+    w = engine.pack_bits(pm1(rng, (8, 3, 3, 70)))
+    s = engine.time_binary_conv2d(x, w, padding=1, in_channels=70, num_threads=2, min_seconds=0.0, repeat=2,
+                                  warmup=0.0)
+    assert len(s) == 2 and all(t > 0 for t in s)
+    # the validation of binary_gemm / binary_conv2d, plus the timing arguments
+    with pytest.raises(ValueError, match="words"):
+        engine.time_binary_gemm(a, b, 64)
+    with pytest.raises(ValueError, match="uint64"):
+        engine.time_binary_gemm(a.astype(np.int64), b, 130)
+    with pytest.raises(ValueError, match="repeat"):
+        engine.time_binary_gemm(a, b, 130, repeat=0)
+    with pytest.raises(ValueError, match="min_seconds"):
+        engine.time_binary_gemm(a, b, 130, min_seconds=-1.0)
+    with pytest.raises(ValueError, match="warmup"):
+        engine.time_binary_conv2d(x, w, padding=1, in_channels=70, warmup=float("nan"))
+    with pytest.raises(ValueError, match="in_channels disagrees"):
+        engine.time_binary_conv2d(x, w, padding=1, in_channels=71)

@@ -6,6 +6,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -112,35 +114,98 @@ py::array_t<word_t> pack_last_axis(const py::array& x_in, int num_threads) {
 
 // ---- binary GEMM ---------------------------------------------------------------------
 
+// Validated operands of one binary_gemm call (kept alive by the arrays).
+struct GemmCall {
+  U64Array a, b;
+  std::int64_t m = 0, n = 0, words = 0, k = 0;
+  const BgemmKernel* kern = nullptr;
+};
+
+GemmCall prepare_gemm(const py::array& a_in, const py::array& b_in, std::int64_t k, const std::string& kernel) {
+  GemmCall g;
+  g.kern = &lookup_kernel(kernel);
+  g.a = as_words(a_in, "binary_gemm: a_bits");
+  g.b = as_words(b_in, "binary_gemm: b_bits");
+  if (g.a.ndim() != 2 || g.b.ndim() != 2)
+    fail("binary_gemm: a_bits and b_bits must be 2-D (rows, words), got " + std::to_string(g.a.ndim()) + "-D and " +
+         std::to_string(g.b.ndim()) + "-D");
+  if (k < 0 || k > (std::int64_t{1} << 30)) fail("binary_gemm: k must be in [0, 2**30], got " + std::to_string(k));
+  g.k = k;
+  g.words = words_for_bits(k);
+  if (g.a.shape(1) != g.words || g.b.shape(1) != g.words)
+    fail("binary_gemm: k = " + std::to_string(k) + " bits needs ceil(k/64) = " + std::to_string(g.words) +
+         " words per row, got a_bits with " + std::to_string(g.a.shape(1)) + " and b_bits with " +
+         std::to_string(g.b.shape(1)));
+  g.m = g.a.shape(0), g.n = g.b.shape(0);
+  check_tails(g.a, g.m, g.words, k, "binary_gemm: a_bits");
+  check_tails(g.b, g.n, g.words, k, "binary_gemm: b_bits");
+  return g;
+}
+
+// Without the GIL.
+void run_gemm(const GemmCall& g, std::int32_t* c, ThreadPool* pool) {
+  bgemm(g.a.data(), g.words, g.b.data(), g.words, g.m, g.n, g.words, static_cast<std::int32_t>(g.k), c, g.n, pool,
+        g.kern);
+}
+
 py::array_t<std::int32_t> binary_gemm(const py::array& a_in, const py::array& b_in, std::int64_t k, int num_threads,
                                       const std::string& kernel) {
   check_threads(num_threads);
-  const BgemmKernel& kern = lookup_kernel(kernel);
-  U64Array a = as_words(a_in, "binary_gemm: a_bits");
-  U64Array b = as_words(b_in, "binary_gemm: b_bits");
-  if (a.ndim() != 2 || b.ndim() != 2)
-    fail("binary_gemm: a_bits and b_bits must be 2-D (rows, words), got " + std::to_string(a.ndim()) + "-D and " +
-         std::to_string(b.ndim()) + "-D");
-  if (k < 0 || k > (std::int64_t{1} << 30)) fail("binary_gemm: k must be in [0, 2**30], got " + std::to_string(k));
-  const std::int64_t words = words_for_bits(k);
-  if (a.shape(1) != words || b.shape(1) != words)
-    fail("binary_gemm: k = " + std::to_string(k) + " bits needs ceil(k/64) = " + std::to_string(words) +
-         " words per row, got a_bits with " + std::to_string(a.shape(1)) + " and b_bits with " +
-         std::to_string(b.shape(1)));
-  const std::int64_t m = a.shape(0), n = b.shape(0);
-  check_tails(a, m, words, k, "binary_gemm: a_bits");
-  check_tails(b, n, words, k, "binary_gemm: b_bits");
-  py::array_t<std::int32_t> c({static_cast<py::ssize_t>(m), static_cast<py::ssize_t>(n)});
+  const GemmCall g = prepare_gemm(a_in, b_in, k, kernel);
+  py::array_t<std::int32_t> c({static_cast<py::ssize_t>(g.m), static_cast<py::ssize_t>(g.n)});
   std::int32_t* cp = c.mutable_data();
-  const word_t* ap = a.data();
-  const word_t* bp = b.data();
   {
     py::gil_scoped_release nogil;
     PoolSlot& slot = pool_slot(num_threads);
     std::lock_guard<std::mutex> lk(slot.mu);
-    bgemm(ap, words, bp, words, m, n, words, static_cast<std::int32_t>(k), cp, n, slot.pool.get(), &kern);
+    run_gemm(g, cp, slot.pool.get());
   }
   return c;
+}
+
+// ---- timing in C++ (bmx-bench) -------------------------------------------------------
+
+// Seconds per call of fn: `repeat` samples, each a loop long enough (min_seconds) to be
+// above timer noise, after a warm-up of `warmup` seconds (a pool's idle workers sleep
+// after ~2 ms, and a woken thread can take a while to be scheduled; back-to-back calls,
+// as in a network, are what is measured). Runs without the GIL.
+template <typename F>
+std::vector<double> time_samples(F&& fn, double min_seconds, int repeat, double warmup) {
+  using clk = std::chrono::steady_clock;
+  auto secs = [](clk::duration d) { return std::chrono::duration<double>(d).count(); };
+  double one = 1e-7;
+  const auto end = clk::now() + std::chrono::duration_cast<clk::duration>(std::chrono::duration<double>(warmup));
+  do {
+    const auto t0 = clk::now();
+    fn();
+    one = std::max(secs(clk::now() - t0), 1e-7);
+  } while (clk::now() < end);
+  const auto inner = static_cast<std::int64_t>(std::max(1.0, min_seconds / one));
+  std::vector<double> out;
+  for (int r = 0; r < repeat; ++r) {
+    const auto t0 = clk::now();
+    for (std::int64_t i = 0; i < inner; ++i) fn();
+    out.push_back(secs(clk::now() - t0) / static_cast<double>(inner));
+  }
+  return out;
+}
+
+void check_timing(double min_seconds, int repeat, double warmup) {
+  if (!(min_seconds >= 0 && min_seconds <= 10)) fail("min_seconds must be in [0, 10]");
+  if (repeat < 1 || repeat > 10000) fail("repeat must be in [1, 10000]");
+  if (!(warmup >= 0 && warmup <= 10)) fail("warmup must be in [0, 10]");
+}
+
+std::vector<double> time_binary_gemm(const py::array& a_in, const py::array& b_in, std::int64_t k, int num_threads,
+                                     const std::string& kernel, double min_seconds, int repeat, double warmup) {
+  check_threads(num_threads);
+  check_timing(min_seconds, repeat, warmup);
+  const GemmCall g = prepare_gemm(a_in, b_in, k, kernel);
+  std::vector<std::int32_t> c(static_cast<std::size_t>(g.m * g.n));
+  py::gil_scoped_release nogil;
+  PoolSlot& slot = pool_slot(num_threads);
+  std::lock_guard<std::mutex> lk(slot.mu);
+  return time_samples([&] { run_gemm(g, c.data(), slot.pool.get()); }, min_seconds, repeat, warmup);
 }
 
 // ---- binary conv2d -------------------------------------------------------------------
@@ -161,10 +226,17 @@ std::pair<std::int64_t, std::int64_t> pair_arg(const py::object& o, const char* 
   return {h, w};
 }
 
-py::array_t<std::int32_t> binary_conv2d(const py::array& x_in, const py::array& w_in, const py::object& stride,
-                                        const py::object& padding, const py::object& dilation,
-                                        const py::object& in_channels, int num_threads, const std::string& kernel) {
-  check_threads(num_threads);
+// Validated operands of one binary_conv2d call. xk / wk: 0 packed uint64, 1 float32, 2 int8.
+struct ConvCall {
+  py::array x, w;
+  int xk = 0, wk = 0;
+  BConv2DShape s;
+  const BgemmKernel* kern = nullptr;
+};
+
+ConvCall prepare_conv(const py::array& x_in, const py::array& w_in, const py::object& stride,
+                      const py::object& padding, const py::object& dilation, const py::object& in_channels,
+                      const std::string& kernel) {
   const BgemmKernel& kern = lookup_kernel(kernel);
   if (x_in.ndim() != 4) fail("binary_conv2d: x must be 4-D NHWC, got " + std::to_string(x_in.ndim()) + "-D");
   if (w_in.ndim() != 4) fail("binary_conv2d: weights must be 4-D (C_out, KH, KW, C_in), got " + std::to_string(w_in.ndim()) + "-D");
@@ -218,37 +290,70 @@ py::array_t<std::int32_t> binary_conv2d(const py::array& x_in, const py::array& 
   const std::int64_t taps = s.out_c * s.kernel_h * s.kernel_w;
   if (xk == 0) check_tails(U64Array::ensure(x), in_pixels, iw, c_in, "binary_conv2d: x");
   if (wk == 0) check_tails(U64Array::ensure(w), taps, iw, c_in, "binary_conv2d: weights");
-  const std::int64_t oh = s.out_h(), ow = s.out_w();
-  py::array_t<std::int32_t> out({static_cast<py::ssize_t>(s.batch), static_cast<py::ssize_t>(oh),
-                                 static_cast<py::ssize_t>(ow), static_cast<py::ssize_t>(s.out_c)});
+  ConvCall call;
+  call.x = x, call.w = w, call.xk = xk, call.wk = wk, call.s = s, call.kern = &kern;
+  return call;
+}
+
+// Packs float/int8 operands (thread-local buffers), then the convolution. Without the GIL.
+void run_conv(const ConvCall& call, std::int32_t* op, ThreadPool* pool) {
+  const BConv2DShape& s = call.s;
+  const std::int64_t c_in = s.in_c, iw = s.in_words();
+  const std::int64_t in_pixels = s.batch * s.in_h * s.in_w;
+  const std::int64_t taps = s.out_c * s.kernel_h * s.kernel_w;
+  thread_local std::vector<word_t> xbuf, wbuf;
+  const word_t* xp = static_cast<const word_t*>(call.x.data());
+  const word_t* wp = static_cast<const word_t*>(call.w.data());
+  if (call.xk != 0) {
+    xbuf.resize(static_cast<std::size_t>(in_pixels * iw));
+    if (call.xk == 1)
+      pack_rows(static_cast<const float*>(call.x.data()), in_pixels, c_in, c_in, xbuf.data(), iw, pool);
+    else
+      pack_rows(static_cast<const std::int8_t*>(call.x.data()), in_pixels, c_in, c_in, xbuf.data(), iw, pool);
+    xp = xbuf.data();
+  }
+  if (call.wk != 0) {
+    wbuf.resize(static_cast<std::size_t>(taps * iw));
+    if (call.wk == 1)
+      pack_rows(static_cast<const float*>(call.w.data()), taps, c_in, c_in, wbuf.data(), iw, pool);
+    else
+      pack_rows(static_cast<const std::int8_t*>(call.w.data()), taps, c_in, c_in, wbuf.data(), iw, pool);
+    wp = wbuf.data();
+  }
+  bconv2d(xp, wp, s, op, pool, call.kern);
+}
+
+py::array_t<std::int32_t> binary_conv2d(const py::array& x_in, const py::array& w_in, const py::object& stride,
+                                        const py::object& padding, const py::object& dilation,
+                                        const py::object& in_channels, int num_threads, const std::string& kernel) {
+  check_threads(num_threads);
+  const ConvCall call = prepare_conv(x_in, w_in, stride, padding, dilation, in_channels, kernel);
+  const BConv2DShape& s = call.s;
+  py::array_t<std::int32_t> out({static_cast<py::ssize_t>(s.batch), static_cast<py::ssize_t>(s.out_h()),
+                                 static_cast<py::ssize_t>(s.out_w()), static_cast<py::ssize_t>(s.out_c)});
   std::int32_t* op = out.mutable_data();
   {
     py::gil_scoped_release nogil;
     PoolSlot& slot = pool_slot(num_threads);
     std::lock_guard<std::mutex> lk(slot.mu);
-    ThreadPool* pool = slot.pool.get();
-    thread_local std::vector<word_t> xbuf, wbuf;
-    const word_t* xp = static_cast<const word_t*>(x.data());
-    const word_t* wp = static_cast<const word_t*>(w.data());
-    if (xk != 0) {
-      xbuf.resize(static_cast<std::size_t>(in_pixels * iw));
-      if (xk == 1)
-        pack_rows(static_cast<const float*>(x.data()), in_pixels, c_in, c_in, xbuf.data(), iw, pool);
-      else
-        pack_rows(static_cast<const std::int8_t*>(x.data()), in_pixels, c_in, c_in, xbuf.data(), iw, pool);
-      xp = xbuf.data();
-    }
-    if (wk != 0) {
-      wbuf.resize(static_cast<std::size_t>(taps * iw));
-      if (wk == 1)
-        pack_rows(static_cast<const float*>(w.data()), taps, c_in, c_in, wbuf.data(), iw, pool);
-      else
-        pack_rows(static_cast<const std::int8_t*>(w.data()), taps, c_in, c_in, wbuf.data(), iw, pool);
-      wp = wbuf.data();
-    }
-    bconv2d(xp, wp, s, op, pool, &kern);
+    run_conv(call, op, slot.pool.get());
   }
   return out;
+}
+
+std::vector<double> time_binary_conv2d(const py::array& x_in, const py::array& w_in, const py::object& stride,
+                                       const py::object& padding, const py::object& dilation,
+                                       const py::object& in_channels, int num_threads, const std::string& kernel,
+                                       double min_seconds, int repeat, double warmup) {
+  check_threads(num_threads);
+  check_timing(min_seconds, repeat, warmup);
+  const ConvCall call = prepare_conv(x_in, w_in, stride, padding, dilation, in_channels, kernel);
+  const BConv2DShape& s = call.s;
+  std::vector<std::int32_t> out(static_cast<std::size_t>(s.batch * s.out_h() * s.out_w() * s.out_c));
+  py::gil_scoped_release nogil;
+  PoolSlot& slot = pool_slot(num_threads);
+  std::lock_guard<std::mutex> lk(slot.mu);
+  return time_samples([&] { run_conv(call, out.data(), slot.pool.get()); }, min_seconds, repeat, warmup);
 }
 
 py::array_t<word_t> pack_rows_f32(py::array_t<float, py::array::c_style | py::array::forcecast> x) {
@@ -272,6 +377,15 @@ void bind_kernels(py::module_& m) {
         py::arg("padding") = 0, py::arg("dilation") = 1, py::arg("in_channels") = py::none(),
         py::arg("num_threads") = 1, py::arg("kernel") = "auto",
         "Binary 2-D convolution of NHWC input with -1 padding; int32 NHWC +-1 dot products.");
+  m.def("time_binary_gemm", &time_binary_gemm, py::arg("a_bits"), py::arg("b_bits"), py::arg("k"),
+        py::arg("num_threads") = 1, py::arg("kernel") = "auto", py::arg("min_seconds") = 0.001,
+        py::arg("repeat") = 7, py::arg("warmup") = 0.05,
+        "Seconds per binary_gemm call, timed in C++ (no Python call overhead): a list of `repeat` samples.");
+  m.def("time_binary_conv2d", &time_binary_conv2d, py::arg("x"), py::arg("weights"), py::arg("stride") = 1,
+        py::arg("padding") = 0, py::arg("dilation") = 1, py::arg("in_channels") = py::none(),
+        py::arg("num_threads") = 1, py::arg("kernel") = "auto", py::arg("min_seconds") = 0.001,
+        py::arg("repeat") = 7, py::arg("warmup") = 0.05,
+        "Seconds per binary_conv2d call (input packing included), timed in C++: a list of `repeat` samples.");
   m.def(
       "list_kernels",
       [] {
