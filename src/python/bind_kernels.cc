@@ -295,23 +295,14 @@ ConvCall prepare_conv(const py::array& x_in, const py::array& w_in, const py::ob
   return call;
 }
 
-// Packs float/int8 operands (thread-local buffers), then the convolution. Without the GIL.
+// Packs float/int8 weights (thread-local buffer), then the convolution; a float/int8 input
+// is packed inside the convolution's parallel loop. Without the GIL.
 void run_conv(const ConvCall& call, std::int32_t* op, ThreadPool* pool) {
   const BConv2DShape& s = call.s;
   const std::int64_t c_in = s.in_c, iw = s.in_words();
-  const std::int64_t in_pixels = s.batch * s.in_h * s.in_w;
   const std::int64_t taps = s.out_c * s.kernel_h * s.kernel_w;
-  thread_local std::vector<word_t> xbuf, wbuf;
-  const word_t* xp = static_cast<const word_t*>(call.x.data());
+  thread_local std::vector<word_t> wbuf;
   const word_t* wp = static_cast<const word_t*>(call.w.data());
-  if (call.xk != 0) {
-    xbuf.resize(static_cast<std::size_t>(in_pixels * iw));
-    if (call.xk == 1)
-      pack_rows(static_cast<const float*>(call.x.data()), in_pixels, c_in, c_in, xbuf.data(), iw, pool);
-    else
-      pack_rows(static_cast<const std::int8_t*>(call.x.data()), in_pixels, c_in, c_in, xbuf.data(), iw, pool);
-    xp = xbuf.data();
-  }
   if (call.wk != 0) {
     wbuf.resize(static_cast<std::size_t>(taps * iw));
     if (call.wk == 1)
@@ -320,7 +311,12 @@ void run_conv(const ConvCall& call, std::int32_t* op, ThreadPool* pool) {
       pack_rows(static_cast<const std::int8_t*>(call.w.data()), taps, c_in, c_in, wbuf.data(), iw, pool);
     wp = wbuf.data();
   }
-  bconv2d(xp, wp, s, op, pool, call.kern);
+  if (call.xk == 1)
+    bconv2d(static_cast<const float*>(call.x.data()), wp, s, op, pool, call.kern);
+  else if (call.xk == 2)
+    bconv2d(static_cast<const std::int8_t*>(call.x.data()), wp, s, op, pool, call.kern);
+  else
+    bconv2d(static_cast<const word_t*>(call.x.data()), wp, s, op, pool, call.kern);
 }
 
 py::array_t<std::int32_t> binary_conv2d(const py::array& x_in, const py::array& w_in, const py::object& stride,

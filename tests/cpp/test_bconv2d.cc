@@ -107,6 +107,48 @@ TEST(BConv2D, EveryKernelAndThreadCountMatchesReference) {
   }
 }
 
+TEST(BConv2D, ValueInputPackedInsideMatchesReference) {
+  // Input given as float32 / int8 values, packed by each block inside the convolution's
+  // parallel loop (halo rows included), against the reference on packed data. Values
+  // include exact zeros and -0.0 (bit 0: the convention's sign(0) = +1); the batch of 3
+  // makes blocks cross image boundaries.
+  std::vector<Case> cases(std::begin(kCases), std::end(kCases));
+  cases.push_back({3, 5, 5, 70, 16, 3, 3, 1, 1, 1});
+  cases.push_back({3, 6, 5, 9, 8, 3, 3, 2, 1, 2});
+  for (const Case& c : cases) {
+    std::mt19937 rng(static_cast<unsigned>(c.c_in * 7 + c.batch * 131 + c.h));
+    std::uniform_int_distribution<int> pick(-3, 3);
+    const auto s = shape_of(c);
+    const std::int64_t iw = s.in_words(), in_px = c.batch * c.h * c.w;
+    std::vector<float> xf(static_cast<std::size_t>(in_px * c.c_in));
+    std::vector<std::int8_t> xi(xf.size());
+    for (std::size_t i = 0; i < xf.size(); ++i) {
+      const int v = pick(rng);
+      xi[i] = static_cast<std::int8_t>(v);
+      xf[i] = v == 0 ? ((i & 1) ? -0.0f : 0.0f) : 0.5f * static_cast<float>(v);
+    }
+    auto f = random_pm1(c.c_out * c.kh * c.kw * c.c_in, rng);
+    std::vector<word_t> xp(static_cast<std::size_t>(in_px * iw)), fp(static_cast<std::size_t>(c.c_out * c.kh * c.kw * iw));
+    bmx::ref::pack_rows(xf.data(), in_px, c.c_in, xp.data());
+    bmx::ref::pack_rows(f.data(), c.c_out * c.kh * c.kw, c.c_in, fp.data());
+    const std::size_t out_n = static_cast<std::size_t>(c.batch * s.out_h() * s.out_w() * c.c_out);
+    std::vector<std::int32_t> want(out_n);
+    bmx::ref::bconv2d(xp.data(), fp.data(), s, want.data());
+    for (int threads : {1, 2, 3}) {
+      bmx::ThreadPool pool(threads);
+      for (int rep = 0; rep < 2; ++rep) {  // the thread-local packed image is reused
+        std::vector<std::int32_t> got(out_n, -99);
+        bmx::bconv2d(xf.data(), fp.data(), s, got.data(), &pool);
+        ASSERT_EQ(got, want) << "float threads=" << threads << " batch=" << c.batch << " C_in=" << c.c_in
+                             << " stride=" << c.stride << " pad=" << c.pad << " dilation=" << c.dilation;
+        std::fill(got.begin(), got.end(), -99);
+        bmx::bconv2d(xi.data(), fp.data(), s, got.data(), &pool);
+        ASSERT_EQ(got, want) << "int8 threads=" << threads << " batch=" << c.batch << " C_in=" << c.c_in;
+      }
+    }
+  }
+}
+
 TEST(BConv2D, RejectsBadShapes) {
   bmx::BConv2DShape s;
   s.in_h = s.in_w = 2, s.in_c = 3, s.out_c = 1;  // 3x3 kernel, no padding: empty output

@@ -35,6 +35,13 @@ struct BConv2DShape {
 void bconv2d(const word_t* input, const word_t* filter, const BConv2DShape& s, std::int32_t* out,
              ThreadPool* pool = nullptr, const BgemmKernel* kernel = nullptr);
 
+// The same with the input given as float32 / int8 NHWC values (bit 1 iff value < 0), packed
+// inside the convolution's own parallel loop (each block packs the rows it reads).
+void bconv2d(const float* input, const word_t* filter, const BConv2DShape& s, std::int32_t* out,
+             ThreadPool* pool = nullptr, const BgemmKernel* kernel = nullptr);
+void bconv2d(const std::int8_t* input, const word_t* filter, const BConv2DShape& s, std::int32_t* out,
+             ThreadPool* pool = nullptr, const BgemmKernel* kernel = nullptr);
+
 // Float output fused into the convolution (a binary layer's BatchNorm / scale epilogue):
 //   out[p * out_ps + c] = relu?(scale[c] * match + shift[c]) (+ residual),  match = (dot + K) / 2,
 // computed block by block while the block's int32 results are still in cache (no
