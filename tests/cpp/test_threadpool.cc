@@ -157,4 +157,56 @@ TEST(ThreadPool, WorkerKeepsItsChunk) {
   }
 }
 
+TEST(ThreadPool, ArgumentsCarriedInJobLines) {
+  // Jobs with a plain function and arguments copied into the job lines: every chunk sees
+  // the arguments of its own call (a worker never mixes two jobs), for argument sizes up
+  // to the limit, with 1-3 threads and repeated back-to-back calls.
+  struct Small {
+    std::int64_t base;
+    std::atomic<int>* hits;
+  };
+  for (int threads : {1, 2, 3}) {
+    bmx::ThreadPool pool(threads);
+    std::vector<std::atomic<int>> hits(1000);
+    for (int call = 0; call < 300; ++call) {
+      for (auto& h : hits) h = 0;
+      Small a{call * 7, hits.data()};
+      bmx::parallel_for_dynamic(
+          &pool, 1000, 7 + call % 5,
+          +[](const Small& s, std::int64_t b, std::int64_t e) {
+            for (std::int64_t i = b; i < e; ++i) s.hits[i] += static_cast<int>(s.base + 1);
+          },
+          a);
+      for (auto& h : hits) ASSERT_EQ(h.load(), call * 7 + 1) << "threads=" << threads << " call=" << call;
+    }
+  }
+  bmx::ThreadPool pool(2);
+  std::vector<std::atomic<int>> hits(64);
+  for (auto& h : hits) h = 0;
+  struct Max {
+    std::uint64_t pattern[25];
+    std::atomic<int>* hits;
+  } m;
+  static_assert(sizeof(Max) == bmx::ThreadPool::kArgsBytes, "");
+  for (int i = 0; i < 25; ++i) m.pattern[i] = 0x9e3779b97f4a7c15ULL * static_cast<std::uint64_t>(i + 1);
+  m.hits = hits.data();
+  bmx::parallel_for_dynamic(
+      &pool, 64, 1,
+      +[](const Max& a, std::int64_t b, std::int64_t e) {
+        for (int i = 0; i < 25; ++i)
+          if (a.pattern[i] != 0x9e3779b97f4a7c15ULL * static_cast<std::uint64_t>(i + 1)) return;
+        for (std::int64_t i = b; i < e; ++i) ++a.hits[i];
+      },
+      m);
+  for (auto& h : hits) EXPECT_EQ(h.load(), 1);
+  // Exceptions thrown by the function reach the caller.
+  EXPECT_THROW(bmx::parallel_for_dynamic(
+                   &pool, 8, 1,
+                   +[](const Max&, std::int64_t b, std::int64_t) {
+                     if (b == 5) throw std::runtime_error("boom");
+                   },
+                   m),
+               std::runtime_error);
+}
+
 }  // namespace

@@ -118,6 +118,33 @@ bool is_pointwise(const BConv2DShape& s) {
   return s.kernel_h == 1 && s.kernel_w == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0;
 }
 
+// The arguments of a threaded convolution, carried in the thread pool's job lines (a
+// worker reads nothing from the caller's stack).
+template <typename T>
+struct ConvJob {
+  const T* input = nullptr;
+  const word_t* filter = nullptr;
+  std::int32_t* out = nullptr;
+  const BgemmKernel* kernel = nullptr;
+  BConv2DShape s;
+  std::int64_t block = 0;
+};
+
+// Pixel blocks of [lo, hi): im2col, then the kernel straight into the int32 output.
+void conv_blocks(const ConvJob<word_t>& j, std::int64_t lo, std::int64_t hi) {
+  const BConv2DShape& s = j.s;
+  const std::int64_t row_words = s.kernel_h * s.kernel_w * s.in_words();
+  thread_local std::vector<word_t> cols;
+  for (std::int64_t p0 = lo; p0 < hi; p0 += j.block) {
+    const std::int64_t p1 = std::min(hi, p0 + j.block);
+    if (static_cast<std::int64_t>(cols.size()) < (p1 - p0) * row_words)
+      cols.resize(static_cast<std::size_t>(j.block * row_words));
+    im2col(j.input, s, p0, p1, cols.data());
+    j.kernel->run(cols.data(), row_words, j.filter, row_words, 0, p1 - p0, 0, s.out_c, row_words, s.k_bits(),
+                  j.out + p0 * s.out_c, s.out_c);
+  }
+}
+
 }  // namespace
 
 void bconv2d(const word_t* input, const word_t* filter, const BConv2DShape& s, std::int32_t* out,
@@ -133,18 +160,10 @@ void bconv2d(const word_t* input, const word_t* filter, const BConv2DShape& s, s
     bgemm(input, iw, filter, iw, pixels, s.out_c, iw, k_bits, out, s.out_c, pool, &k);
     return;
   }
-  const std::int64_t block = block_pixels(pixels, row_words, pool ? pool->num_threads() : 1);
-  parallel_for_dynamic(pool, pixels, block, [&](std::int64_t lo, std::int64_t hi) {
-    thread_local std::vector<word_t> cols;
-    for (std::int64_t p0 = lo; p0 < hi; p0 += block) {
-      const std::int64_t p1 = std::min(hi, p0 + block);
-      if (static_cast<std::int64_t>(cols.size()) < (p1 - p0) * row_words)
-        cols.resize(static_cast<std::size_t>(block * row_words));
-      im2col(input, s, p0, p1, cols.data());
-      k.run(cols.data(), row_words, filter, row_words, 0, p1 - p0, 0, s.out_c, row_words, k_bits,
-            out + p0 * s.out_c, s.out_c);
-    }
-  });
+  ConvJob<word_t> job;
+  job.input = input, job.filter = filter, job.out = out, job.kernel = &k, job.s = s;
+  job.block = block_pixels(pixels, row_words, pool ? pool->num_threads() : 1);
+  parallel_for_dynamic(pool, pixels, job.block, &conv_blocks, job);
 }
 
 namespace {
@@ -167,6 +186,30 @@ void pack_rows_for(const T* input, const BConv2DShape& s, std::int64_t p0, std::
   }
 }
 
+// Pixel blocks of [lo, hi) with the input given as values: pack the rows they read, im2col
+// (unless pointwise), then the kernel straight into the int32 output.
+template <typename T>
+void value_blocks(const ConvJob<T>& j, std::int64_t lo, std::int64_t hi) {
+  const BConv2DShape& s = j.s;
+  const std::int64_t iw = s.in_words(), row_words = s.kernel_h * s.kernel_w * iw;
+  const std::int64_t in_words_total = s.batch * s.in_h * s.in_w * iw;
+  thread_local std::vector<word_t> img, cols;
+  if (static_cast<std::int64_t>(img.size()) < in_words_total) img.resize(static_cast<std::size_t>(in_words_total));
+  for (std::int64_t p0 = lo; p0 < hi; p0 += j.block) {
+    const std::int64_t p1 = std::min(hi, p0 + j.block);
+    pack_rows_for(j.input, s, p0, p1, img.data());
+    const word_t* a = img.data() + p0 * iw;
+    if (!is_pointwise(s)) {
+      if (static_cast<std::int64_t>(cols.size()) < (p1 - p0) * row_words)
+        cols.resize(static_cast<std::size_t>(j.block * row_words));
+      im2col(img.data(), s, p0, p1, cols.data());
+      a = cols.data();
+    }
+    j.kernel->run(a, row_words, j.filter, row_words, 0, p1 - p0, 0, s.out_c, row_words, s.k_bits(),
+                  j.out + p0 * s.out_c, s.out_c);
+  }
+}
+
 // Input given as values: every block packs the input rows it reads itself, inside the
 // convolution's one parallel loop. A separate packing pass would be a second fork-join and,
 // for a small map, a serial step (packing a 7x7x576 input takes ~1 us, a tenth of the
@@ -178,28 +221,11 @@ void bconv2d_values(const T* input, const word_t* filter, const BConv2DShape& s,
   const BgemmKernel& k = kernel ? *kernel : bgemm_kernel("auto");
   const std::int64_t iw = s.in_words();
   const std::int64_t pixels = s.batch * s.out_h() * s.out_w();
-  const std::int64_t in_words_total = s.batch * s.in_h * s.in_w * iw;
   const std::int64_t row_words = s.kernel_h * s.kernel_w * iw;
-  const std::int32_t k_bits = s.k_bits();
-  const bool pointwise = is_pointwise(s);
-  const std::int64_t block = block_pixels(pixels, row_words, pool ? pool->num_threads() : 1);
-  parallel_for_dynamic(pool, pixels, block, [&](std::int64_t lo, std::int64_t hi) {
-    thread_local std::vector<word_t> img, cols;
-    if (static_cast<std::int64_t>(img.size()) < in_words_total) img.resize(static_cast<std::size_t>(in_words_total));
-    for (std::int64_t p0 = lo; p0 < hi; p0 += block) {
-      const std::int64_t p1 = std::min(hi, p0 + block);
-      pack_rows_for(input, s, p0, p1, img.data());
-      const word_t* a = img.data() + p0 * iw;
-      if (!pointwise) {
-        if (static_cast<std::int64_t>(cols.size()) < (p1 - p0) * row_words)
-          cols.resize(static_cast<std::size_t>(block * row_words));
-        im2col(img.data(), s, p0, p1, cols.data());
-        a = cols.data();
-      }
-      k.run(a, row_words, filter, row_words, 0, p1 - p0, 0, s.out_c, row_words, k_bits, out + p0 * s.out_c,
-            s.out_c);
-    }
-  });
+  ConvJob<T> job;
+  job.input = input, job.filter = filter, job.out = out, job.kernel = &k, job.s = s;
+  job.block = block_pixels(pixels, row_words, pool ? pool->num_threads() : 1);
+  parallel_for_dynamic(pool, pixels, job.block, &value_blocks<T>, job);
 }
 
 }  // namespace
@@ -225,6 +251,50 @@ void bconv2d_pack_filter(const word_t* filter, const BConv2DShape& s, const Bgem
   kernel.pack_b(filter, row_words, s.out_c, row_words, out);
 }
 
+namespace {
+
+struct FusedJob {
+  const word_t* input = nullptr;
+  const word_t* filter = nullptr;
+  const word_t* packed_filter = nullptr;
+  const BgemmKernel* kernel = nullptr;
+  BConv2DShape s;
+  BConvOutput o;
+  std::int64_t block = 0;
+};
+
+// Pixel blocks of [lo, hi): im2col (unless pointwise), the kernel into a block of int32
+// accumulators, and the float epilogue while they are in cache.
+void fused_blocks(const FusedJob& j, std::int64_t lo, std::int64_t hi) {
+  const BConv2DShape& s = j.s;
+  const BConvOutput& o = j.o;
+  const BgemmKernel& k = *j.kernel;
+  const std::int64_t iw = s.in_words(), row_words = s.kernel_h * s.kernel_w * iw, oc = s.out_c;
+  const std::int32_t k_bits = s.k_bits();
+  const bool pointwise = is_pointwise(s);
+  thread_local std::vector<word_t> cols;
+  thread_local std::vector<std::int32_t> acc;
+  if (static_cast<std::int64_t>(acc.size()) < j.block * oc) acc.resize(static_cast<std::size_t>(j.block * oc));
+  for (std::int64_t p0 = lo; p0 < hi; p0 += j.block) {
+    const std::int64_t p1 = std::min(hi, p0 + j.block), rows = p1 - p0;
+    const word_t* a = j.input + p0 * iw;
+    if (!pointwise) {
+      if (static_cast<std::int64_t>(cols.size()) < rows * row_words)
+        cols.resize(static_cast<std::size_t>(j.block * row_words));
+      im2col(j.input, s, p0, p1, cols.data());
+      a = cols.data();
+    }
+    if (j.packed_filter)
+      k.run_packed(a, row_words, j.packed_filter, 0, rows, 0, oc, row_words, k_bits, acc.data(), oc);
+    else
+      k.run(a, row_words, j.filter, row_words, 0, rows, 0, oc, row_words, k_bits, acc.data(), oc);
+    epilogue(acc.data(), rows, oc, k_bits, o, o.out + p0 * o.out_ps,
+             o.residual ? o.residual + p0 * o.residual_ps : nullptr);
+  }
+}
+
+}  // namespace
+
 void bconv2d(const word_t* input, const word_t* filter, const BConv2DShape& s, const BConvOutput& o,
              ThreadPool* pool, const BgemmKernel* kernel, const word_t* packed_filter) {
   check_shape(s);
@@ -235,31 +305,10 @@ void bconv2d(const word_t* input, const word_t* filter, const BConv2DShape& s, c
   const std::int64_t iw = s.in_words();
   const std::int64_t pixels = s.batch * s.out_h() * s.out_w();
   const std::int64_t row_words = s.kernel_h * s.kernel_w * iw;
-  const std::int32_t k_bits = s.k_bits();
-  const std::int64_t oc = s.out_c;
-  const bool pointwise = is_pointwise(s);
-  const std::int64_t block = block_pixels(pixels, row_words, pool ? pool->num_threads() : 1);
-  parallel_for_dynamic(pool, pixels, block, [&](std::int64_t lo, std::int64_t hi) {
-    thread_local std::vector<word_t> cols;
-    thread_local std::vector<std::int32_t> acc;
-    if (static_cast<std::int64_t>(acc.size()) < block * oc) acc.resize(static_cast<std::size_t>(block * oc));
-    for (std::int64_t p0 = lo; p0 < hi; p0 += block) {
-      const std::int64_t p1 = std::min(hi, p0 + block), rows = p1 - p0;
-      const word_t* a = input + p0 * iw;
-      if (!pointwise) {
-        if (static_cast<std::int64_t>(cols.size()) < rows * row_words)
-          cols.resize(static_cast<std::size_t>(block * row_words));
-        im2col(input, s, p0, p1, cols.data());
-        a = cols.data();
-      }
-      if (packed_filter)
-        k.run_packed(a, row_words, packed_filter, 0, rows, 0, oc, row_words, k_bits, acc.data(), oc);
-      else
-        k.run(a, row_words, filter, row_words, 0, rows, 0, oc, row_words, k_bits, acc.data(), oc);
-      epilogue(acc.data(), rows, oc, k_bits, o, o.out + p0 * o.out_ps,
-               o.residual ? o.residual + p0 * o.residual_ps : nullptr);
-    }
-  });
+  FusedJob job;
+  job.input = input, job.filter = filter, job.packed_filter = packed_filter, job.kernel = &k, job.s = s, job.o = o;
+  job.block = block_pixels(pixels, row_words, pool ? pool->num_threads() : 1);
+  parallel_for_dynamic(pool, pixels, job.block, &fused_blocks, job);
 }
 
 }  // namespace bmx

@@ -120,6 +120,49 @@ bool use_swapped(const BgemmKernel& k, std::int64_t m, std::int64_t n, std::int6
 }
 }  // namespace
 
+namespace {
+constexpr std::int64_t kAlign = 16;  // a multiple of every kernel's tile (the widest: 16 B rows)
+
+// The arguments of a threaded bgemm, carried in the thread pool's job lines.
+struct BgemmJob {
+  const word_t* a = nullptr;
+  const word_t* b = nullptr;
+  std::int32_t* c = nullptr;
+  word_t* packed_a = nullptr;
+  const BgemmKernel* kernel = nullptr;
+  std::int64_t lda = 0, ldb = 0, ldc = 0, m = 0, n = 0, words = 0;
+  std::int64_t parts = 0, panels = 0, tiles = 0;
+  std::int32_t k_bits = 0;
+  bool split_n = false;
+};
+
+// Parts [pb, pe) of the split of M or N into `parts` tile-aligned ranges.
+void run_parts(const BgemmJob& j, std::int64_t pb, std::int64_t pe) {
+  const std::int64_t len = j.split_n ? j.n : j.m;
+  for (std::int64_t p = pb; p < pe; ++p) {
+    const std::int64_t lo = std::min(len, j.tiles * p / j.parts * kAlign);
+    const std::int64_t hi = std::min(len, j.tiles * (p + 1) / j.parts * kAlign);
+    if (lo >= hi) continue;
+    if (j.split_n)
+      j.kernel->run(j.a, j.lda, j.b, j.ldb, 0, j.m, lo, hi, j.words, j.k_bits, j.c, j.ldc);
+    else
+      j.kernel->run(j.a, j.lda, j.b, j.ldb, lo, hi, 0, j.n, j.words, j.k_bits, j.c, j.ldc);
+  }
+}
+
+// Parts [pb, pe) of the swapped form: pack this part's panels of A, then run them.
+void run_swapped_parts(const BgemmJob& j, std::int64_t pb, std::int64_t pe) {
+  const BgemmKernel& k = *j.kernel;
+  const std::int64_t stride = std::max<std::int64_t>(j.words, 1) * k.panel;
+  for (std::int64_t p = pb; p < pe; ++p) {
+    const std::int64_t lo = j.panels * p / j.parts * k.panel, hi = std::min(j.m, j.panels * (p + 1) / j.parts * k.panel);
+    if (lo >= hi) continue;
+    k.pack_b(j.a + lo * j.lda, j.lda, hi - lo, j.words, j.packed_a + lo / k.panel * stride);
+    k.run_packed_t(j.b, j.ldb, j.packed_a, lo, hi, 0, j.n, j.words, j.k_bits, j.c, j.ldc);
+  }
+}
+}  // namespace
+
 void bgemm(const word_t* a, std::int64_t lda, const word_t* b, std::int64_t ldb, std::int64_t m, std::int64_t n,
            std::int64_t words, std::int32_t k_bits, std::int32_t* c, std::int64_t ldc, ThreadPool* pool,
            const BgemmKernel* kernel) {
@@ -138,47 +181,32 @@ void bgemm(const word_t* a, std::int64_t lda, const word_t* b, std::int64_t ldb,
   // the pool gives range i to the same thread on every call (its rows of C stay in that
   // core's cache).
   const std::int64_t per_thread = work >= (std::int64_t{1} << 20) ? 4 : 1;
-  if (use_swapped(k, m, n, words, threads)) {
-    // Swapped form: A in panels, B rows broadcast. Threads split the panels of A; each
-    // packs its own panels (no packing is repeated) into a buffer that lives for the call.
-    const std::int64_t panel = k.panel, panels = (m + panel - 1) / panel;
-    const std::int64_t stride = std::max<std::int64_t>(words, 1) * panel;
-    thread_local std::vector<word_t> packed_a;
-    if (static_cast<std::int64_t>(packed_a.size()) < k.packed_b_words(m, words))
-      packed_a.resize(static_cast<std::size_t>(k.packed_b_words(m, words)));
-    word_t* pa = packed_a.data();
-    const std::int64_t parts = std::min<std::int64_t>(panels, threads * per_thread);
-    parallel_for_dynamic(threads > 1 ? pool : nullptr, parts, 1, [&](std::int64_t pb, std::int64_t pe) {
-      for (std::int64_t p = pb; p < pe; ++p) {
-        const std::int64_t lo = panels * p / parts * panel, hi = std::min(m, panels * (p + 1) / parts * panel);
-        if (lo >= hi) continue;
-        k.pack_b(a + lo * lda, lda, hi - lo, words, pa + lo / panel * stride);
-        k.run_packed_t(b, ldb, pa, lo, hi, 0, n, words, k_bits, c, ldc);
-      }
-    });
-    return;
-  }
-  if (threads <= 1) {
+  const bool swapped = use_swapped(k, m, n, words, threads);
+  if (!swapped && threads <= 1) {
     k.run(a, lda, b, ldb, 0, m, 0, n, words, k_bits, c, ldc);
     return;
   }
+  BgemmJob job;
+  job.a = a, job.b = b, job.c = c, job.lda = lda, job.ldb = ldb, job.ldc = ldc;
+  job.m = m, job.n = n, job.words = words, job.k_bits = k_bits, job.kernel = &k;
+  if (swapped) {
+    // Swapped form: A in panels, B rows broadcast. Threads split the panels of A; each
+    // packs its own panels (no packing is repeated) into a buffer that lives for the call.
+    job.panels = (m + k.panel - 1) / k.panel;
+    thread_local std::vector<word_t> packed_a;
+    if (static_cast<std::int64_t>(packed_a.size()) < k.packed_b_words(m, words))
+      packed_a.resize(static_cast<std::size_t>(k.packed_b_words(m, words)));
+    job.packed_a = packed_a.data();
+    job.parts = std::min<std::int64_t>(job.panels, threads * per_thread);
+    parallel_for_dynamic(threads > 1 ? pool : nullptr, job.parts, 1, &run_swapped_parts, job);
+    return;
+  }
   // Split the larger dimension; each range runs the kernel's own cache blocking.
-  const bool split_n = n >= m;
-  const std::int64_t len = split_n ? n : m;
-  constexpr std::int64_t kAlign = 16;  // a multiple of every kernel's tile (the widest: 16 B rows)
-  const std::int64_t tiles = (len + kAlign - 1) / kAlign;
-  const std::int64_t parts = std::min<std::int64_t>(tiles, threads * per_thread);
-  parallel_for_dynamic(pool, parts, 1, [&](std::int64_t pb, std::int64_t pe) {
-    for (std::int64_t p = pb; p < pe; ++p) {
-      const std::int64_t lo = std::min(len, tiles * p / parts * kAlign);
-      const std::int64_t hi = std::min(len, tiles * (p + 1) / parts * kAlign);
-      if (lo >= hi) continue;
-      if (split_n)
-        k.run(a, lda, b, ldb, 0, m, lo, hi, words, k_bits, c, ldc);
-      else
-        k.run(a, lda, b, ldb, lo, hi, 0, n, words, k_bits, c, ldc);
-    }
-  });
+  job.split_n = n >= m;
+  const std::int64_t len = job.split_n ? n : m;
+  job.tiles = (len + kAlign - 1) / kAlign;
+  job.parts = std::min<std::int64_t>(job.tiles, threads * per_thread);
+  parallel_for_dynamic(pool, job.parts, 1, &run_parts, job);
 }
 
 }  // namespace bmx

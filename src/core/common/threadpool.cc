@@ -27,6 +27,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <exception>
 #include <memory>
 #include <mutex>
@@ -77,23 +78,40 @@ struct alignas(kLine) DoneSlot {
   std::atomic<std::uint64_t> word{0};
 };
 
+constexpr std::size_t kArgsWords = ThreadPool::kArgsBytes / 8;
+
 // The job, written by the caller only, under a sequence lock (odd while being written):
-// a worker that read a job late never acts on a torn mix of two jobs.
+// a worker that read a job late never acts on a torn mix of two jobs. The header and the
+// first arguments share the line the workers poll; larger arguments continue in the next
+// lines (fetched together, not one after another as a chain of pointers would be).
 struct alignas(kLine) JobLine {
   std::atomic<std::uint64_t> seq{0};  // 2 * gen (+1 while writing)
-  std::atomic<const Fn*> fn{nullptr};
+  std::atomic<ThreadPool::Trampoline> tramp{nullptr};
+  std::atomic<const void*> user_fn{nullptr};
   std::atomic<std::int64_t> n{0};
   std::atomic<std::int64_t> grain{0};  // 0: chunk i is [n * i / chunks, n * (i + 1) / chunks)
   std::atomic<std::int32_t> chunks{0};
+  std::atomic<std::int16_t> args_words{0};
   std::atomic<bool> stop{false};  // here because workers poll this line anyway
+  std::atomic<std::uint64_t> args[kArgsWords];
 };
+static_assert(sizeof(JobLine) == 256, "job header and arguments fill four lines");
 
 struct Snapshot {
   std::uint32_t gen;
-  const Fn* fn;
+  ThreadPool::Trampoline tramp;
+  const void* user_fn;
   std::int64_t n, grain;
   std::int32_t chunks;
+  std::uint64_t args[kArgsWords];
 };
+
+// std::function jobs carry a pointer to the function object.
+void call_std_function(const void* args, const void*, std::int64_t b, std::int64_t e) {
+  const Fn* fn;
+  std::memcpy(&fn, args, sizeof fn);
+  (*fn)(b, e);
+}
 
 }  // namespace
 
@@ -140,7 +158,7 @@ struct ThreadPool::Impl {
     const std::int64_t b = s.grain ? i * s.grain : s.n * i / s.chunks;
     const std::int64_t e = s.grain ? std::min(s.n, b + s.grain) : s.n * (i + 1) / s.chunks;
     try {
-      if (b < e) (*s.fn)(b, e);
+      if (b < e) s.tramp(s.args, s.user_fn, b, e);
     } catch (...) {
       std::lock_guard<std::mutex> lk(err_mu);
       if (!error) error = std::current_exception();
@@ -188,10 +206,13 @@ struct ThreadPool::Impl {
   bool read_job(Snapshot* s) {
     const std::uint64_t q = job.seq.load(std::memory_order_acquire);
     if (q & 1) return false;
-    s->fn = job.fn.load(std::memory_order_relaxed);
+    s->tramp = job.tramp.load(std::memory_order_relaxed);
+    s->user_fn = job.user_fn.load(std::memory_order_relaxed);
     s->n = job.n.load(std::memory_order_relaxed);
     s->grain = job.grain.load(std::memory_order_relaxed);
     s->chunks = job.chunks.load(std::memory_order_relaxed);
+    const int words = std::min<int>(job.args_words.load(std::memory_order_relaxed), static_cast<int>(kArgsWords));
+    for (int w = 0; w < words; ++w) s->args[w] = job.args[w].load(std::memory_order_relaxed);
     std::atomic_thread_fence(std::memory_order_acquire);
     if (job.seq.load(std::memory_order_relaxed) != q) return false;
     s->gen = static_cast<std::uint32_t>(q >> 1);
@@ -251,39 +272,55 @@ int ThreadPool::num_threads() const { return impl_->num_threads; }
 
 void ThreadPool::parallel_for(std::int64_t n, const Fn& fn) {
   if (n <= 0) return;
-  run(n, 0, static_cast<int>(n < impl_->num_threads ? n : impl_->num_threads), fn);
+  const Fn* f = &fn;
+  run(n, 0, static_cast<int>(n < impl_->num_threads ? n : impl_->num_threads), &call_std_function, nullptr, &f,
+      sizeof f);
 }
 
 void ThreadPool::parallel_for_dynamic(std::int64_t n, std::int64_t grain, const Fn& fn) {
+  const Fn* f = &fn;
+  run_args(n, grain, &call_std_function, nullptr, &f, sizeof f);
+}
+
+void ThreadPool::run_args(std::int64_t n, std::int64_t grain, Trampoline tramp, const void* user_fn,
+                          const void* args, std::size_t bytes) {
   if (n <= 0) return;
   grain = std::max<std::int64_t>(grain, 1);
   grain = std::max<std::int64_t>(grain, (n + kMaxChunks - 1) / kMaxChunks);
-  run(n, grain, static_cast<int>((n + grain - 1) / grain), fn);
+  run(n, grain, static_cast<int>((n + grain - 1) / grain), tramp, user_fn, args, bytes);
 }
 
-void ThreadPool::run(std::int64_t n, std::int64_t grain, int chunks, const Fn& fn) {
+void ThreadPool::run(std::int64_t n, std::int64_t grain, int chunks, Trampoline tramp, const void* user_fn,
+                     const void* args, std::size_t bytes) {
   Impl& p = *impl_;
+  Snapshot s;
+  s.tramp = tramp, s.user_fn = user_fn, s.n = n, s.grain = grain, s.chunks = chunks;
+  const int words = static_cast<int>((std::min(bytes, ThreadPool::kArgsBytes) + 7) / 8);
+  std::memcpy(s.args, args, std::min(bytes, ThreadPool::kArgsBytes));
   if (chunks == 1 || p.num_threads == 1) {
     if (grain == 0) {
-      fn(0, n);
+      tramp(s.args, user_fn, 0, n);
     } else {
-      for (std::int64_t b = 0; b < n; b += grain) fn(b, std::min(n, b + grain));
+      for (std::int64_t b = 0; b < n; b += grain) tramp(s.args, user_fn, b, std::min(n, b + grain));
     }
     return;
   }
   if (p.error) p.error = nullptr;  // no store on the fast path
   const std::uint32_t gen = ++p.generation == 0 ? ++p.generation : p.generation;
-  const Snapshot s{gen, &fn, n, grain, chunks};
+  s.gen = gen;
   const std::int64_t first = p.take(s, 0, true);
   // Publish under the sequence lock. No fence after it: a worker that goes to sleep just
   // as the job appears may miss it (the caller then runs its range, see work), and is
   // woken by the next job, whose publication sees it in `sleepers`.
   p.job.seq.store(2 * static_cast<std::uint64_t>(gen) - 1, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_release);
-  p.job.fn.store(&fn, std::memory_order_relaxed);
+  p.job.tramp.store(tramp, std::memory_order_relaxed);
+  p.job.user_fn.store(user_fn, std::memory_order_relaxed);
   p.job.n.store(n, std::memory_order_relaxed);
   p.job.grain.store(grain, std::memory_order_relaxed);
   p.job.chunks.store(chunks, std::memory_order_relaxed);
+  p.job.args_words.store(static_cast<std::int16_t>(words), std::memory_order_relaxed);
+  for (int w = 0; w < words; ++w) p.job.args[w].store(s.args[w], std::memory_order_relaxed);
   p.job.seq.store(2 * static_cast<std::uint64_t>(gen), std::memory_order_release);
   if (p.sleepers.load(std::memory_order_relaxed) > 0) {
     { std::lock_guard<std::mutex> lk(p.mu); }

@@ -3,7 +3,9 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <functional>
+#include <type_traits>
 
 namespace bmx {
 
@@ -27,8 +29,37 @@ class ThreadPool {
   void parallel_for_dynamic(std::int64_t n, std::int64_t grain,
                             const std::function<void(std::int64_t, std::int64_t)>& fn);
 
+  // Most bytes of arguments a job can carry in the pool's own job lines (see below).
+  static constexpr std::size_t kArgsBytes = 208;
+
+  // parallel_for_dynamic for a plain function whose arguments are copied into the job
+  // lines that the workers poll: a worker then starts with everything it needs in the
+  // lines it has just received. A lambda capturing the caller's locals by reference costs
+  // every worker one cache-line transfer per line of the caller's stack it touches (the
+  // caller has just written them), ~0.3 us per job on a 7x7 layer's ~4 us.
+  template <typename Args>
+  void parallel_for_dynamic(std::int64_t n, std::int64_t grain, void (*fn)(const Args&, std::int64_t, std::int64_t),
+                            const Args& args) {
+    static_assert(std::is_trivially_copyable<Args>::value && std::is_default_constructible<Args>::value,
+                  "job arguments are copied bytewise");
+    static_assert(sizeof(Args) <= kArgsBytes, "job arguments too large for the job lines");
+    run_args(n, grain, &trampoline<Args>, reinterpret_cast<const void*>(fn), &args, sizeof(Args));
+  }
+
+  // fn(args, user_fn, begin, end): calls user_fn with the copied arguments.
+  using Trampoline = void (*)(const void* args, const void* user_fn, std::int64_t, std::int64_t);
+
  private:
-  void run(std::int64_t n, std::int64_t grain, int chunks, const std::function<void(std::int64_t, std::int64_t)>& fn);
+  template <typename Args>
+  static void trampoline(const void* args, const void* user_fn, std::int64_t b, std::int64_t e) {
+    Args a;
+    std::memcpy(&a, args, sizeof(Args));
+    reinterpret_cast<void (*)(const Args&, std::int64_t, std::int64_t)>(user_fn)(a, b, e);
+  }
+  void run_args(std::int64_t n, std::int64_t grain, Trampoline tramp, const void* user_fn, const void* args,
+                std::size_t bytes);
+  void run(std::int64_t n, std::int64_t grain, int chunks, Trampoline tramp, const void* user_fn, const void* args,
+           std::size_t bytes);
   struct Impl;
   Impl* impl_;
 };
@@ -39,5 +70,16 @@ void parallel_for(ThreadPool* pool, std::int64_t n,
 // parallel_for_dynamic on `pool` if given, else fn(0, n) inline.
 void parallel_for_dynamic(ThreadPool* pool, std::int64_t n, std::int64_t grain,
                           const std::function<void(std::int64_t, std::int64_t)>& fn);
+// The same with a plain function and arguments carried in the job lines.
+template <typename Args>
+void parallel_for_dynamic(ThreadPool* pool, std::int64_t n, std::int64_t grain,
+                          void (*fn)(const Args&, std::int64_t, std::int64_t), const Args& args) {
+  if (n <= 0) return;
+  if (pool == nullptr || pool->num_threads() == 1 || n <= grain) {
+    fn(args, 0, n);
+    return;
+  }
+  pool->parallel_for_dynamic(n, grain, fn, args);
+}
 
 }  // namespace bmx
