@@ -5,6 +5,7 @@ networks whose BatchNorm statistics are randomised (so folding is not trivial); 
 oracles are Gluon ``net(x)`` and :func:`bmx.convert_utils.run_model`.
 """
 import os
+import re
 import struct
 import threading
 
@@ -120,6 +121,29 @@ def test_batch_sizes_threads_and_layouts(densenet):
     # non-contiguous input is copied, same answer
     xt = np.asfortranarray(x)
     np.testing.assert_allclose(m(xt), full, rtol=0, atol=1e-5 * np.abs(full).max())
+
+
+def test_large_batch_runs_in_sub_batches(densenet):
+    # A batch whose activations outgrow ~1 MiB runs in several passes through the graph
+    # (cache-sized sub-batches); the answer equals one call per image (float ops may round
+    # differently per batch size), and a NaN in a later pass is reported at its index in
+    # the caller's array.
+    _, data = densenet
+    m = Model(data)
+    arena = int(re.search(r"arena (\d+) bytes per sample", m.summary()).group(1))
+    n = 64
+    assert arena * n > 2 * (1 << 20), "the batch must need several passes for this test"
+    x = _x(n, seed=3)
+    ref = np.concatenate([m.predict(x[i:i + 1]) for i in range(n)])
+    for threads in (1, 2):
+        m.num_threads = threads
+        out = m.predict(x)
+        np.testing.assert_allclose(out, ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+        assert (out.argmax(1) == ref.argmax(1)).all()
+    x[n - 1, 1, 2, 3] = np.nan
+    flat = (n - 1) * 3 * 32 * 32 + (1 * 32 + 2) * 32 + 3
+    with pytest.raises(ValueError, match=rf"NaN or Inf .*index {flat}\b"):
+        m.predict(x)
 
 
 @pytest.mark.parametrize("bad,msg", [
