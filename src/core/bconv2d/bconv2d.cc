@@ -13,6 +13,7 @@
 #include "core/bgemm/bgemm.h"
 #include "core/bitpack/bitpack.h"
 #include "core/common/cpu.h"
+#include "core/common/scratch.h"
 #include "core/common/threadpool.h"
 
 namespace bmx {
@@ -134,13 +135,12 @@ struct ConvJob {
 void conv_blocks(const ConvJob<word_t>& j, std::int64_t lo, std::int64_t hi) {
   const BConv2DShape& s = j.s;
   const std::int64_t row_words = s.kernel_h * s.kernel_w * s.in_words();
-  thread_local std::vector<word_t> cols;
+  thread_local ScratchBuffer<word_t> cols_buf;
+  word_t* cols = cols_buf.get(static_cast<std::size_t>(j.block * row_words));
   for (std::int64_t p0 = lo; p0 < hi; p0 += j.block) {
     const std::int64_t p1 = std::min(hi, p0 + j.block);
-    if (static_cast<std::int64_t>(cols.size()) < (p1 - p0) * row_words)
-      cols.resize(static_cast<std::size_t>(j.block * row_words));
-    im2col(j.input, s, p0, p1, cols.data());
-    j.kernel->run(cols.data(), row_words, j.filter, row_words, 0, p1 - p0, 0, s.out_c, row_words, s.k_bits(),
+    im2col(j.input, s, p0, p1, cols);
+    j.kernel->run(cols, row_words, j.filter, row_words, 0, p1 - p0, 0, s.out_c, row_words, s.k_bits(),
                   j.out + p0 * s.out_c, s.out_c);
   }
 }
@@ -193,17 +193,16 @@ void value_blocks(const ConvJob<T>& j, std::int64_t lo, std::int64_t hi) {
   const BConv2DShape& s = j.s;
   const std::int64_t iw = s.in_words(), row_words = s.kernel_h * s.kernel_w * iw;
   const std::int64_t in_words_total = s.batch * s.in_h * s.in_w * iw;
-  thread_local std::vector<word_t> img, cols;
-  if (static_cast<std::int64_t>(img.size()) < in_words_total) img.resize(static_cast<std::size_t>(in_words_total));
+  thread_local ScratchBuffer<word_t> img_buf, cols_buf;
+  word_t* img = img_buf.get(static_cast<std::size_t>(in_words_total));
+  word_t* cols = is_pointwise(s) ? nullptr : cols_buf.get(static_cast<std::size_t>(j.block * row_words));
   for (std::int64_t p0 = lo; p0 < hi; p0 += j.block) {
     const std::int64_t p1 = std::min(hi, p0 + j.block);
-    pack_rows_for(j.input, s, p0, p1, img.data());
-    const word_t* a = img.data() + p0 * iw;
-    if (!is_pointwise(s)) {
-      if (static_cast<std::int64_t>(cols.size()) < (p1 - p0) * row_words)
-        cols.resize(static_cast<std::size_t>(j.block * row_words));
-      im2col(img.data(), s, p0, p1, cols.data());
-      a = cols.data();
+    pack_rows_for(j.input, s, p0, p1, img);
+    const word_t* a = img + p0 * iw;
+    if (cols) {
+      im2col(img, s, p0, p1, cols);
+      a = cols;
     }
     j.kernel->run(a, row_words, j.filter, row_words, 0, p1 - p0, 0, s.out_c, row_words, s.k_bits(),
                   j.out + p0 * s.out_c, s.out_c);
@@ -272,23 +271,22 @@ void fused_blocks(const FusedJob& j, std::int64_t lo, std::int64_t hi) {
   const std::int64_t iw = s.in_words(), row_words = s.kernel_h * s.kernel_w * iw, oc = s.out_c;
   const std::int32_t k_bits = s.k_bits();
   const bool pointwise = is_pointwise(s);
-  thread_local std::vector<word_t> cols;
-  thread_local std::vector<std::int32_t> acc;
-  if (static_cast<std::int64_t>(acc.size()) < j.block * oc) acc.resize(static_cast<std::size_t>(j.block * oc));
+  thread_local ScratchBuffer<word_t> cols_buf;
+  thread_local ScratchBuffer<std::int32_t> acc_buf;
+  word_t* cols = pointwise ? nullptr : cols_buf.get(static_cast<std::size_t>(j.block * row_words));
+  std::int32_t* acc = acc_buf.get(static_cast<std::size_t>(j.block * oc));
   for (std::int64_t p0 = lo; p0 < hi; p0 += j.block) {
     const std::int64_t p1 = std::min(hi, p0 + j.block), rows = p1 - p0;
     const word_t* a = j.input + p0 * iw;
-    if (!pointwise) {
-      if (static_cast<std::int64_t>(cols.size()) < rows * row_words)
-        cols.resize(static_cast<std::size_t>(j.block * row_words));
-      im2col(j.input, s, p0, p1, cols.data());
-      a = cols.data();
+    if (cols) {
+      im2col(j.input, s, p0, p1, cols);
+      a = cols;
     }
     if (j.packed_filter)
-      k.run_packed(a, row_words, j.packed_filter, 0, rows, 0, oc, row_words, k_bits, acc.data(), oc);
+      k.run_packed(a, row_words, j.packed_filter, 0, rows, 0, oc, row_words, k_bits, acc, oc);
     else
-      k.run(a, row_words, j.filter, row_words, 0, rows, 0, oc, row_words, k_bits, acc.data(), oc);
-    epilogue(acc.data(), rows, oc, k_bits, o, o.out + p0 * o.out_ps,
+      k.run(a, row_words, j.filter, row_words, 0, rows, 0, oc, row_words, k_bits, acc, oc);
+    epilogue(acc, rows, oc, k_bits, o, o.out + p0 * o.out_ps,
              o.residual ? o.residual + p0 * o.residual_ps : nullptr);
   }
 }

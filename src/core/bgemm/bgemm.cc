@@ -7,6 +7,7 @@
 #include "core/bgemm/kernels.h"
 #include "core/bgemm/reference.h"
 #include "core/common/cpu.h"
+#include "core/common/scratch.h"
 #include "core/common/threadpool.h"
 
 namespace bmx {
@@ -193,10 +194,8 @@ void bgemm(const word_t* a, std::int64_t lda, const word_t* b, std::int64_t ldb,
     // Swapped form: A in panels, B rows broadcast. Threads split the panels of A; each
     // packs its own panels (no packing is repeated) into a buffer that lives for the call.
     job.panels = (m + k.panel - 1) / k.panel;
-    thread_local std::vector<word_t> packed_a;
-    if (static_cast<std::int64_t>(packed_a.size()) < k.packed_b_words(m, words))
-      packed_a.resize(static_cast<std::size_t>(k.packed_b_words(m, words)));
-    job.packed_a = packed_a.data();
+    thread_local ScratchBuffer<word_t> packed_a;
+    job.packed_a = packed_a.get(static_cast<std::size_t>(k.packed_b_words(m, words)));
     job.parts = std::min<std::int64_t>(job.panels, threads * per_thread);
     parallel_for_dynamic(threads > 1 ? pool : nullptr, job.parts, 1, &run_swapped_parts, job);
     return;

@@ -8,10 +8,9 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <new>
 
 #include "core/bgemm/kernels.h"
+#include "core/common/scratch.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuninitialized"  // GCC 12 AVX-512 header false positive
@@ -25,22 +24,6 @@ namespace {
 constexpr int kPanel = 16;  // B rows per panel (two zmm of 8 lanes)
 constexpr int kMaxMR = 8;
 
-struct PanelBuf {
-  word_t* p = nullptr;
-  std::int64_t cap = 0;
-  ~PanelBuf() { std::free(p); }
-  word_t* get(std::int64_t words) {
-    if (words > cap) {
-      std::free(p);
-      cap = words;
-      // aligned_alloc needs a size that is a multiple of the alignment (C11; ASan checks it).
-      const std::size_t bytes = (static_cast<std::size_t>(cap) * sizeof(word_t) + 63) / 64 * 64;
-      p = static_cast<word_t*>(std::aligned_alloc(64, bytes));
-      if (p == nullptr) throw std::bad_alloc();
-    }
-    return p;
-  }
-};
 
 // In-register transpose of an 8x8 int32 block (rows r[0..7] become columns).
 inline void transpose8x8(__m256i r[8]) {
@@ -167,8 +150,8 @@ inline std::int64_t row_block(std::int64_t words) {
 
 void bgemm_8x16__avx512(BMX_BGEMM_ARGS) {
   if (m1 <= m0 || n1 <= n0) return;
-  thread_local PanelBuf buf;
-  word_t* panel = buf.get(std::max<std::int64_t>(words, 1) * kPanel);
+  thread_local ScratchBuffer<word_t> buf;
+  word_t* panel = buf.get(static_cast<std::size_t>(std::max<std::int64_t>(words, 1) * kPanel));
   const std::int64_t mc = row_block(words);
   for (std::int64_t mb = m0; mb < m1; mb += mc) {
     const std::int64_t me = std::min(m1, mb + mc);

@@ -15,11 +15,10 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
-#include <new>
 
 #include "core/bgemm/kernels.h"
+#include "core/common/scratch.h"
 
 namespace bmx::kernels {
 
@@ -30,29 +29,9 @@ constexpr int NR = 4;
 constexpr int kStepWords = 4;   // 256 bits per step
 constexpr int kMaxSteps8 = 31;  // 8-bit lanes: each step adds at most 8 per byte
 
-// A growable 64-byte aligned buffer of 256-bit vectors.
-class VecBuf {
- public:
-  ~VecBuf() { std::free(p_); }
-  __m256i* get(std::int64_t n) {
-    if (n > cap_) {
-      std::free(p_);
-      cap_ = n;
-      // aligned_alloc needs a size that is a multiple of the alignment (C11; ASan checks it).
-      const std::size_t bytes = (static_cast<std::size_t>(n) * sizeof(__m256i) + 63) / 64 * 64;
-      p_ = static_cast<__m256i*>(std::aligned_alloc(64, bytes));
-      if (p_ == nullptr) throw std::bad_alloc();
-    }
-    return p_;
-  }
-
- private:
-  __m256i* p_ = nullptr;
-  std::int64_t cap_ = 0;
-};
 // Thread-local scratch, reused across calls (no allocation in steady state).
 struct Scratch {
-  VecBuf a, b;
+  ScratchBuffer<std::int64_t> a, b;  // 64-byte aligned; four per 256-bit vector
 };
 Scratch& scratch() {
   thread_local Scratch s;
@@ -263,8 +242,10 @@ void bgemm_2x4__avx2(BMX_BGEMM_ARGS) {
   Scratch& sc = scratch();
   const std::int64_t mcap = std::min(mc, (m1 - m0 + MR - 1) / MR * MR);
   const std::int64_t ncap = std::min(nc, (n1 - n0 + NR - 1) / NR * NR);
-  __m256i* abuf = sc.a.get(std::max<std::int64_t>(mcap / MR * L.group_vecs(), 1));
-  __m256i* bbuf = sc.b.get(std::max<std::int64_t>(ncap / NR * L.panel_vecs(), 1));
+  auto* abuf = reinterpret_cast<__m256i*>(
+      sc.a.get(4 * static_cast<std::size_t>(std::max<std::int64_t>(mcap / MR * L.group_vecs(), 1))));
+  auto* bbuf = reinterpret_cast<__m256i*>(
+      sc.b.get(4 * static_cast<std::size_t>(std::max<std::int64_t>(ncap / NR * L.panel_vecs(), 1))));
   __m128i res[MR];
   for (std::int64_t mb = m0; mb < m1; mb += mc) {
     const std::int64_t mrows = std::min(mc, m1 - mb);
