@@ -8,8 +8,9 @@ Subcommands
 -----------
 ``gemm``
     Every binary 3x3 conv of binarydensenet37 at 224x224: G binary-MAC/s of
-    :func:`bmx.engine.binary_gemm` and of :func:`bmx.engine.binary_conv2d` (input packing
-    and im2col included; weights pre-packed, as a converted model holds them), numpy's
+    :func:`bmx.engine.binary_gemm` and of :func:`bmx.engine.binary_conv2d` (float input
+    packing and im2col included; weights packed once with :func:`bmx.engine.pack_filters`,
+    as a converted model holds them), numpy's
     float32 GEMM with one BLAS thread on the same M, N, K, the ratios, and the scaling
     of every thread count over one thread.
 
@@ -244,17 +245,18 @@ def run_gemm(args):
             macs = float(m) * n * k
             for kern in kernels:
                 per_t = {}
+                # filters arranged once for the kernel, as a converted model holds them
+                w_k = engine.pack_filters(w_bits, in_channels=c_in, kernel=kern)
                 for t in threads:
                     # In C++ (the kernel as a network calls it) ...
                     tg = _stat(engine.time_binary_gemm(a_bits, b_bits, k, num_threads=t, kernel=kern,
                                                        repeat=args.repeat), args.stat)
-                    tc = _stat(engine.time_binary_conv2d(x, w_bits, padding=1, in_channels=c_in, num_threads=t,
-                                                         kernel=kern, repeat=args.repeat), args.stat)
+                    tc = _stat(engine.time_binary_conv2d(x, w_k, padding=1, num_threads=t, repeat=args.repeat),
+                               args.stat)
                     # ... and through Python, whose per-call cost (~1 us) is the user's too.
                     pg = _median_time(lambda: engine.binary_gemm(a_bits, b_bits, k, num_threads=t, kernel=kern),
                                       args.repeat, stat=args.stat)
-                    pc = _median_time(lambda: engine.binary_conv2d(x, w_bits, padding=1, in_channels=c_in,
-                                                                   num_threads=t, kernel=kern), args.repeat,
+                    pc = _median_time(lambda: engine.binary_conv2d(x, w_k, padding=1, num_threads=t), args.repeat,
                                       stat=args.stat)
                     per_t[t] = (tg, tc, pg, pc)
                 for t in threads:

@@ -18,8 +18,8 @@ import numpy as np
 
 from . import _engine
 
-__all__ = ["pack_bits", "binary_gemm", "binary_conv2d", "time_binary_gemm", "time_binary_conv2d",
-           "list_kernels", "auto_kernel", "cpu_features", "WORD_BITS"]
+__all__ = ["pack_bits", "binary_gemm", "binary_conv2d", "pack_filters", "PackedFilters", "time_binary_gemm",
+           "time_binary_conv2d", "list_kernels", "auto_kernel", "cpu_features", "WORD_BITS"]
 
 __version__ = _engine.__version__
 WORD_BITS = _engine.WORD_BITS
@@ -110,9 +110,11 @@ def binary_conv2d(x, weights, stride=1, padding=0, dilation=1, in_channels=None,
         packing is part of its cost: bit 1 iff value < 0), or uint64 words of shape
         (N, H, W, ceil(C / 64)) already packed (then ``in_channels`` gives C unless the
         weights are unpacked).
-    weights : numpy.ndarray
+    weights : numpy.ndarray or PackedFilters
         Filters of shape (C_out, KH, KW, C_in) (OHWI), float32/int8 values or uint64
-        words of shape (C_out, KH, KW, ceil(C_in / 64)).
+        words of shape (C_out, KH, KW, ceil(C_in / 64)); or :func:`pack_filters`' result,
+        which skips the per-call re-arrangement of the filters for the kernel (as a
+        loaded :class:`Model` does).
     stride, padding, dilation : int or (int, int), optional
         Padding adds ``padding`` positions of value -1 on each side (a binary conv pads
         with -1, which is free after packing).
@@ -135,12 +137,50 @@ def binary_conv2d(x, weights, stride=1, padding=0, dilation=1, in_channels=None,
     ValueError
         Wrong dtype, rank, channel/word count, geometry or kernel name.
     """
-    if not (type(x) is np.ndarray and type(weights) is np.ndarray and type(num_threads) is int
+    if not (type(x) is np.ndarray and type(weights) in (np.ndarray, PackedFilters) and type(num_threads) is int
             and type(kernel) is str and (in_channels is None or type(in_channels) is int)):
-        x, weights = _as_array(x, "x"), _as_array(weights, "weights")
+        x, weights = _as_array(x, "x"), _as_weights(weights)
         in_channels = None if in_channels is None else _as_int(in_channels, "in_channels")
         num_threads, kernel = _as_int(num_threads, "num_threads"), str(kernel)
     return _engine.binary_conv2d(x, weights, stride, padding, dilation, in_channels, num_threads, kernel)
+
+
+PackedFilters = _engine.PackedFilters
+
+
+def pack_filters(weights, in_channels=None, kernel="auto"):
+    """Bethge et al., BMXNet 2 (2019): binary conv filters packed once, for repeated calls.
+
+    :func:`binary_conv2d` packs float/int8 filters and re-arranges packed ones into its
+    kernel's panel layout on every call; for filters used many times (a layer applied to
+    a stream of inputs) do it once here, as a converted model does at load.
+
+    Parameters
+    ----------
+    weights : numpy.ndarray
+        (C_out, KH, KW, C_in) float32/int8 values, or uint64 words of shape
+        (C_out, KH, KW, ceil(C_in / 64)) (then ``in_channels`` is required).
+    in_channels : int, optional
+        C_in (checked against float/int8 weights).
+    kernel : str, optional
+        bgemm kernel the layout is for: ``'auto'`` or a name from :func:`list_kernels`;
+        :func:`binary_conv2d` then uses that kernel.
+
+    Returns
+    -------
+    PackedFilters
+        Opaque; ``.shape`` is (C_out, KH, KW, C_in), ``.kernel`` the kernel name and
+        ``.words`` the packed words.
+
+    Raises
+    ------
+    ValueError
+        Wrong rank, dtype, word count, stray tail bits, or unknown kernel.
+    """
+    if not isinstance(weights, np.ndarray):
+        raise ValueError(f"weights must be a numpy array, got {type(weights).__name__}")
+    return _engine.pack_filters(weights, None if in_channels is None else _as_int(in_channels, "in_channels"),
+                                str(kernel))
 
 
 def time_binary_gemm(a_bits, b_bits, k, num_threads=1, kernel="auto", min_seconds=0.001, repeat=7,
@@ -186,7 +226,7 @@ def time_binary_conv2d(x, weights, stride=1, padding=0, dilation=1, in_channels=
         ``repeat`` samples of seconds per call.
     """
     return list(_engine.time_binary_conv2d(
-        _as_array(x, "x"), _as_array(weights, "weights"), stride, padding, dilation,
+        _as_array(x, "x"), _as_weights(weights), stride, padding, dilation,
         None if in_channels is None else _as_int(in_channels, "in_channels"), _as_int(num_threads, "num_threads"),
         str(kernel), float(min_seconds), _as_int(repeat, "repeat"), float(warmup)))
 
@@ -217,6 +257,10 @@ def _as_array(a, what):
     if not isinstance(a, np.ndarray):
         raise ValueError(f"{what} must be a numpy array, got {type(a).__name__}")
     return a
+
+
+def _as_weights(w):
+    return w if isinstance(w, PackedFilters) else _as_array(w, "weights")
 
 
 def _as_int(v, what):

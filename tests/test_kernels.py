@@ -299,3 +299,57 @@ def test_time_binary_gemm_and_conv2d_samples_and_validation():
         engine.time_binary_conv2d(x, w, padding=1, in_channels=70, warmup=float("nan"))
     with pytest.raises(ValueError, match="in_channels disagrees"):
         engine.time_binary_conv2d(x, w, padding=1, in_channels=71)
+
+
+# ---------------------------------------------------------------------------------------
+# pack_filters: filters arranged once give the same results as plain weights
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_pack_filters_matches_plain_weights(kernel):
+    rng = np.random.default_rng(11)
+    for (n, h, w, c_in, c_out, stride, pad, dil) in [(1, 7, 7, 256, 64, 1, 1, 1), (2, 6, 5, 65, 17, 2, 1, 2),
+                                                      (1, 4, 4, 3, 5, 1, 0, 1)]:
+        x = pm1(rng, (n, h, w, c_in))
+        wf = pm1(rng, (c_out, 3, 3, c_in))
+        want = conv_oracle(x, wf, stride, pad, dil)
+        for weights, ic in ((wf, None), (engine.pack_bits(wf), c_in)):
+            pf = engine.pack_filters(weights, in_channels=ic, kernel=kernel)
+            assert pf.shape == (c_out, 3, 3, c_in) and pf.in_channels == c_in
+            assert pf.kernel == (engine.auto_kernel() if kernel == "auto" else kernel)
+            np.testing.assert_array_equal(pf.words, engine.pack_bits(wf))
+            for threads in (1, 2):
+                for xin in (x, engine.pack_bits(x), x.astype(np.int8)):
+                    got = engine.binary_conv2d(xin, pf, stride=stride, padding=pad, dilation=dil,
+                                               num_threads=threads)
+                    np.testing.assert_array_equal(got, want, err_msg=f"{kernel} threads={threads} C_in={c_in}")
+            s = engine.time_binary_conv2d(x, pf, stride=stride, padding=pad, dilation=dil, repeat=1,
+                                          min_seconds=0.0, warmup=0.0)
+            assert len(s) == 1 and s[0] > 0
+
+
+def test_pack_filters_errors():
+    w = np.ones((4, 3, 3, 70), np.float32)
+    with pytest.raises(ValueError, match="4-D"):
+        engine.pack_filters(w[0])
+    with pytest.raises(ValueError, match="dtype"):
+        engine.pack_filters(w.astype(np.float64))
+    with pytest.raises(ValueError, match="in_channels"):
+        engine.pack_filters(engine.pack_bits(w))
+    with pytest.raises(ValueError, match="words per tap"):
+        engine.pack_filters(engine.pack_bits(w), in_channels=200)
+    with pytest.raises(ValueError, match="disagrees"):
+        engine.pack_filters(w, in_channels=69)
+    with pytest.raises(ValueError, match="numpy array"):
+        engine.pack_filters(w.tolist())
+    with pytest.raises(ValueError, match="unknown bgemm kernel"):
+        engine.pack_filters(w, kernel="bgemm_9x9__nope")
+    pf = engine.pack_filters(w)
+    x = np.ones((1, 5, 5, 70), np.float32)
+    with pytest.raises(ValueError, match="packed for kernel"):
+        other = [n for n, ok in engine.list_kernels() if ok and n != pf.kernel][0]
+        engine.binary_conv2d(x, pf, kernel=other)
+    with pytest.raises(ValueError, match="disagrees"):
+        engine.binary_conv2d(x, pf, in_channels=71)
+    with pytest.raises(ValueError, match="C_in|disagrees|channels"):
+        engine.binary_conv2d(np.ones((1, 5, 5, 71), np.float32), pf)
+    assert "PackedFilters(shape=(4, 3, 3, 70)" in repr(pf)

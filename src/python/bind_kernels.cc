@@ -20,6 +20,7 @@
 #include "core/bgemm/bgemm.h"
 #include "core/bitpack/bitpack.h"
 #include "core/bitpack/reference.h"
+#include "core/common/scratch.h"
 #include "core/common/threadpool.h"
 #include "python/bindings.h"
 
@@ -232,12 +233,41 @@ struct ConvCall {
   int xk = 0, wk = 0;
   BConv2DShape s;
   const BgemmKernel* kern = nullptr;
+  py::object filters;                // keeps a PackedFilters alive
+  const word_t* packed = nullptr;    // its panel-arranged filters, if any
 };
 
-ConvCall prepare_conv(const py::array& x_in, const py::array& w_in, const py::object& stride,
-                      const py::object& padding, const py::object& dilation, const py::object& in_channels,
+// Filters packed once (bmx.engine.pack_filters): the plain packed words and, for kernels
+// that have one, the kernel's own panel arrangement, as a loaded model holds them.
+struct PackedFilters {
+  py::array_t<word_t> plain;  // (C_out, KH, KW, ceil(C_in / 64))
+  std::int64_t in_c = 0;
+  const BgemmKernel* kern = nullptr;
+  ScratchBuffer<word_t> panels;
+  std::int64_t panel_words = 0;
+};
+
+ConvCall prepare_conv(const py::array& x_in, const py::object& w_obj, const py::object& stride,
+                      const py::object& padding, const py::object& dilation, const py::object& in_channels_arg,
                       const std::string& kernel) {
-  const BgemmKernel& kern = lookup_kernel(kernel);
+  py::array w_in;
+  py::object in_channels = in_channels_arg;
+  const PackedFilters* pf = nullptr;
+  if (py::isinstance<PackedFilters>(w_obj)) {
+    pf = &w_obj.cast<const PackedFilters&>();
+    if (kernel != "auto" && kernel != pf->kern->name)
+      fail("binary_conv2d: the weights were packed for kernel '" + std::string(pf->kern->name) + "', not '" + kernel +
+           "' (pack them again with kernel='" + kernel + "')");
+    if (!in_channels.is_none() && in_channels.cast<std::int64_t>() != pf->in_c)
+      fail("binary_conv2d: in_channels disagrees with the packed weights' C_in = " + std::to_string(pf->in_c));
+    w_in = pf->plain;
+    in_channels = py::int_(pf->in_c);
+  } else if (py::isinstance<py::array>(w_obj)) {
+    w_in = w_obj.cast<py::array>();
+  } else {
+    fail("binary_conv2d: weights must be a numpy array or PackedFilters (see pack_filters)");
+  }
+  const BgemmKernel& kern = pf ? *pf->kern : lookup_kernel(kernel);
   if (x_in.ndim() != 4) fail("binary_conv2d: x must be 4-D NHWC, got " + std::to_string(x_in.ndim()) + "-D");
   if (w_in.ndim() != 4) fail("binary_conv2d: weights must be 4-D (C_out, KH, KW, C_in), got " + std::to_string(w_in.ndim()) + "-D");
   const auto u64 = py::dtype::of<word_t>();
@@ -292,6 +322,10 @@ ConvCall prepare_conv(const py::array& x_in, const py::array& w_in, const py::ob
   if (wk == 0) check_tails(U64Array::ensure(w), taps, iw, c_in, "binary_conv2d: weights");
   ConvCall call;
   call.x = x, call.w = w, call.xk = xk, call.wk = wk, call.s = s, call.kern = &kern;
+  if (pf) {
+    call.filters = w_obj;
+    call.packed = pf->panel_words ? pf->panels.data() : nullptr;
+  }
   return call;
 }
 
@@ -312,14 +346,14 @@ void run_conv(const ConvCall& call, std::int32_t* op, ThreadPool* pool) {
     wp = wbuf.data();
   }
   if (call.xk == 1)
-    bconv2d(static_cast<const float*>(call.x.data()), wp, s, op, pool, call.kern);
+    bconv2d(static_cast<const float*>(call.x.data()), wp, s, op, pool, call.kern, call.packed);
   else if (call.xk == 2)
-    bconv2d(static_cast<const std::int8_t*>(call.x.data()), wp, s, op, pool, call.kern);
+    bconv2d(static_cast<const std::int8_t*>(call.x.data()), wp, s, op, pool, call.kern, call.packed);
   else
-    bconv2d(static_cast<const word_t*>(call.x.data()), wp, s, op, pool, call.kern);
+    bconv2d(static_cast<const word_t*>(call.x.data()), wp, s, op, pool, call.kern, call.packed);
 }
 
-py::array_t<std::int32_t> binary_conv2d(const py::array& x_in, const py::array& w_in, const py::object& stride,
+py::array_t<std::int32_t> binary_conv2d(const py::array& x_in, const py::object& w_in, const py::object& stride,
                                         const py::object& padding, const py::object& dilation,
                                         const py::object& in_channels, int num_threads, const std::string& kernel) {
   check_threads(num_threads);
@@ -337,7 +371,7 @@ py::array_t<std::int32_t> binary_conv2d(const py::array& x_in, const py::array& 
   return out;
 }
 
-std::vector<double> time_binary_conv2d(const py::array& x_in, const py::array& w_in, const py::object& stride,
+std::vector<double> time_binary_conv2d(const py::array& x_in, const py::object& w_in, const py::object& stride,
                                        const py::object& padding, const py::object& dilation,
                                        const py::object& in_channels, int num_threads, const std::string& kernel,
                                        double min_seconds, int repeat, double warmup) {
@@ -350,6 +384,50 @@ std::vector<double> time_binary_conv2d(const py::array& x_in, const py::array& w
   PoolSlot& slot = pool_slot(num_threads);
   std::lock_guard<std::mutex> lk(slot.mu);
   return time_samples([&] { run_conv(call, out.data(), slot.pool.get()); }, min_seconds, repeat, warmup);
+}
+
+std::unique_ptr<PackedFilters> pack_filters(const py::array& w_in, const py::object& in_channels,
+                                            const std::string& kernel) {
+  auto pf = std::make_unique<PackedFilters>();
+  pf->kern = &lookup_kernel(kernel);
+  if (w_in.ndim() != 4)
+    fail("pack_filters: weights must be 4-D (C_out, KH, KW, C_in), got " + std::to_string(w_in.ndim()) + "-D");
+  const bool packed = is_dtype(w_in, py::dtype::of<word_t>());
+  const bool f32 = is_dtype(w_in, py::dtype::of<float>()), i8 = is_dtype(w_in, py::dtype::of<std::int8_t>());
+  if (!packed && !f32 && !i8)
+    fail("pack_filters: weights must be float32, int8 or uint64 (packed), got dtype " + dtype_name(w_in));
+  std::int64_t c_in = in_channels.is_none() ? -1 : in_channels.cast<std::int64_t>();
+  if (!packed) {
+    if (c_in >= 0 && c_in != w_in.shape(3)) fail("pack_filters: in_channels disagrees with weights.shape[3]");
+    c_in = w_in.shape(3);
+  }
+  if (c_in < 1) fail("pack_filters: in_channels (>= 1) is required for packed uint64 weights");
+  BConv2DShape s;
+  s.in_c = c_in, s.out_c = w_in.shape(0), s.kernel_h = w_in.shape(1), s.kernel_w = w_in.shape(2);
+  if (s.out_c < 1 || s.kernel_h < 1 || s.kernel_w < 1) fail("pack_filters: empty weights");
+  const std::int64_t iw = s.in_words(), taps = s.out_c * s.kernel_h * s.kernel_w;
+  if (packed && w_in.shape(3) != iw)
+    fail("pack_filters: packed weights must have ceil(C_in/64) = " + std::to_string(iw) + " words per tap, got " +
+         std::to_string(w_in.shape(3)));
+  pf->in_c = c_in;
+  pf->plain = py::array_t<word_t>({static_cast<py::ssize_t>(s.out_c), static_cast<py::ssize_t>(s.kernel_h),
+                                   static_cast<py::ssize_t>(s.kernel_w), static_cast<py::ssize_t>(iw)});
+  word_t* dst = pf->plain.mutable_data();
+  if (packed) {
+    const U64Array w = U64Array::ensure(w_in);
+    check_tails(w, taps, iw, c_in, "pack_filters: weights");
+    std::copy(w.data(), w.data() + taps * iw, dst);
+  } else {
+    py::array w = py::array::ensure(w_in, py::array::c_style);
+    if (f32)
+      pack_rows(static_cast<const float*>(w.data()), taps, c_in, c_in, dst, iw, nullptr);
+    else
+      pack_rows(static_cast<const std::int8_t*>(w.data()), taps, c_in, c_in, dst, iw, nullptr);
+  }
+  pf->panel_words = bconv2d_packed_filter_words(s, *pf->kern);
+  if (pf->panel_words)
+    bconv2d_pack_filter(dst, s, *pf->kern, pf->panels.get(static_cast<std::size_t>(pf->panel_words)));
+  return pf;
 }
 
 py::array_t<word_t> pack_rows_f32(py::array_t<float, py::array::c_style | py::array::forcecast> x) {
@@ -373,6 +451,22 @@ void bind_kernels(py::module_& m) {
         py::arg("padding") = 0, py::arg("dilation") = 1, py::arg("in_channels") = py::none(),
         py::arg("num_threads") = 1, py::arg("kernel") = "auto",
         "Binary 2-D convolution of NHWC input with -1 padding; int32 NHWC +-1 dot products.");
+  py::class_<PackedFilters>(m, "PackedFilters",
+                            "Binary conv filters packed once for a kernel (see bmx.engine.pack_filters).")
+      .def_property_readonly("shape", [](const PackedFilters& p) {
+        return py::make_tuple(p.plain.shape(0), p.plain.shape(1), p.plain.shape(2), p.in_c);
+      }, "(C_out, KH, KW, C_in)")
+      .def_property_readonly("in_channels", [](const PackedFilters& p) { return p.in_c; })
+      .def_property_readonly("kernel", [](const PackedFilters& p) { return std::string(p.kern->name); })
+      .def_property_readonly("words", [](const PackedFilters& p) { return p.plain; },
+                             "The packed words, (C_out, KH, KW, ceil(C_in / 64)) uint64.")
+      .def("__repr__", [](const PackedFilters& p) {
+        return "PackedFilters(shape=(" + std::to_string(p.plain.shape(0)) + ", " + std::to_string(p.plain.shape(1)) +
+               ", " + std::to_string(p.plain.shape(2)) + ", " + std::to_string(p.in_c) + "), kernel='" + p.kern->name +
+               "')";
+      });
+  m.def("pack_filters", &pack_filters, py::arg("weights"), py::arg("in_channels") = py::none(),
+        py::arg("kernel") = "auto", "Pack binary conv filters once (plain words and the kernel's panel layout).");
   m.def("time_binary_gemm", &time_binary_gemm, py::arg("a_bits"), py::arg("b_bits"), py::arg("k"),
         py::arg("num_threads") = 1, py::arg("kernel") = "auto", py::arg("min_seconds") = 0.001,
         py::arg("repeat") = 7, py::arg("warmup") = 0.05,

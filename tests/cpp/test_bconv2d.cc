@@ -3,6 +3,7 @@
 // unpacked +-1 values with explicit -1 padding (independent oracle).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 #include <stdexcept>
 #include <vector>
@@ -102,6 +103,14 @@ TEST(BConv2D, EveryKernelAndThreadCountMatchesReference) {
         bmx::bconv2d(xp.data(), fp.data(), s, got.data(), &pool, &kern);
         ASSERT_EQ(got, want) << kern.name << " threads=" << threads << " C_in=" << c.c_in << " C_out=" << c.c_out
                              << " stride=" << c.stride << " pad=" << c.pad << " dilation=" << c.dilation;
+        // Filters arranged once for the kernel (as a model holds them).
+        const std::int64_t pw = bmx::bconv2d_packed_filter_words(s, kern);
+        if (pw == 0) continue;
+        std::vector<word_t> packed(static_cast<std::size_t>(pw));
+        bmx::bconv2d_pack_filter(fp.data(), s, kern, packed.data());
+        std::fill(got.begin(), got.end(), -99);
+        bmx::bconv2d(xp.data(), fp.data(), s, got.data(), &pool, &kern, packed.data());
+        ASSERT_EQ(got, want) << kern.name << " packed filter, threads=" << threads << " C_in=" << c.c_in;
       }
     }
   }
@@ -144,6 +153,14 @@ TEST(BConv2D, ValueInputPackedInsideMatchesReference) {
         std::fill(got.begin(), got.end(), -99);
         bmx::bconv2d(xi.data(), fp.data(), s, got.data(), &pool);
         ASSERT_EQ(got, want) << "int8 threads=" << threads << " batch=" << c.batch << " C_in=" << c.c_in;
+        const auto& kern = bmx::bgemm_kernel("auto");
+        if (const std::int64_t pw = bmx::bconv2d_packed_filter_words(s, kern)) {
+          std::vector<word_t> packed(static_cast<std::size_t>(pw));
+          bmx::bconv2d_pack_filter(fp.data(), s, kern, packed.data());
+          std::fill(got.begin(), got.end(), -99);
+          bmx::bconv2d(xf.data(), fp.data(), s, got.data(), &pool, &kern, packed.data());
+          ASSERT_EQ(got, want) << "float, packed filter, threads=" << threads << " C_in=" << c.c_in;
+        }
       }
     }
   }

@@ -125,11 +125,24 @@ template <typename T>
 struct ConvJob {
   const T* input = nullptr;
   const word_t* filter = nullptr;
+  const word_t* packed_filter = nullptr;  // when set, the kernel's run_packed
   std::int32_t* out = nullptr;
   const BgemmKernel* kernel = nullptr;
   BConv2DShape s;
   std::int64_t block = 0;
 };
+
+// The kernel on one block of patch rows (a, stride row_words) for pixels [p0, p1),
+// straight into the int32 output.
+template <typename T>
+void run_block(const ConvJob<T>& j, const word_t* a, std::int64_t row_words, std::int64_t p0, std::int64_t p1) {
+  const BConv2DShape& s = j.s;
+  std::int32_t* c = j.out + p0 * s.out_c;
+  if (j.packed_filter)
+    j.kernel->run_packed(a, row_words, j.packed_filter, 0, p1 - p0, 0, s.out_c, row_words, s.k_bits(), c, s.out_c);
+  else
+    j.kernel->run(a, row_words, j.filter, row_words, 0, p1 - p0, 0, s.out_c, row_words, s.k_bits(), c, s.out_c);
+}
 
 // Pixel blocks of [lo, hi): im2col, then the kernel straight into the int32 output.
 void conv_blocks(const ConvJob<word_t>& j, std::int64_t lo, std::int64_t hi) {
@@ -140,28 +153,28 @@ void conv_blocks(const ConvJob<word_t>& j, std::int64_t lo, std::int64_t hi) {
   for (std::int64_t p0 = lo; p0 < hi; p0 += j.block) {
     const std::int64_t p1 = std::min(hi, p0 + j.block);
     im2col(j.input, s, p0, p1, cols);
-    j.kernel->run(cols, row_words, j.filter, row_words, 0, p1 - p0, 0, s.out_c, row_words, s.k_bits(),
-                  j.out + p0 * s.out_c, s.out_c);
+    run_block(j, cols, row_words, p0, p1);
   }
 }
 
 }  // namespace
 
 void bconv2d(const word_t* input, const word_t* filter, const BConv2DShape& s, std::int32_t* out,
-             ThreadPool* pool, const BgemmKernel* kernel) {
+             ThreadPool* pool, const BgemmKernel* kernel, const word_t* packed_filter) {
   check_shape(s);
   const BgemmKernel& k = kernel ? *kernel : bgemm_kernel("auto");
+  if (packed_filter && !k.run_packed) packed_filter = nullptr;
   const std::int64_t iw = s.in_words();
   const std::int64_t pixels = s.batch * s.out_h() * s.out_w();
   const std::int64_t row_words = s.kernel_h * s.kernel_w * iw;
   const std::int32_t k_bits = s.k_bits();
   // A 1x1 convolution with stride 1 and no padding needs no im2col: pixels are rows.
-  if (is_pointwise(s)) {
+  if (is_pointwise(s) && !packed_filter) {
     bgemm(input, iw, filter, iw, pixels, s.out_c, iw, k_bits, out, s.out_c, pool, &k);
     return;
   }
   ConvJob<word_t> job;
-  job.input = input, job.filter = filter, job.out = out, job.kernel = &k, job.s = s;
+  job.input = input, job.filter = filter, job.packed_filter = packed_filter, job.out = out, job.kernel = &k, job.s = s;
   job.block = block_pixels(pixels, row_words, pool ? pool->num_threads() : 1);
   parallel_for_dynamic(pool, pixels, job.block, &conv_blocks, job);
 }
@@ -204,8 +217,7 @@ void value_blocks(const ConvJob<T>& j, std::int64_t lo, std::int64_t hi) {
       im2col(img, s, p0, p1, cols);
       a = cols;
     }
-    j.kernel->run(a, row_words, j.filter, row_words, 0, p1 - p0, 0, s.out_c, row_words, s.k_bits(),
-                  j.out + p0 * s.out_c, s.out_c);
+    run_block(j, a, row_words, p0, p1);
   }
 }
 
@@ -215,14 +227,15 @@ void value_blocks(const ConvJob<T>& j, std::int64_t lo, std::int64_t hi) {
 // layer); the rows shared by two blocks (the kernel's halo) are packed twice instead.
 template <typename T>
 void bconv2d_values(const T* input, const word_t* filter, const BConv2DShape& s, std::int32_t* out, ThreadPool* pool,
-                    const BgemmKernel* kernel) {
+                    const BgemmKernel* kernel, const word_t* packed_filter) {
   check_shape(s);
   const BgemmKernel& k = kernel ? *kernel : bgemm_kernel("auto");
+  if (packed_filter && !k.run_packed) packed_filter = nullptr;
   const std::int64_t iw = s.in_words();
   const std::int64_t pixels = s.batch * s.out_h() * s.out_w();
   const std::int64_t row_words = s.kernel_h * s.kernel_w * iw;
   ConvJob<T> job;
-  job.input = input, job.filter = filter, job.out = out, job.kernel = &k, job.s = s;
+  job.input = input, job.filter = filter, job.packed_filter = packed_filter, job.out = out, job.kernel = &k, job.s = s;
   job.block = block_pixels(pixels, row_words, pool ? pool->num_threads() : 1);
   parallel_for_dynamic(pool, pixels, job.block, &value_blocks<T>, job);
 }
@@ -230,13 +243,13 @@ void bconv2d_values(const T* input, const word_t* filter, const BConv2DShape& s,
 }  // namespace
 
 void bconv2d(const float* input, const word_t* filter, const BConv2DShape& s, std::int32_t* out, ThreadPool* pool,
-             const BgemmKernel* kernel) {
-  bconv2d_values(input, filter, s, out, pool, kernel);
+             const BgemmKernel* kernel, const word_t* packed_filter) {
+  bconv2d_values(input, filter, s, out, pool, kernel, packed_filter);
 }
 
 void bconv2d(const std::int8_t* input, const word_t* filter, const BConv2DShape& s, std::int32_t* out,
-             ThreadPool* pool, const BgemmKernel* kernel) {
-  bconv2d_values(input, filter, s, out, pool, kernel);
+             ThreadPool* pool, const BgemmKernel* kernel, const word_t* packed_filter) {
+  bconv2d_values(input, filter, s, out, pool, kernel, packed_filter);
 }
 
 std::int64_t bconv2d_packed_filter_words(const BConv2DShape& s, const BgemmKernel& kernel) {

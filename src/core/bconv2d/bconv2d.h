@@ -32,15 +32,18 @@ struct BConv2DShape {
 
 // Throws std::invalid_argument on a shape that makes no sense (non-positive sizes,
 // empty output).
+// packed_filter (optional, all int32 forms): bconv2d_pack_filter's output for `kernel`
+// (filters arranged once, as a loaded model holds them); nullptr: `filter` is re-arranged
+// inside every call.
 void bconv2d(const word_t* input, const word_t* filter, const BConv2DShape& s, std::int32_t* out,
-             ThreadPool* pool = nullptr, const BgemmKernel* kernel = nullptr);
+             ThreadPool* pool = nullptr, const BgemmKernel* kernel = nullptr, const word_t* packed_filter = nullptr);
 
 // The same with the input given as float32 / int8 NHWC values (bit 1 iff value < 0), packed
 // inside the convolution's own parallel loop (each block packs the rows it reads).
 void bconv2d(const float* input, const word_t* filter, const BConv2DShape& s, std::int32_t* out,
-             ThreadPool* pool = nullptr, const BgemmKernel* kernel = nullptr);
+             ThreadPool* pool = nullptr, const BgemmKernel* kernel = nullptr, const word_t* packed_filter = nullptr);
 void bconv2d(const std::int8_t* input, const word_t* filter, const BConv2DShape& s, std::int32_t* out,
-             ThreadPool* pool = nullptr, const BgemmKernel* kernel = nullptr);
+             ThreadPool* pool = nullptr, const BgemmKernel* kernel = nullptr, const word_t* packed_filter = nullptr);
 
 // Float output fused into the convolution (a binary layer's BatchNorm / scale epilogue):
 //   out[p * out_ps + c] = relu?(scale[c] * match + shift[c]) (+ residual),  match = (dot + K) / 2,

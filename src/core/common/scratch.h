@@ -32,6 +32,8 @@ class ScratchBuffer {
     }
     return p_;
   }
+  const T* data() const { return p_; }
+  std::size_t capacity() const { return cap_; }
 
  private:
   T* p_ = nullptr;
