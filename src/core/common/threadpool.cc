@@ -106,6 +106,11 @@ struct Snapshot {
   std::uint64_t args[kArgsWords];
 };
 
+template <typename T>
+inline void set_if_changed(std::atomic<T>& a, T v) {
+  if (a.load(std::memory_order_relaxed) != v) a.store(v, std::memory_order_relaxed);
+}
+
 // std::function jobs carry a pointer to the function object.
 void call_std_function(const void* args, const void*, std::int64_t b, std::int64_t e) {
   const Fn* fn;
@@ -314,13 +319,16 @@ void ThreadPool::run(std::int64_t n, std::int64_t grain, int chunks, Trampoline 
   // woken by the next job, whose publication sees it in `sleepers`.
   p.job.seq.store(2 * static_cast<std::uint64_t>(gen) - 1, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_release);
-  p.job.tramp.store(tramp, std::memory_order_relaxed);
-  p.job.user_fn.store(user_fn, std::memory_order_relaxed);
-  p.job.n.store(n, std::memory_order_relaxed);
-  p.job.grain.store(grain, std::memory_order_relaxed);
-  p.job.chunks.store(chunks, std::memory_order_relaxed);
-  p.job.args_words.store(static_cast<std::int16_t>(words), std::memory_order_relaxed);
-  for (int w = 0; w < words; ++w) p.job.args[w].store(s.args[w], std::memory_order_relaxed);
+  // Fields equal to the previous job's are not written: a line the workers hold stays
+  // valid in their caches, so repeated calls with the same arguments (the same layer on
+  // a stream of inputs) cost the workers only the header line.
+  set_if_changed(p.job.tramp, tramp);
+  set_if_changed(p.job.user_fn, user_fn);
+  set_if_changed(p.job.n, n);
+  set_if_changed(p.job.grain, grain);
+  set_if_changed(p.job.chunks, chunks);
+  set_if_changed(p.job.args_words, static_cast<std::int16_t>(words));
+  for (int w = 0; w < words; ++w) set_if_changed(p.job.args[w], s.args[w]);
   p.job.seq.store(2 * static_cast<std::uint64_t>(gen), std::memory_order_release);
   if (p.sleepers.load(std::memory_order_relaxed) > 0) {
     { std::lock_guard<std::mutex> lk(p.mu); }
