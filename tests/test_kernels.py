@@ -184,8 +184,12 @@ def test_disable_simd_env_masks_features():
             "print([n for n, ok in e.list_kernels() if ok])")
     env = dict(os.environ, BMX_DISABLE_SIMD="avx512,avx2")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert out.splitlines()[0] == "bgemm_4x4__scalar"
+    assert out.splitlines()[0] == "bgemm_4x4__popcnt"
     assert "avx" not in out.splitlines()[1]
+    env["BMX_DISABLE_SIMD"] = "avx512,avx2,popcnt"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[0] == "bgemm_4x4__scalar"
+    assert "avx" not in out.splitlines()[1] and "popcnt" not in out.splitlines()[1]
 
 
 # ---------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ namespace bmx::kernels {
 void bgemm_1x1__reference(BMX_BGEMM_ARGS);
 void bgemm_4x4__scalar(BMX_BGEMM_ARGS);
 #if defined(BMX_ARCH_X86)
+void bgemm_4x4__popcnt(BMX_BGEMM_ARGS);
 void bgemm_2x4__avx2(BMX_BGEMM_ARGS);
 void bgemm_4x4__avx512(BMX_BGEMM_ARGS);
 void bgemm_8x16__avx512(BMX_BGEMM_ARGS);

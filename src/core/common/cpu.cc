@@ -26,6 +26,7 @@ CpuFeatures detect() {
     if (std::strstr(mask, "avx512")) f.avx512_vpopcntdq = f.avx512f = false;
     if (std::strstr(mask, "avx2")) f.avx2 = false;
     if (std::strstr(mask, "neon")) f.neon = false;
+    if (std::strstr(mask, "popcnt")) f.popcnt = false;
   }
   return f;
 }

@@ -25,7 +25,7 @@ struct CpuFeatures {
 };
 
 // Features of the CPU this process runs on (cached after the first call).
-// BMX_DISABLE_SIMD=avx512,avx2,neon in the environment masks features (for tests).
+// BMX_DISABLE_SIMD=avx512,avx2,popcnt,neon in the environment masks features (for tests).
 const CpuFeatures& cpu_features();
 std::string cpu_features_string();
 
