@@ -9,25 +9,11 @@ namespace bmx {
 namespace kernels {
 
 namespace {
-// One word from 64 consecutive values; written so that compilers vectorise the compare.
-template <typename T>
-inline word_t pack_word(const T* x, int n) {
-  word_t w = 0;
-  for (int i = 0; i < n; ++i) w |= static_cast<word_t>(x[i] < T(0)) << i;
-  return w;
-}
-
 template <typename T>
 void pack_scalar(const T* in, std::int64_t rows, std::int64_t k, std::int64_t in_stride, word_t* out,
                  std::int64_t out_stride) {
-  const std::int64_t full = k / kWordBits;
-  const int tail = static_cast<int>(k % kWordBits);
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const T* x = in + r * in_stride;
-    word_t* o = out + r * out_stride;
-    for (std::int64_t j = 0; j < full; ++j) o[j] = pack_word(x + j * kWordBits, kWordBits);
-    if (tail) o[full] = pack_word(x + full * kWordBits, tail);
-  }
+  pack_rows_by_word(in, rows, k, in_stride, out, out_stride,
+                    [](const T* x) { return pack_word_scalar(x, static_cast<int>(kWordBits)); });
 }
 
 bool always() { return true; }

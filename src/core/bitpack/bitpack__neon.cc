@@ -7,13 +7,6 @@
 namespace bmx::kernels {
 
 namespace {
-template <typename T>
-inline word_t pack_tail(const T* x, int n) {
-  word_t w = 0;
-  for (int i = 0; i < n; ++i) w |= static_cast<word_t>(x[i] < T(0)) << i;
-  return w;
-}
-
 // 16 bytes, each 0xFF or 0, to a 16-bit mask (byte i -> bit i).
 inline unsigned movemask_u8(uint8x16_t m) {
   static const uint8_t kWeights[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
@@ -29,47 +22,33 @@ inline unsigned movemask_u8(uint8x16_t m) {
 
 void pack_f32__neon(const float* in, std::int64_t rows, std::int64_t k, std::int64_t in_stride,
                     word_t* out, std::int64_t out_stride) {
-  const std::int64_t full = k / kWordBits;
-  const int tail = static_cast<int>(k % kWordBits);
   const float32x4_t zero = vdupq_n_f32(0.0f);
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const float* x = in + r * in_stride;
-    word_t* o = out + r * out_stride;
-    for (std::int64_t j = 0; j < full; ++j, x += 64) {
-      word_t w = 0;
-      for (int q = 0; q < 4; ++q) {
-        // 16 floats -> 16 byte masks -> 16 bits.
-        const uint32x4_t m0 = vcltq_f32(vld1q_f32(x + 16 * q), zero);
-        const uint32x4_t m1 = vcltq_f32(vld1q_f32(x + 16 * q + 4), zero);
-        const uint32x4_t m2 = vcltq_f32(vld1q_f32(x + 16 * q + 8), zero);
-        const uint32x4_t m3 = vcltq_f32(vld1q_f32(x + 16 * q + 12), zero);
-        const uint16x8_t h01 = vcombine_u16(vmovn_u32(m0), vmovn_u32(m1));
-        const uint16x8_t h23 = vcombine_u16(vmovn_u32(m2), vmovn_u32(m3));
-        const uint8x16_t b = vcombine_u8(vmovn_u16(h01), vmovn_u16(h23));
-        w |= static_cast<word_t>(movemask_u8(b)) << (16 * q);
-      }
-      o[j] = w;
+  pack_rows_by_word(in, rows, k, in_stride, out, out_stride, [zero](const float* x) {
+    word_t w = 0;
+    for (int q = 0; q < 4; ++q) {
+      // 16 floats -> 16 byte masks -> 16 bits.
+      const uint32x4_t m0 = vcltq_f32(vld1q_f32(x + 16 * q), zero);
+      const uint32x4_t m1 = vcltq_f32(vld1q_f32(x + 16 * q + 4), zero);
+      const uint32x4_t m2 = vcltq_f32(vld1q_f32(x + 16 * q + 8), zero);
+      const uint32x4_t m3 = vcltq_f32(vld1q_f32(x + 16 * q + 12), zero);
+      const uint16x8_t h01 = vcombine_u16(vmovn_u32(m0), vmovn_u32(m1));
+      const uint16x8_t h23 = vcombine_u16(vmovn_u32(m2), vmovn_u32(m3));
+      const uint8x16_t b = vcombine_u8(vmovn_u16(h01), vmovn_u16(h23));
+      w |= static_cast<word_t>(movemask_u8(b)) << (16 * q);
     }
-    if (tail) o[full] = pack_tail(x, tail);
-  }
+    return w;
+  });
 }
 
 void pack_i8__neon(const std::int8_t* in, std::int64_t rows, std::int64_t k, std::int64_t in_stride,
                    word_t* out, std::int64_t out_stride) {
-  const std::int64_t full = k / kWordBits;
-  const int tail = static_cast<int>(k % kWordBits);
   const int8x16_t zero = vdupq_n_s8(0);
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const std::int8_t* x = in + r * in_stride;
-    word_t* o = out + r * out_stride;
-    for (std::int64_t j = 0; j < full; ++j, x += 64) {
-      word_t w = 0;
-      for (int q = 0; q < 4; ++q)
-        w |= static_cast<word_t>(movemask_u8(vcltq_s8(vld1q_s8(x + 16 * q), zero))) << (16 * q);
-      o[j] = w;
-    }
-    if (tail) o[full] = pack_tail(x, tail);
-  }
+  pack_rows_by_word(in, rows, k, in_stride, out, out_stride, [zero](const std::int8_t* x) {
+    word_t w = 0;
+    for (int q = 0; q < 4; ++q)
+      w |= static_cast<word_t>(movemask_u8(vcltq_s8(vld1q_s8(x + 16 * q), zero))) << (16 * q);
+    return w;
+  });
 }
 
 }  // namespace bmx::kernels

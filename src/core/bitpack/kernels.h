@@ -9,6 +9,32 @@
 
 namespace bmx::kernels {
 
+// The loop every packing kernel shares: full words from `full_word(x)` (64 values at x),
+// the last partial word value by value. In an unnamed namespace on purpose: each kernel
+// file compiles its own copy with its own ISA flags, and one merged inline copy built for
+// AVX-512 must never end up in the portable kernel.
+namespace {
+template <typename T>
+inline word_t pack_word_scalar(const T* x, int n) {
+  word_t w = 0;
+  for (int i = 0; i < n; ++i) w |= static_cast<word_t>(x[i] < T(0)) << i;
+  return w;
+}
+
+template <typename T, typename FullWord>
+inline void pack_rows_by_word(const T* in, std::int64_t rows, std::int64_t k, std::int64_t in_stride, word_t* out,
+                              std::int64_t out_stride, FullWord full_word) {
+  const std::int64_t full = k / kWordBits;
+  const int tail = static_cast<int>(k % kWordBits);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const T* x = in + r * in_stride;
+    word_t* o = out + r * out_stride;
+    for (std::int64_t j = 0; j < full; ++j) o[j] = full_word(x + j * kWordBits);
+    if (tail) o[full] = pack_word_scalar(x + full * kWordBits, tail);
+  }
+}
+}  // namespace
+
 using PackF32Fn = void (*)(const float*, std::int64_t, std::int64_t, std::int64_t, word_t*, std::int64_t);
 using PackI8Fn = void (*)(const std::int8_t*, std::int64_t, std::int64_t, std::int64_t, word_t*, std::int64_t);
 
