@@ -229,6 +229,7 @@ def run_gemm(args):
         t_end = time.perf_counter() + 0.2
         while time.perf_counter() < t_end:
             engine.binary_gemm(warm_a, warm_a, 4096, num_threads=t)
+    fork_join = _fork_join() if 2 in threads else None
     with _one_blas_thread():
         blas = _blas_info()
         for sh in shapes:
@@ -280,6 +281,12 @@ def run_gemm(args):
                         "py_gemm_scaling": b0[2] / pg,
                         "py_conv_scaling": b0[3] / pc,
                     })
+                    if fork_join and t == 2 and base_t == 1:
+                        # the most 2 threads can give if splitting the work were free
+                        # and only the bare handshake were paid
+                        fj = fork_join["bare_us"] * 1e-6
+                        results[-1]["gemm_scaling_bound"] = b0[0] / (b0[0] / 2 + fj)
+                        results[-1]["conv_scaling_bound"] = b0[1] / (b0[1] / 2 + fj)
     doc = {
         "benchmark": "gemm",
         "model": f"binarydensenet37 @ {args.image}x{args.image}",
@@ -287,6 +294,7 @@ def run_gemm(args):
                     "numpy": np.__version__, "blas": blas},
         "kernels": kernels, "threads": threads, "repeat": args.repeat, "stat": args.stat,
         "load_average": _loadavg(),
+        "fork_join": fork_join,
         "results": results,
         "summary": _summary(results, kernels, threads, base_t),
     }
@@ -295,6 +303,16 @@ def run_gemm(args):
     else:
         _print_tables(doc, base_t)
     return doc
+
+
+def _fork_join(work_us=4.0):
+    """What one 2-thread call costs beyond its work on this machine: bmx's pool, and a bare
+    flag handshake between two spinning threads (two cache-line transfers, the floor)."""
+    from . import _engine
+    d = _engine.time_fork_join(work_us, min_seconds=0.01, repeat=7)
+    med = {k: float(np.median(v)) * 1e6 for k, v in d.items()}
+    return {"work_us": work_us, "inline_us": med["inline"], "pool_us": med["pool"] - med["inline"],
+            "bare_us": med["bare"] - med["inline"]}
 
 
 def _summary(results, kernels, threads, base_t):
@@ -353,6 +371,17 @@ def _print_tables(doc, base_t):
                     line += (f"{r['gemm_gmacs']:>10.1f}{r['gemm_scaling']:>6.2f}{r['py_gemm_scaling']:>6.2f}"
                              f"{r['conv_gmacs']:>10.1f}{r['conv_scaling']:>6.2f}{r['py_conv_scaling']:>6.2f}")
             print(line)
+    fj = doc.get("fork_join")
+    if fj:
+        print(f"\nfork-join cost per 2-thread call here ({fj['work_us']:g} us chunks): bmx pool {fj['pool_us']:.2f} us, "
+              f"bare two-thread handshake {fj['bare_us']:.2f} us (the floor); so a call of W us of work can reach at "
+              f"most W / (W/2 + {fj['bare_us']:.2f}) with 2 threads")
+        rows = [r for r in doc["results"] if "gemm_scaling_bound" in r]
+        if rows:
+            lo = min(rows, key=lambda r: r["gemm_scaling_bound"])
+            print(f"  lowest such bound: {lo['layer']} gemm {lo['gemm_scaling_bound']:.2f} "
+                  f"(measured {lo['gemm_scaling']:.2f}), conv {lo['conv_scaling_bound']:.2f} "
+                  f"(measured {lo['conv_scaling']:.2f})")
     print("\nsummary (minimum over layers):")
     for s in doc["summary"]:
         parts = [f"gemm {s['min_gemm_vs_numpy']:.1f}x (through Python {s['min_py_gemm_vs_numpy']:.1f}x; "

@@ -29,6 +29,10 @@ def test_gemm_json_on_tiny_subset(capsys):
                 "layers_below_target_gemm_2t"):
         assert key in doc["summary"][0]
     assert "blas" in doc["machine"]
+    fj = doc["fork_join"]
+    assert fj["inline_us"] > 0 and fj["pool_us"] > -1 and fj["bare_us"] > -1
+    r2 = [r for r in doc["results"] if r["threads"] == 2][0]
+    assert 0 < r2["gemm_scaling_bound"] <= 2.0001 and 0 < r2["conv_scaling_bound"] <= 2.0001
 
 
 def test_gemm_table_output(capsys):

@@ -303,6 +303,11 @@ def test_time_binary_gemm_and_conv2d_samples_and_validation():
         engine.time_binary_conv2d(x, w, padding=1, in_channels=70, warmup=float("nan"))
     with pytest.raises(ValueError, match="in_channels disagrees"):
         engine.time_binary_conv2d(x, w, padding=1, in_channels=71)
+    from bmx import _engine
+    d = _engine.time_fork_join(1.0, min_seconds=0.0, repeat=2, warmup=0.0)
+    assert sorted(d) == ["bare", "inline", "pool"] and all(len(v) == 2 and min(v) > 0 for v in d.values())
+    with pytest.raises(ValueError, match="work_us"):
+        _engine.time_fork_join(-1.0)
 
 
 # ---------------------------------------------------------------------------------------

@@ -7,12 +7,14 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -195,6 +197,74 @@ void check_timing(double min_seconds, int repeat, double warmup) {
   if (!(min_seconds >= 0 && min_seconds <= 10)) fail("min_seconds must be in [0, 10]");
   if (repeat < 1 || repeat > 10000) fail("repeat must be in [1, 10000]");
   if (!(warmup >= 0 && warmup <= 10)) fail("warmup must be in [0, 10]");
+}
+
+// ---- the cost of a 2-thread fork-join (what a small layer pays to use a second core) --
+
+// Spins for `us` microseconds (the stand-in for a chunk of work).
+void spin_for(double us) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::nanoseconds(static_cast<std::int64_t>(us * 1e3));
+  while (std::chrono::steady_clock::now() < end) {
+  }
+}
+
+struct SpinArgs {
+  double us = 0;
+};
+
+// Seconds per call of: the work alone on one thread; the pool running two chunks of it on
+// two threads (bmx's fork-join); and a bare handshake doing the same (the caller stores a
+// flag, a dedicated thread spinning on it runs its chunk and stores a flag back, the
+// caller runs its own chunk and spins on that flag): the least a fork-join can cost
+// here, two cache-line transfers between the cores.
+py::dict time_fork_join(double work_us, double min_seconds, int repeat, double warmup) {
+  check_timing(min_seconds, repeat, warmup);
+  if (!(work_us >= 0 && work_us <= 1000)) fail("work_us must be in [0, 1000]");
+  py::gil_scoped_release nogil;
+  PoolSlot& slot = pool_slot(2);
+  std::lock_guard<std::mutex> lk(slot.mu);
+  const SpinArgs args{work_us};
+  auto inline_s = time_samples([&] { spin_for(work_us); }, min_seconds, repeat, warmup);
+  auto pool_s = time_samples(
+      [&] {
+        slot.pool->parallel_for_dynamic(
+            2, 1, +[](const SpinArgs& a, std::int64_t, std::int64_t) { spin_for(a.us); }, args);
+      },
+      min_seconds, repeat, warmup);
+  struct alignas(128) Flag {
+    std::atomic<std::uint64_t> v{0};
+  };
+  Flag go, fin;
+  std::atomic<bool> stop{false};
+  std::thread helper([&] {
+    std::uint64_t seen = 0;
+    for (;;) {
+      std::uint64_t g;
+      while ((g = go.v.load(std::memory_order_acquire)) == seen) {
+        if (stop.load(std::memory_order_relaxed)) return;
+      }
+      seen = g;
+      spin_for(work_us);
+      fin.v.store(g, std::memory_order_release);
+    }
+  });
+  std::uint64_t n = 0;
+  auto bare_s = time_samples(
+      [&] {
+        go.v.store(++n, std::memory_order_release);
+        spin_for(work_us);
+        while (fin.v.load(std::memory_order_acquire) != n) {
+        }
+      },
+      min_seconds, repeat, warmup);
+  stop.store(true);
+  helper.join();
+  py::gil_scoped_acquire gil;
+  py::dict d;
+  d["inline"] = inline_s;
+  d["pool"] = pool_s;
+  d["bare"] = bare_s;
+  return d;
 }
 
 std::vector<double> time_binary_gemm(const py::array& a_in, const py::array& b_in, std::int64_t k, int num_threads,
@@ -467,6 +537,10 @@ void bind_kernels(py::module_& m) {
       });
   m.def("pack_filters", &pack_filters, py::arg("weights"), py::arg("in_channels") = py::none(),
         py::arg("kernel") = "auto", "Pack binary conv filters once (plain words and the kernel's panel layout).");
+  m.def("time_fork_join", &time_fork_join, py::arg("work_us") = 2.0, py::arg("min_seconds") = 0.01,
+        py::arg("repeat") = 7, py::arg("warmup") = 0.05,
+        "Seconds per call: {'inline': the work on one thread, 'pool': two chunks on the 2-thread pool, "
+        "'bare': two chunks with a bare flag handshake}, `repeat` samples each.");
   m.def("time_binary_gemm", &time_binary_gemm, py::arg("a_bits"), py::arg("b_bits"), py::arg("k"),
         py::arg("num_threads") = 1, py::arg("kernel") = "auto", py::arg("min_seconds") = 0.001,
         py::arg("repeat") = 7, py::arg("warmup") = 0.05,
