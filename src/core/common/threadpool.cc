@@ -87,7 +87,7 @@ constexpr std::size_t kArgsWords = ThreadPool::kArgsBytes / 8;
 struct alignas(kLine) JobLine {
   std::atomic<std::uint64_t> seq{0};  // 2 * gen (+1 while writing)
   std::atomic<ThreadPool::Trampoline> tramp{nullptr};
-  std::atomic<const void*> user_fn{nullptr};
+  std::atomic<ThreadPool::AnyFn> user_fn{nullptr};
   std::atomic<std::int64_t> n{0};
   std::atomic<std::int64_t> grain{0};  // 0: chunk i is [n * i / chunks, n * (i + 1) / chunks)
   std::atomic<std::int32_t> chunks{0};
@@ -100,7 +100,7 @@ static_assert(sizeof(JobLine) == 256, "job header and arguments fill four lines"
 struct Snapshot {
   std::uint32_t gen;
   ThreadPool::Trampoline tramp;
-  const void* user_fn;
+  ThreadPool::AnyFn user_fn;
   std::int64_t n, grain;
   std::int32_t chunks;
   std::uint64_t args[kArgsWords];
@@ -112,7 +112,7 @@ inline void set_if_changed(std::atomic<T>& a, T v) {
 }
 
 // std::function jobs carry a pointer to the function object.
-void call_std_function(const void* args, const void*, std::int64_t b, std::int64_t e) {
+void call_std_function(const void* args, ThreadPool::AnyFn, std::int64_t b, std::int64_t e) {
   const Fn* fn;
   std::memcpy(&fn, args, sizeof fn);
   (*fn)(b, e);
@@ -287,7 +287,7 @@ void ThreadPool::parallel_for_dynamic(std::int64_t n, std::int64_t grain, const 
   run_args(n, grain, &call_std_function, nullptr, &f, sizeof f);
 }
 
-void ThreadPool::run_args(std::int64_t n, std::int64_t grain, Trampoline tramp, const void* user_fn,
+void ThreadPool::run_args(std::int64_t n, std::int64_t grain, Trampoline tramp, AnyFn user_fn,
                           const void* args, std::size_t bytes) {
   if (n <= 0) return;
   grain = std::max<std::int64_t>(grain, 1);
@@ -295,7 +295,7 @@ void ThreadPool::run_args(std::int64_t n, std::int64_t grain, Trampoline tramp, 
   run(n, grain, static_cast<int>((n + grain - 1) / grain), tramp, user_fn, args, bytes);
 }
 
-void ThreadPool::run(std::int64_t n, std::int64_t grain, int chunks, Trampoline tramp, const void* user_fn,
+void ThreadPool::run(std::int64_t n, std::int64_t grain, int chunks, Trampoline tramp, AnyFn user_fn,
                      const void* args, std::size_t bytes) {
   Impl& p = *impl_;
   Snapshot s;

@@ -43,22 +43,25 @@ class ThreadPool {
     static_assert(std::is_trivially_copyable<Args>::value && std::is_default_constructible<Args>::value,
                   "job arguments are copied bytewise");
     static_assert(sizeof(Args) <= kArgsBytes, "job arguments too large for the job lines");
-    run_args(n, grain, &trampoline<Args>, reinterpret_cast<const void*>(fn), &args, sizeof(Args));
+    run_args(n, grain, &trampoline<Args>, reinterpret_cast<AnyFn>(fn), &args, sizeof(Args));
   }
 
+  // Any function pointer, stored type-erased (a function pointer converts to another
+  // function pointer type and back exactly; to void* only conditionally).
+  using AnyFn = void (*)();
   // fn(args, user_fn, begin, end): calls user_fn with the copied arguments.
-  using Trampoline = void (*)(const void* args, const void* user_fn, std::int64_t, std::int64_t);
+  using Trampoline = void (*)(const void* args, AnyFn user_fn, std::int64_t, std::int64_t);
 
  private:
   template <typename Args>
-  static void trampoline(const void* args, const void* user_fn, std::int64_t b, std::int64_t e) {
+  static void trampoline(const void* args, AnyFn user_fn, std::int64_t b, std::int64_t e) {
     Args a;
     std::memcpy(&a, args, sizeof(Args));
     reinterpret_cast<void (*)(const Args&, std::int64_t, std::int64_t)>(user_fn)(a, b, e);
   }
-  void run_args(std::int64_t n, std::int64_t grain, Trampoline tramp, const void* user_fn, const void* args,
+  void run_args(std::int64_t n, std::int64_t grain, Trampoline tramp, AnyFn user_fn, const void* args,
                 std::size_t bytes);
-  void run(std::int64_t n, std::int64_t grain, int chunks, Trampoline tramp, const void* user_fn, const void* args,
+  void run(std::int64_t n, std::int64_t grain, int chunks, Trampoline tramp, AnyFn user_fn, const void* args,
            std::size_t bytes);
   struct Impl;
   Impl* impl_;
