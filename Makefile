@@ -25,10 +25,12 @@ cpp-test: cpp-build
 	@cd $(CPP_BUILD) && ctest --output-on-failure -j $(JOBS)
 
 # The whole suite (CI): C++ tests, every pytest (slow ones included), then the bounded
-# sanitizer run (C++ tests and the quick Python engine tests under ASan + UBSan).
+# sanitizer runs (C++ tests and the quick Python engine tests under ASan + UBSan; the C++
+# tests under TSan, about 30 s).
 test: build cpp-test
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 	@BMX_ASAN_QUICK=1 bash scripts/test-asan.sh
+	@bash scripts/test-tsan.sh
 
 # Quick loop: skips tests marked slow.
 test-fast: build
@@ -41,6 +43,12 @@ test-arm: env
 # AddressSanitizer + UBSan build of the C++ tests and the Python engine tests.
 test-asan: env
 	@bash scripts/test-asan.sh
+
+# ThreadSanitizer (clang) build of the C++ tests: the lock-free thread pool and the
+# threaded kernels.
+.PHONY: test-tsan
+test-tsan: env
+	@bash scripts/test-tsan.sh
 
 # libFuzzer (+ ASan/UBSan) on the model loader for FUZZ_SECONDS (default 120); see fuzz/README.md.
 .PHONY: fuzz
