@@ -157,26 +157,33 @@ void conv_blocks(const ConvJob<word_t>& j, std::int64_t lo, std::int64_t hi) {
   }
 }
 
+// The int32 forms' common part: check, resolve the kernel (a packed filter only with a
+// kernel that can use it), then `blocks` over pixel blocks sized for the thread count.
+template <typename T>
+void run_conv_job(const T* input, const word_t* filter, const BConv2DShape& s, std::int32_t* out, ThreadPool* pool,
+                  const BgemmKernel& k, const word_t* packed_filter,
+                  void (*blocks)(const ConvJob<T>&, std::int64_t, std::int64_t)) {
+  const std::int64_t pixels = s.batch * s.out_h() * s.out_w();
+  ConvJob<T> job;
+  job.input = input, job.filter = filter, job.out = out, job.kernel = &k, job.s = s;
+  job.packed_filter = k.run_packed ? packed_filter : nullptr;
+  job.block = block_pixels(pixels, s.kernel_h * s.kernel_w * s.in_words(), pool ? pool->num_threads() : 1);
+  parallel_for_dynamic(pool, pixels, job.block, blocks, job);
+}
+
 }  // namespace
 
 void bconv2d(const word_t* input, const word_t* filter, const BConv2DShape& s, std::int32_t* out,
              ThreadPool* pool, const BgemmKernel* kernel, const word_t* packed_filter) {
   check_shape(s);
   const BgemmKernel& k = kernel ? *kernel : bgemm_kernel("auto");
-  if (packed_filter && !k.run_packed) packed_filter = nullptr;
-  const std::int64_t iw = s.in_words();
-  const std::int64_t pixels = s.batch * s.out_h() * s.out_w();
-  const std::int64_t row_words = s.kernel_h * s.kernel_w * iw;
-  const std::int32_t k_bits = s.k_bits();
   // A 1x1 convolution with stride 1 and no padding needs no im2col: pixels are rows.
-  if (is_pointwise(s) && !packed_filter) {
-    bgemm(input, iw, filter, iw, pixels, s.out_c, iw, k_bits, out, s.out_c, pool, &k);
+  if (is_pointwise(s) && !(packed_filter && k.run_packed)) {
+    const std::int64_t iw = s.in_words();
+    bgemm(input, iw, filter, iw, s.batch * s.out_h() * s.out_w(), s.out_c, iw, s.k_bits(), out, s.out_c, pool, &k);
     return;
   }
-  ConvJob<word_t> job;
-  job.input = input, job.filter = filter, job.packed_filter = packed_filter, job.out = out, job.kernel = &k, job.s = s;
-  job.block = block_pixels(pixels, row_words, pool ? pool->num_threads() : 1);
-  parallel_for_dynamic(pool, pixels, job.block, &conv_blocks, job);
+  run_conv_job(input, filter, s, out, pool, k, packed_filter, &conv_blocks);
 }
 
 namespace {
@@ -229,15 +236,7 @@ template <typename T>
 void bconv2d_values(const T* input, const word_t* filter, const BConv2DShape& s, std::int32_t* out, ThreadPool* pool,
                     const BgemmKernel* kernel, const word_t* packed_filter) {
   check_shape(s);
-  const BgemmKernel& k = kernel ? *kernel : bgemm_kernel("auto");
-  if (packed_filter && !k.run_packed) packed_filter = nullptr;
-  const std::int64_t iw = s.in_words();
-  const std::int64_t pixels = s.batch * s.out_h() * s.out_w();
-  const std::int64_t row_words = s.kernel_h * s.kernel_w * iw;
-  ConvJob<T> job;
-  job.input = input, job.filter = filter, job.packed_filter = packed_filter, job.out = out, job.kernel = &k, job.s = s;
-  job.block = block_pixels(pixels, row_words, pool ? pool->num_threads() : 1);
-  parallel_for_dynamic(pool, pixels, job.block, &value_blocks<T>, job);
+  run_conv_job(input, filter, s, out, pool, kernel ? *kernel : bgemm_kernel("auto"), packed_filter, &value_blocks<T>);
 }
 
 }  // namespace

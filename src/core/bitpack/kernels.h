@@ -47,8 +47,6 @@ void pack_f32__avx2(const float* in, std::int64_t rows, std::int64_t k, std::int
                     word_t* out, std::int64_t out_stride);
 void pack_i8__avx2(const std::int8_t* in, std::int64_t rows, std::int64_t k, std::int64_t in_stride,
                    word_t* out, std::int64_t out_stride);
-#endif
-#if defined(BMX_ARCH_X86)
 void pack_f32__avx512(const float* in, std::int64_t rows, std::int64_t k, std::int64_t in_stride,
                       word_t* out, std::int64_t out_stride);
 void pack_i8__avx512(const std::int8_t* in, std::int64_t rows, std::int64_t k, std::int64_t in_stride,
