@@ -209,4 +209,22 @@ TEST(ThreadPool, ArgumentsCarriedInJobLines) {
                std::runtime_error);
 }
 
+
+TEST(ThreadPool, SoloCallerChunkAlternatingWithClaimedRanges) {
+  // A caller whose range is one chunk runs it without a claim (no other thread takes it),
+  // so its claim word keeps an older job's generation; jobs where the caller's range has
+  // several chunks (claimed) must still see every chunk exactly once when they alternate
+  // with those.
+  bmx::ThreadPool pool(2);
+  for (int it = 0; it < 3000; ++it) {
+    const std::int64_t n = it % 2 ? 2 : 2 + it % 13;
+    std::vector<std::atomic<int>> hits(static_cast<std::size_t>(n));
+    for (auto& h : hits) h = 0;
+    pool.parallel_for_dynamic(n, 1, [&](std::int64_t b, std::int64_t e) {
+      for (std::int64_t i = b; i < e; ++i) ++hits[static_cast<std::size_t>(i)];
+    });
+    for (std::int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[static_cast<std::size_t>(i)], 1) << "it=" << it << " n=" << n;
+  }
+}
+
 }  // namespace
