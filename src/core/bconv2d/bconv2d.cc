@@ -74,13 +74,17 @@ void im2col(const word_t* input, const BConv2DShape& s, std::int64_t p0, std::in
 }
 
 // Blocks of at most ~64 KiB of patches; their count is a multiple of the thread count and
-// their sizes equal (even, for the 2-row tiles), so the threads finish together. Threads
-// claim blocks one at a time: a descheduled thread holds up at most one block.
+// their sizes differ by at most one pixel in all (only the last block is shorter), so the
+// threads finish together. Threads claim blocks one at a time: a descheduled thread holds
+// up at most one block. Rounding the block up to a whole register tile instead costs more
+// than the tile tail saves: a 7x7 map (49 pixels) split 26 + 23 ran 1.72-1.77x faster on 2
+// threads than on 1, split 25 + 24 1.84-1.91x. The larger first block goes to the caller
+// (it always runs chunk 0), which starts about one line transfer before the worker.
 std::int64_t block_pixels(std::int64_t pixels, std::int64_t row_words, std::int64_t threads) {
   const std::int64_t block_max = std::clamp<std::int64_t>(64 * 1024 / (row_words * 8), 8, 512);
   std::int64_t nblocks = (pixels + block_max - 1) / block_max;
   nblocks = (nblocks + threads - 1) / threads * threads;
-  return std::max<std::int64_t>(2, ((pixels + nblocks - 1) / nblocks + 1) / 2 * 2);
+  return std::max<std::int64_t>(1, (pixels + nblocks - 1) / nblocks);
 }
 
 // The float epilogue of a block while it is in cache: the same arithmetic as an unfused
