@@ -83,7 +83,8 @@ def binary_gemm(a_bits, b_bits, k, num_threads=1, kernel="auto"):
     Returns
     -------
     numpy.ndarray
-        int32 array of shape (M, N).
+        int32 array of shape (M, N), C-contiguous and 64-byte aligned (threads split it
+        on cache-line boundaries).
 
     Raises
     ------
@@ -130,7 +131,7 @@ def binary_conv2d(x, weights, stride=1, padding=0, dilation=1, in_channels=None,
     numpy.ndarray
         int32 array of shape (N, OH, OW, C_out) holding the +-1 dot products
         ``K - 2 * popcount`` with ``K = C_in * KH * KW`` (BMXNet's offset output is
-        ``(out + K) // 2``).
+        ``(out + K) // 2``); C-contiguous and 64-byte aligned.
 
     Raises
     ------
