@@ -28,6 +28,8 @@ import time
 import mxnet as mx
 import numpy as np
 
+from .converter import _first_line  # one exception-to-message rule for the CLIs
+
 __all__ = ["main", "run", "build_parser", "parse_args", "build_model", "UsageError",
            "lr_at", "RAdam"]
 
@@ -333,16 +335,6 @@ def build_teacher(spec, params, classes, image_shape, stem=None, ctxs=None):
     for p in net.collect_params().values():
         p.grad_req = "null"
     return net
-
-
-def _first_line(e):
-    """The informative line of an exception (MXNet errors start with a C++ traceback)."""
-    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    for ln in lines:
-        if ln.startswith("MXNetError:"):
-            return ln[len("MXNetError:"):].strip()
-    lines = [ln for ln in lines if not ln.startswith(("Traceback", "File ", "[bt]", "Stack trace"))]
-    return lines[0] if lines else type(e).__name__
 
 
 class _quiet_warnings:

@@ -135,6 +135,10 @@ struct ThreadPool::Impl {
   std::mutex err_mu;
   std::exception_ptr error;
 
+  // The caller's range is one chunk: nobody else takes it (work() never probes it), so the
+  // caller runs it without a claim.
+  bool caller_single(const Snapshot& s) const { return range_begin(s, 1) == 1; }
+
   // Rounded up, so that the caller's range (t = 0) is never empty.
   std::int64_t range_begin(const Snapshot& s, int t) const {
     return (static_cast<std::int64_t>(s.chunks) * t + num_threads - 1) / num_threads;
@@ -188,8 +192,8 @@ struct ThreadPool::Impl {
     // A worker announces the job after its first claim: a locked CAS would wait for the
     // store to leave the store buffer, and the caller may hold the line.
     if (self != 0) report(s, self, 0);
-    if (self == 0 && i >= 0 && range_begin(s, 1) == 1) {
-      run_chunk(s, i);  // the caller's single chunk, run unclaimed (see run)
+    if (self == 0 && i >= 0 && caller_single(s)) {
+      run_chunk(s, i);  // unclaimed, see caller_single
       ++count;
     } else {
       for (; i >= 0; i = take(s, self, true), ++count) run_chunk(s, i);
@@ -318,10 +322,9 @@ void ThreadPool::run(std::int64_t n, std::int64_t grain, int chunks, Trampoline 
   if (p.error) p.error = nullptr;  // no store on the fast path
   const std::uint32_t gen = ++p.generation == 0 ? ++p.generation : p.generation;
   s.gen = gen;
-  // Nobody else takes the caller's chunk when its range is that one chunk (work() never
-  // probes it), so it needs no claim: the locked instruction would delay the publication
-  // by ~30 ns. Otherwise claim the first chunk now, before the job line is written.
-  const std::int64_t first = p.range_begin(s, 1) == 1 ? 0 : p.take(s, 0, true);
+  // Claim the caller's first chunk now, before the job line is written; a single chunk
+  // needs no claim (caller_single), and the locked instruction would delay publication.
+  const std::int64_t first = p.caller_single(s) ? 0 : p.take(s, 0, true);
   // Publish under the sequence lock. No fence after it: a worker that goes to sleep just
   // as the job appears may miss it (the caller then runs its range, see work), and is
   // woken by the next job, whose publication sees it in `sleepers`.
