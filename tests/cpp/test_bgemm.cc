@@ -163,6 +163,19 @@ TEST(Bgemm, PackedFormsMatchReference) {
         std::vector<std::int32_t> got(static_cast<std::size_t>(m * n), -1);
         kern.run_packed(a.data(), lda, pb.data(), 0, m, 0, n, w, static_cast<std::int32_t>(k), got.data(), n);
         ASSERT_EQ(got, want) << kern.name << " run_packed M=" << m << " N=" << n << " K=" << k << " seed=" << seed;
+        // A block [m0, m1) x [n0, n1) with n0 on a panel boundary: only that block is written.
+        if (n > kern.panel && m > 2) {
+          const std::int64_t m0 = 1, m1 = m - 1, n0 = kern.panel;
+          std::fill(got.begin(), got.end(), -1);
+          kern.run_packed(a.data(), lda, pb.data(), m0, m1, n0, n, w, static_cast<std::int32_t>(k), got.data(), n);
+          for (std::int64_t i = 0; i < m; ++i)
+            for (std::int64_t j = 0; j < n; ++j) {
+              const bool inside = i >= m0 && i < m1 && j >= n0;
+              ASSERT_EQ(got[i * n + j], inside ? want[i * n + j] : -1)
+                  << kern.name << " run_packed block, (" << i << ", " << j << ") M=" << m << " N=" << n << " K=" << k
+                  << " seed=" << seed;
+            }
+        }
         if (!kern.run_packed_t) continue;
         std::vector<word_t> pa(static_cast<std::size_t>(kern.packed_b_words(m, w)), ~word_t{0});
         kern.pack_b(a.data(), lda, m, w, pa.data());

@@ -86,7 +86,8 @@ const std::vector<BgemmKernel>& bgemm_kernels() {
       {"bgemm_4x4__scalar", &always, 10, &kernels::bgemm_4x4__scalar},
 #if defined(BMX_ARCH_X86)
       {"bgemm_4x4__popcnt", &has_popcnt, 15, &kernels::bgemm_4x4__popcnt},
-      {"bgemm_2x4__avx2", &has_avx2, 20, &kernels::bgemm_2x4__avx2},
+      {"bgemm_2x4__avx2", &has_avx2, 20, &kernels::bgemm_2x4__avx2, &kernels::bgemm_2x4__avx2_packed_b_words,
+       &kernels::bgemm_2x4__avx2_pack_b, &kernels::bgemm_2x4__avx2_run_packed, nullptr, 4},
       {"bgemm_4x4__avx512", &has_avx512, 30, &kernels::bgemm_4x4__avx512},
       {"bgemm_8x16__avx512", &has_avx512, 31, &kernels::bgemm_8x16__avx512,
        &kernels::bgemm_8x16__avx512_packed_b_words, &kernels::bgemm_8x16__avx512_pack_b,

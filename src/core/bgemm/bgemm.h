@@ -28,7 +28,7 @@ struct BgemmKernel {
   // layout (a model's filters, at load), so that run_packed skips the re-arrangement that
   // run does on every call, in every thread. packed_b_words(n, words): size of pack_b's
   // output for n rows of B; run_packed: the contract of run with B given as pack_b's
-  // output for all its rows, and n0 a multiple of 16.
+  // output for all its rows, and n0 a multiple of `panel`.
   std::int64_t (*packed_b_words)(std::int64_t n, std::int64_t words) = nullptr;
   void (*pack_b)(const word_t* b, std::int64_t ldb, std::int64_t n, std::int64_t words, word_t* out) = nullptr;
   void (*run_packed)(const word_t* a, std::int64_t lda, const word_t* packed_b, std::int64_t m0, std::int64_t m1,
@@ -36,7 +36,7 @@ struct BgemmKernel {
                      std::int64_t ldc) = nullptr;
   // Optional: the swapped form, for GEMMs whose N pads badly to the kernel's panel width
   // while M does not (M = 64 output channels, N = 49 pixels of a 7x7 map): A given as
-  // pack_b's output (panels over M; m0 a multiple of 16), rows of B read in place, and C
+  // pack_b's output (panels over M; m0 a multiple of `panel`), rows of B read in place, and C
   // still written as c[m * ldc + n].
   void (*run_packed_t)(const word_t* b, std::int64_t ldb, const word_t* packed_a, std::int64_t m0, std::int64_t m1,
                        std::int64_t n0, std::int64_t n1, std::int64_t words, std::int32_t k_bits, std::int32_t* c,

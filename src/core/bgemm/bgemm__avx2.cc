@@ -12,6 +12,11 @@
 // Cache blocking: a block of A rows (~128 KiB, L2) is split once; B is split in blocks
 // of NR-row panels (~8 KiB each for K = 8064, L1) and every panel meets all row pairs
 // of the A block before the next panel is touched.
+//
+// Packed form (pack_b / run_packed): B split once into its panels, as a model's filters
+// are at load. run splits B in every call and, when threads split M, in every thread: on a
+// 7x7 layer (64 filters of K = 2304..5184 bits, ~22 us of work) that is ~1 us per thread
+// that does not shrink with threads.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -53,17 +58,19 @@ struct Layout {
   std::int64_t panel_vecs() const { return steps * NR * 2 + tail * 2; }
 };
 
+// Unaligned stores: pack_b's output is the caller's memory (the scratch buffers of run
+// are 64-byte aligned anyway, where these cost the same as aligned ones).
 inline void split_store(__m256i v, __m256i* d) {
   const __m256i low4 = _mm256_set1_epi8(0x0f);
-  d[0] = _mm256_and_si256(v, low4);
-  d[1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+  _mm256_storeu_si256(d, _mm256_and_si256(v, low4));
+  _mm256_storeu_si256(d + 1, _mm256_and_si256(_mm256_srli_epi16(v, 4), low4));
 }
 
 template <int R>
 void split_full_steps(const word_t* const rows[R], std::int64_t steps, __m256i* d) {
   for (int r = 0; r < R; ++r) {
     if (rows[r] == nullptr) {
-      for (std::int64_t s = 0; s < steps; ++s) d[(s * R + r) * 2] = d[(s * R + r) * 2 + 1] = _mm256_setzero_si256();
+      for (std::int64_t s = 0; s < steps; ++s) split_store(_mm256_setzero_si256(), d + (s * R + r) * 2);
       continue;
     }
     for (std::int64_t s = 0; s < steps; ++s)
@@ -120,7 +127,9 @@ alignas(32) const std::uint8_t kNibbleLut[32] = {0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2
   "vpshufb %%ymm12, %%ymm15, %%ymm12\n\t"                            \
   "vpaddb %%ymm14, %[c1" #J "], %[c1" #J "]\n\t"                     \
   "vpaddb %%ymm12, %[c1" #J "], %[c1" #J "]\n\t"
-// One step (256 bits of K) at byte offsets A into the A group and B into the B panel.
+// One step (256 bits of K) at byte offsets A into the A group (aligned: run's scratch) and
+// B into the B panel (a memory operand of vpxor: any alignment, so pack_b's output may lie
+// anywhere).
 #define BMX_AVX2_STEP(A, B)                                          \
   "vmovdqa " #A "(%[ap]), %%ymm8\n\t"                                \
   "vmovdqa " #A "+32(%[ap]), %%ymm9\n\t"                             \
@@ -165,8 +174,8 @@ inline void steps_2x4(const __m256i* ap, const __m256i* bq, std::int64_t n, __m2
     const __m256i a0l = _mm256_load_si256(ap + 0), a0h = _mm256_load_si256(ap + 1);
     const __m256i a1l = _mm256_load_si256(ap + 2), a1h = _mm256_load_si256(ap + 3);
 #define BMX_PAIR(cij, al, ah, j)                                                                            \
-  cij = _mm256_add_epi8(cij, _mm256_shuffle_epi8(lut, _mm256_xor_si256(al, _mm256_load_si256(bq + 2 * j)))); \
-  cij = _mm256_add_epi8(cij, _mm256_shuffle_epi8(lut, _mm256_xor_si256(ah, _mm256_load_si256(bq + 2 * j + 1))));
+  cij = _mm256_add_epi8(cij, _mm256_shuffle_epi8(lut, _mm256_xor_si256(al, _mm256_loadu_si256(bq + 2 * j)))); \
+  cij = _mm256_add_epi8(cij, _mm256_shuffle_epi8(lut, _mm256_xor_si256(ah, _mm256_loadu_si256(bq + 2 * j + 1))));
     BMX_PAIR(c00, a0l, a0h, 0)
     BMX_PAIR(c10, a1l, a1h, 0)
     BMX_PAIR(c01, a0l, a0h, 1)
@@ -215,7 +224,7 @@ inline void micro_2x4(const __m256i* ag, const __m256i* bp, const Layout& L, std
     const __m256i* bt = bp + steps * NR * 2;
     __m256i u0 = zero, u1 = zero;
     for (std::int64_t t = 0; t < L.tail; ++t, at += MR * 2, bt += 2) {
-      const __m256i bl = _mm256_load_si256(bt), bh = _mm256_load_si256(bt + 1);
+      const __m256i bl = _mm256_loadu_si256(bt), bh = _mm256_loadu_si256(bt + 1);
       u0 = _mm256_add_epi8(u0, _mm256_shuffle_epi8(lut, _mm256_xor_si256(_mm256_load_si256(at), bl)));
       u0 = _mm256_add_epi8(u0, _mm256_shuffle_epi8(lut, _mm256_xor_si256(_mm256_load_si256(at + 1), bh)));
       u1 = _mm256_add_epi8(u1, _mm256_shuffle_epi8(lut, _mm256_xor_si256(_mm256_load_si256(at + 2), bl)));
@@ -232,7 +241,12 @@ inline void micro_2x4(const __m256i* ag, const __m256i* bp, const Layout& L, std
 
 }  // namespace
 
-void bgemm_2x4__avx2(BMX_BGEMM_ARGS) {
+namespace {
+// The blocked loop of run and run_packed. packed_b: B as pack_b's output for all its
+// rows (n0 a multiple of NR), or nullptr to split B here, block by block.
+void blocked_2x4(const word_t* a, std::int64_t lda, const word_t* b, std::int64_t ldb, const word_t* packed_b,
+                 std::int64_t m0, std::int64_t m1, std::int64_t n0, std::int64_t n1, std::int64_t words,
+                 std::int32_t k_bits, std::int32_t* c, std::int64_t ldc) {
   if (m1 <= m0 || n1 <= n0) return;
   const Layout L{words / kStepWords, words % kStepWords};
   const std::int64_t row_bytes = std::max<std::int64_t>(L.steps + L.tail, 1) * 64;
@@ -244,8 +258,9 @@ void bgemm_2x4__avx2(BMX_BGEMM_ARGS) {
   const std::int64_t ncap = std::min(nc, (n1 - n0 + NR - 1) / NR * NR);
   auto* abuf = reinterpret_cast<__m256i*>(
       sc.a.get(4 * static_cast<std::size_t>(std::max<std::int64_t>(mcap / MR * L.group_vecs(), 1))));
-  auto* bbuf = reinterpret_cast<__m256i*>(
-      sc.b.get(4 * static_cast<std::size_t>(std::max<std::int64_t>(ncap / NR * L.panel_vecs(), 1))));
+  __m256i* bbuf = packed_b ? nullptr
+                           : reinterpret_cast<__m256i*>(sc.b.get(
+                                 4 * static_cast<std::size_t>(std::max<std::int64_t>(ncap / NR * L.panel_vecs(), 1))));
   __m128i res[MR];
   for (std::int64_t mb = m0; mb < m1; mb += mc) {
     const std::int64_t mrows = std::min(mc, m1 - mb);
@@ -254,9 +269,15 @@ void bgemm_2x4__avx2(BMX_BGEMM_ARGS) {
     for (std::int64_t nb = n0; nb < n1; nb += nc) {
       const std::int64_t ncols = std::min(nc, n1 - nb);
       const std::int64_t panels = (ncols + NR - 1) / NR;
-      split_b(b + nb * ldb, ldb, ncols, L, bbuf);
+      const __m256i* bblock;
+      if (packed_b) {
+        bblock = reinterpret_cast<const __m256i*>(packed_b) + nb / NR * L.panel_vecs();
+      } else {
+        split_b(b + nb * ldb, ldb, ncols, L, bbuf);
+        bblock = bbuf;
+      }
       for (std::int64_t p = 0; p < panels; ++p) {
-        const __m256i* bp = bbuf + p * L.panel_vecs();
+        const __m256i* bp = bblock + p * L.panel_vecs();
         const int nv = static_cast<int>(std::min<std::int64_t>(NR, ncols - p * NR));
         for (std::int64_t g = 0; g < groups; ++g) {
           micro_2x4(abuf + g * L.group_vecs(), bp, L, k_bits, res);
@@ -275,6 +296,30 @@ void bgemm_2x4__avx2(BMX_BGEMM_ARGS) {
       }
     }
   }
+}
+}  // namespace
+
+void bgemm_2x4__avx2(BMX_BGEMM_ARGS) { blocked_2x4(a, lda, b, ldb, nullptr, m0, m1, n0, n1, words, k_bits, c, ldc); }
+
+std::int64_t bgemm_2x4__avx2_packed_b_words(std::int64_t n, std::int64_t words) {
+  const Layout L{words / kStepWords, words % kStepWords};
+  // At least one vector per panel, so that K = 0 still has a (never read) buffer.
+  return (n + NR - 1) / NR * std::max<std::int64_t>(L.panel_vecs(), 1) * 4;
+}
+
+void bgemm_2x4__avx2_pack_b(const word_t* b, std::int64_t ldb, std::int64_t n, std::int64_t words, word_t* out) {
+  const Layout L{words / kStepWords, words % kStepWords};
+  if (L.panel_vecs() == 0) {
+    std::fill(out, out + bgemm_2x4__avx2_packed_b_words(n, words), word_t{0});
+    return;
+  }
+  split_b(b, ldb, n, L, reinterpret_cast<__m256i*>(out));
+}
+
+void bgemm_2x4__avx2_run_packed(const word_t* a, std::int64_t lda, const word_t* packed_b, std::int64_t m0,
+                                std::int64_t m1, std::int64_t n0, std::int64_t n1, std::int64_t words,
+                                std::int32_t k_bits, std::int32_t* c, std::int64_t ldc) {
+  blocked_2x4(a, lda, nullptr, 0, packed_b, m0, m1, n0, n1, words, k_bits, c, ldc);
 }
 
 }  // namespace bmx::kernels
