@@ -9,10 +9,12 @@ Kernels
 -------
 One kernel list drives dispatch, tests and benchmarks (:func:`list_kernels`): a naive
 ``bgemm_1x1__reference`` (the source of truth), a portable ``bgemm_4x4__scalar``, and
-per-architecture kernels (``bgemm_2x4__avx2``, ``bgemm_4x4__avx512``, ``bgemm_8x16__avx512``,
-``bgemm_2x4__neon``) chosen at run time by CPU feature (highest priority available wins). ``BMX_DISABLE_SIMD=avx512,avx2,neon`` in the
-environment (read once, at import of the compiled module) hides features from the
-dispatcher.
+per-architecture kernels (``bgemm_2x4__avx2``, ``bgemm_2x8__avx2``, ``bgemm_4x4__avx512``,
+``bgemm_8x16__avx512``, ``bgemm_2x4__neon``) chosen at run time by CPU feature (highest
+priority available wins). ``BMX_DISABLE_SIMD=avx512,avx2,neon`` in the environment (read
+once, at import of the compiled module) hides features from the dispatcher:
+``BMX_DISABLE_SIMD=avx512`` gives an AVX-512 machine the kernels of an AVX2-only CPU
+(AMD Zen 3, Intel before Ice Lake).
 """
 import numpy as np
 

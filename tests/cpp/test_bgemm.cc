@@ -188,8 +188,9 @@ TEST(Bgemm, PackedFormsMatchReference) {
 }
 
 TEST(Bgemm, SwappedFormThroughDispatcher) {
-  // Shapes where bgemm takes the swapped form (M pads to 16 better than N), with 1-3
-  // threads, M not a multiple of 16, and ldc wider than N (C written transposed per tile).
+  // Shapes where bgemm takes the swapped form (M pads to the panel better than N), with 1-3
+  // threads, M not a multiple of the panel, and ldc wider than N (C written transposed
+  // per tile), on every kernel that has the form.
   std::mt19937_64 rng(2024);
   for (auto [m, n, k] : {std::tuple<std::int64_t, std::int64_t, std::int64_t>{64, 49, 2304},
                          {40, 33, 129},
@@ -201,12 +202,16 @@ TEST(Bgemm, SwappedFormThroughDispatcher) {
     auto b = random_rows(n, k, w, rng);
     std::vector<std::int32_t> want(static_cast<std::size_t>(m * ldc), -9);
     bmx::ref::bgemm(a.data(), w, b.data(), w, 0, m, 0, n, w, static_cast<std::int32_t>(k), want.data(), ldc);
-    for (int threads : {1, 2, 3}) {
-      bmx::ThreadPool pool(threads);
-      for (int rep = 0; rep < 3; ++rep) {  // repeated calls reuse the packing buffers
-        std::vector<std::int32_t> got(static_cast<std::size_t>(m * ldc), -9);
-        bmx::bgemm(a.data(), w, b.data(), w, m, n, w, static_cast<std::int32_t>(k), got.data(), ldc, &pool);
-        ASSERT_EQ(got, want) << "threads=" << threads << " M=" << m << " N=" << n << " K=" << k;
+    for (const auto& kern : bmx::bgemm_kernels()) {
+      if (!kern.available() || !kern.run_packed_t) continue;
+      for (int threads : {1, 2, 3}) {
+        bmx::ThreadPool pool(threads);
+        for (int rep = 0; rep < 3; ++rep) {  // repeated calls reuse the packing buffers
+          std::vector<std::int32_t> got(static_cast<std::size_t>(m * ldc), -9);
+          bmx::bgemm(a.data(), w, b.data(), w, m, n, w, static_cast<std::int32_t>(k), got.data(), ldc, &pool,
+                     &kern);
+          ASSERT_EQ(got, want) << kern.name << " threads=" << threads << " M=" << m << " N=" << n << " K=" << k;
+        }
       }
     }
   }

@@ -88,6 +88,9 @@ const std::vector<BgemmKernel>& bgemm_kernels() {
       {"bgemm_4x4__popcnt", &has_popcnt, 15, &kernels::bgemm_4x4__popcnt},
       {"bgemm_2x4__avx2", &has_avx2, 20, &kernels::bgemm_2x4__avx2, &kernels::bgemm_2x4__avx2_packed_b_words,
        &kernels::bgemm_2x4__avx2_pack_b, &kernels::bgemm_2x4__avx2_run_packed, nullptr, 4},
+      {"bgemm_2x8__avx2", &has_avx2, 21, &kernels::bgemm_2x8__avx2, &kernels::bgemm_2x8__avx2_packed_b_words,
+       &kernels::bgemm_2x8__avx2_pack_b, &kernels::bgemm_2x8__avx2_run_packed,
+       &kernels::bgemm_2x8__avx2_run_packed_t, 8},
       {"bgemm_4x4__avx512", &has_avx512, 30, &kernels::bgemm_4x4__avx512},
       {"bgemm_8x16__avx512", &has_avx512, 31, &kernels::bgemm_8x16__avx512,
        &kernels::bgemm_8x16__avx512_packed_b_words, &kernels::bgemm_8x16__avx512_pack_b,
@@ -173,7 +176,7 @@ void run_parts(const BgemmJob& j, std::int64_t pb, std::int64_t pe) {
 // Parts [pb, pe) of the swapped form: pack this part's panels of A, then run them.
 void run_swapped_parts(const BgemmJob& j, std::int64_t pb, std::int64_t pe) {
   const BgemmKernel& k = *j.kernel;
-  const std::int64_t stride = std::max<std::int64_t>(j.words, 1) * k.panel;
+  const std::int64_t stride = k.packed_b_words(k.panel, j.words);  // words per packed panel
   for (std::int64_t p = pb; p < pe; ++p) {
     const std::int64_t lo = j.panels * p / j.parts * k.panel, hi = std::min(j.m, j.panels * (p + 1) / j.parts * k.panel);
     if (lo >= hi) continue;
@@ -195,17 +198,22 @@ void bgemm(const word_t* a, std::int64_t lda, const word_t* b, std::int64_t ldb,
     return;
   }
   const std::int64_t work = m * n * std::max<std::int64_t>(words, 1);
-  // Large products get 4 ranges per thread (balance; a descheduled thread holds up only a
-  // quarter of its share); small ones one per thread, since every range re-reads the
-  // other operand. Ranges are tile-aligned and their sizes differ by at most one tile, and
-  // the pool gives range i to the same thread on every call (its rows of C stay in that
-  // core's cache).
-  const std::int64_t per_thread = work >= (std::int64_t{1} << 20) ? 4 : 1;
   const bool swapped = use_swapped(k, m, n, words, threads);
   if (!swapped && threads <= 1) {
     k.run(a, lda, b, ldb, 0, m, 0, n, words, k_bits, c, ldc);
     return;
   }
+  // Threads split the larger dimension (the panels of A in the swapped form) into ranges.
+  // Large products get up to 4 ranges per thread (balance; a descheduled thread holds up
+  // only a quarter of its share), small ones one per thread. Every range re-reads, and in
+  // the AVX2 kernels re-arranges, the whole other operand, which costs ~1/rows of the
+  // range's own work: ranges keep at least 128 rows (64 x 196 x 8064 bits in 8 ranges of
+  // 24 rows ran 1.79x on 2 threads, in 2 ranges 1.9x). Ranges are tile-aligned and their
+  // sizes differ by at most one tile, and the pool gives range i to the same thread on
+  // every call (its rows of C stay in that core's cache).
+  const std::int64_t split_len = swapped ? m : std::max(m, n);
+  const std::int64_t per_thread =
+      work >= (std::int64_t{1} << 20) ? std::clamp<std::int64_t>(split_len / (threads * 128), 1, 4) : 1;
   BgemmJob job;
   job.a = a, job.b = b, job.c = c, job.lda = lda, job.ldb = ldb, job.ldc = ldc;
   job.m = m, job.n = n, job.words = words, job.k_bits = k_bits, job.kernel = &k;

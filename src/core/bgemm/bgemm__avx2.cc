@@ -239,20 +239,163 @@ inline void micro_2x4(const __m256i* ag, const __m256i* bp, const Layout& L, std
   out[1] = _mm_sub_epi32(k, _mm_slli_epi32(pc1, 1));
 }
 
-}  // namespace
 
-namespace {
+// ---------------------------------------------------------------- 2x8: 128-bit steps
+// The same step loop (steps_2x4) on another layout: a step covers 128 bits of K, an A
+// vector holds its row's 128 bits in both halves, and a B vector holds two rows, q in the
+// low half and q + 4 in the high half. The eight accumulators thus count 16 pairs (a 2x8
+// tile) instead of 8, at the same cost per binary MAC, and the per-tile reduction (vpsadbw,
+// transpose, K - 2 * popcount, store) is spread over twice the outputs: it is most of the
+// gap between small K (576 bits: 9 words, ~30% of the 2x4 tile's uops) and large K. An
+// odd word count pads the last step with a zero word in both operands (counts nothing).
+struct Layout8 {
+  std::int64_t steps;  // ceil(words / 2)
+  std::int64_t group_vecs() const { return steps * MR * 2; }
+  std::int64_t panel_vecs() const { return steps * 4 * 2; }
+};
+
+// Words 2s and 2s + 1 of a row, for the last step of an odd row: the word and 0.
+inline __m128i last_pair(const word_t* row, std::int64_t words) {
+  return _mm_cvtsi64_si128(static_cast<long long>(row[words - 1]));
+}
+
+// The splits run once per call and, where threads split the other operand, in every
+// thread, so their loops are kept to a load (vbroadcasti128 / vinserti128 from memory),
+// three ALU ops and two stores per vector.
+void split_a8(const word_t* src, std::int64_t ld, std::int64_t count, std::int64_t words, const Layout8& L,
+              __m256i* dst) {
+  const std::int64_t full = words / 2;
+  const std::int64_t groups = (count + MR - 1) / MR;
+  for (std::int64_t g = 0; g < groups; ++g) {
+    __m256i* d = dst + g * L.group_vecs();
+    for (int r = 0; r < MR; ++r) {
+      if (g * MR + r >= count) {
+        for (std::int64_t s = 0; s < L.steps; ++s) split_store(_mm256_setzero_si256(), d + (s * MR + r) * 2);
+        continue;
+      }
+      const word_t* row = src + (g * MR + r) * ld;
+      for (std::int64_t s = 0; s < full; ++s)
+        split_store(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * s))),
+                    d + (s * MR + r) * 2);
+      if (full < L.steps) split_store(_mm256_broadcastsi128_si256(last_pair(row, words)), d + (full * MR + r) * 2);
+    }
+  }
+}
+
+void split_b8(const word_t* src, std::int64_t ld, std::int64_t count, std::int64_t words, const Layout8& L,
+              __m256i* dst) {
+  static const word_t kZeros[2] = {0, 0};
+  const std::int64_t full = words / 2;
+  const std::int64_t panels = (count + 8 - 1) / 8;
+  for (std::int64_t p = 0; p < panels; ++p) {
+    __m256i* d = dst + p * L.panel_vecs();
+    for (int q = 0; q < 4; ++q) {
+      // Rows past `count` read as zeros (stride 0 over a zero pair).
+      const bool has_lo = p * 8 + q < count, has_hi = p * 8 + q + 4 < count;
+      const word_t* lo = has_lo ? src + (p * 8 + q) * ld : kZeros;
+      const word_t* hi = has_hi ? src + (p * 8 + q + 4) * ld : kZeros;
+      const std::int64_t slo = has_lo ? 2 : 0, shi = has_hi ? 2 : 0;
+      for (std::int64_t s = 0; s < full; ++s)
+        split_store(_mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(hi + s * shi),
+                                        reinterpret_cast<const __m128i*>(lo + s * slo)),
+                    d + (s * 4 + q) * 2);
+      if (full < L.steps)
+        split_store(_mm256_set_m128i(has_hi ? last_pair(hi, words) : _mm_setzero_si128(),
+                                     has_lo ? last_pair(lo, words) : _mm_setzero_si128()),
+                    d + (full * 4 + q) * 2);
+    }
+  }
+}
+
+// Row i's four 64-bit-lane totals x[q] (lanes 0-1: pair (i, q), lanes 2-3: pair (i, q + 4))
+// to its eight int32 counts in column order.
+inline __m256i hsum8(__m256i x0, __m256i x1, __m256i x2, __m256i x3) {
+  const __m256i y = _mm256_or_si256(x0, _mm256_slli_epi64(x1, 32));  // [00 10 01 11 | 02 12 03 13]: (q, lane)
+  const __m256i z = _mm256_or_si256(x2, _mm256_slli_epi64(x3, 32));
+  return _mm256_add_epi32(_mm256_unpacklo_epi64(y, z), _mm256_unpackhi_epi64(y, z));
+}
+
+inline void micro_2x8(const __m256i* ag, const __m256i* bp, const Layout8& L, std::int32_t k_bits,
+                      __m256i out[MR]) {
+  const std::int64_t steps = L.steps;
+  const __m256i zero = _mm256_setzero_si256();
+  __m256i t00 = zero, t01 = zero, t02 = zero, t03 = zero, t10 = zero, t11 = zero, t12 = zero, t13 = zero;
+  for (std::int64_t s0 = 0; s0 < steps; s0 += kMaxSteps8) {
+    const std::int64_t n = std::min<std::int64_t>(steps - s0, kMaxSteps8);
+    __m256i c00 = zero, c01 = zero, c02 = zero, c03 = zero, c10 = zero, c11 = zero, c12 = zero, c13 = zero;
+    steps_2x4(ag + s0 * MR * 2, bp + s0 * 4 * 2, n, c00, c01, c02, c03, c10, c11, c12, c13);
+    t00 = _mm256_add_epi64(t00, _mm256_sad_epu8(c00, zero));
+    t01 = _mm256_add_epi64(t01, _mm256_sad_epu8(c01, zero));
+    t02 = _mm256_add_epi64(t02, _mm256_sad_epu8(c02, zero));
+    t03 = _mm256_add_epi64(t03, _mm256_sad_epu8(c03, zero));
+    t10 = _mm256_add_epi64(t10, _mm256_sad_epu8(c10, zero));
+    t11 = _mm256_add_epi64(t11, _mm256_sad_epu8(c11, zero));
+    t12 = _mm256_add_epi64(t12, _mm256_sad_epu8(c12, zero));
+    t13 = _mm256_add_epi64(t13, _mm256_sad_epu8(c13, zero));
+  }
+  const __m256i k = _mm256_set1_epi32(k_bits);
+  out[0] = _mm256_sub_epi32(k, _mm256_slli_epi32(hsum8(t00, t01, t02, t03), 1));
+  out[1] = _mm256_sub_epi32(k, _mm256_slli_epi32(hsum8(t10, t11, t12, t13), 1));
+}
+
+// The two tile shapes as policies of one blocked loop.
+struct Tile2x4 {
+  static constexpr int NR = 4;
+  using L = Layout;
+  using Out = __m128i;
+  static constexpr std::int64_t kABlockBytes = 128 * 1024;
+  static L layout(std::int64_t words) { return L{words / kStepWords, words % kStepWords}; }
+  // Bytes per row of the split A and B (cache blocking).
+  static std::int64_t a_row_bytes(const L& l) { return std::max<std::int64_t>(l.steps + l.tail, 1) * 64; }
+  static std::int64_t b_row_bytes(const L& l) { return a_row_bytes(l); }
+  static void split_a(const word_t* src, std::int64_t ld, std::int64_t count, std::int64_t, const L& l, __m256i* d) {
+    kernels::split_a(src, ld, count, l, d);
+  }
+  static void split_b(const word_t* src, std::int64_t ld, std::int64_t count, std::int64_t, const L& l, __m256i* d) {
+    kernels::split_b(src, ld, count, l, d);
+  }
+  static void micro(const __m256i* ag, const __m256i* bp, const L& l, std::int32_t k_bits, Out out[MR]) {
+    micro_2x4(ag, bp, l, k_bits, out);
+  }
+  static void store(Out v, std::int32_t* dst) { _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), v); }
+};
+
+struct Tile2x8 {
+  static constexpr int NR = 8;
+  using L = Layout8;
+  using Out = __m256i;
+  // The broadcast A layout takes twice the bytes per row: the same rows per block as 2x4
+  // (a 64 x 8064-bit A in one block, not two that each re-split all of B).
+  static constexpr std::int64_t kABlockBytes = 256 * 1024;
+  static L layout(std::int64_t words) { return L{(words + 1) / 2}; }
+  static std::int64_t a_row_bytes(const L& l) { return std::max<std::int64_t>(l.steps, 1) * 64; }
+  static std::int64_t b_row_bytes(const L& l) { return std::max<std::int64_t>(l.steps, 1) * 32; }
+  static void split_a(const word_t* src, std::int64_t ld, std::int64_t count, std::int64_t words, const L& l,
+                      __m256i* d) {
+    split_a8(src, ld, count, words, l, d);
+  }
+  static void split_b(const word_t* src, std::int64_t ld, std::int64_t count, std::int64_t words, const L& l,
+                      __m256i* d) {
+    split_b8(src, ld, count, words, l, d);
+  }
+  static void micro(const __m256i* ag, const __m256i* bp, const L& l, std::int32_t k_bits, Out out[MR]) {
+    micro_2x8(ag, bp, l, k_bits, out);
+  }
+  static void store(Out v, std::int32_t* dst) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), v); }
+};
+
 // The blocked loop of run and run_packed. packed_b: B as pack_b's output for all its
 // rows (n0 a multiple of NR), or nullptr to split B here, block by block.
-void blocked_2x4(const word_t* a, std::int64_t lda, const word_t* b, std::int64_t ldb, const word_t* packed_b,
-                 std::int64_t m0, std::int64_t m1, std::int64_t n0, std::int64_t n1, std::int64_t words,
-                 std::int32_t k_bits, std::int32_t* c, std::int64_t ldc) {
+template <class T>
+void blocked(const word_t* a, std::int64_t lda, const word_t* b, std::int64_t ldb, const word_t* packed_b,
+             std::int64_t m0, std::int64_t m1, std::int64_t n0, std::int64_t n1, std::int64_t words,
+             std::int32_t k_bits, std::int32_t* c, std::int64_t ldc) {
   if (m1 <= m0 || n1 <= n0) return;
-  const Layout L{words / kStepWords, words % kStepWords};
-  const std::int64_t row_bytes = std::max<std::int64_t>(L.steps + L.tail, 1) * 64;
-  // Block sizes: A block ~128 KiB (L2), B block ~96 KiB; both rounded to whole tiles.
-  const std::int64_t mc = std::max<std::int64_t>(MR, (128 * 1024 / row_bytes) / MR * MR);
-  const std::int64_t nc = std::max<std::int64_t>(NR, (96 * 1024 / row_bytes) / NR * NR);
+  constexpr int NR = T::NR;
+  const typename T::L L = T::layout(words);
+  // Block sizes: A block in L2 (kABlockBytes), B block ~96 KiB; both rounded to whole tiles.
+  const std::int64_t mc = std::max<std::int64_t>(MR, (T::kABlockBytes / T::a_row_bytes(L)) / MR * MR);
+  const std::int64_t nc = std::max<std::int64_t>(NR, (96 * 1024 / T::b_row_bytes(L)) / NR * NR);
   Scratch& sc = scratch();
   const std::int64_t mcap = std::min(mc, (m1 - m0 + MR - 1) / MR * MR);
   const std::int64_t ncap = std::min(nc, (n1 - n0 + NR - 1) / NR * NR);
@@ -261,11 +404,11 @@ void blocked_2x4(const word_t* a, std::int64_t lda, const word_t* b, std::int64_
   __m256i* bbuf = packed_b ? nullptr
                            : reinterpret_cast<__m256i*>(sc.b.get(
                                  4 * static_cast<std::size_t>(std::max<std::int64_t>(ncap / NR * L.panel_vecs(), 1))));
-  __m128i res[MR];
+  typename T::Out res[MR];
   for (std::int64_t mb = m0; mb < m1; mb += mc) {
     const std::int64_t mrows = std::min(mc, m1 - mb);
     const std::int64_t groups = (mrows + MR - 1) / MR;
-    split_a(a + mb * lda, lda, mrows, L, abuf);
+    T::split_a(a + mb * lda, lda, mrows, words, L, abuf);
     for (std::int64_t nb = n0; nb < n1; nb += nc) {
       const std::int64_t ncols = std::min(nc, n1 - nb);
       const std::int64_t panels = (ncols + NR - 1) / NR;
@@ -273,22 +416,22 @@ void blocked_2x4(const word_t* a, std::int64_t lda, const word_t* b, std::int64_
       if (packed_b) {
         bblock = reinterpret_cast<const __m256i*>(packed_b) + nb / NR * L.panel_vecs();
       } else {
-        split_b(b + nb * ldb, ldb, ncols, L, bbuf);
+        T::split_b(b + nb * ldb, ldb, ncols, words, L, bbuf);
         bblock = bbuf;
       }
       for (std::int64_t p = 0; p < panels; ++p) {
         const __m256i* bp = bblock + p * L.panel_vecs();
         const int nv = static_cast<int>(std::min<std::int64_t>(NR, ncols - p * NR));
         for (std::int64_t g = 0; g < groups; ++g) {
-          micro_2x4(abuf + g * L.group_vecs(), bp, L, k_bits, res);
+          T::micro(abuf + g * L.group_vecs(), bp, L, k_bits, res);
           const int mv = static_cast<int>(std::min<std::int64_t>(MR, mrows - g * MR));
           std::int32_t* cr = c + (mb + g * MR) * ldc + nb + p * NR;
           for (int i = 0; i < mv; ++i) {
             if (nv == NR) {
-              _mm_storeu_si128(reinterpret_cast<__m128i*>(cr + i * ldc), res[i]);
+              T::store(res[i], cr + i * ldc);
             } else {
-              alignas(16) std::int32_t t[NR];
-              _mm_store_si128(reinterpret_cast<__m128i*>(t), res[i]);
+              alignas(32) std::int32_t t[NR];
+              T::store(res[i], t);
               for (int j = 0; j < nv; ++j) cr[i * ldc + j] = t[j];
             }
           }
@@ -297,29 +440,94 @@ void blocked_2x4(const word_t* a, std::int64_t lda, const word_t* b, std::int64_
     }
   }
 }
-}  // namespace
 
-void bgemm_2x4__avx2(BMX_BGEMM_ARGS) { blocked_2x4(a, lda, b, ldb, nullptr, m0, m1, n0, n1, words, k_bits, c, ldc); }
-
-std::int64_t bgemm_2x4__avx2_packed_b_words(std::int64_t n, std::int64_t words) {
-  const Layout L{words / kStepWords, words % kStepWords};
-  // At least one vector per panel, so that K = 0 still has a (never read) buffer.
-  return (n + NR - 1) / NR * std::max<std::int64_t>(L.panel_vecs(), 1) * 4;
+// The swapped form (bgemm picks it when N pads to the panel width worse than M: a 7x7
+// layer's N = 49 pixels against M = 64 filters): A given in panels (pack_b of A), rows of
+// B split here in groups as A rows are in blocked(), and each tile's results, one vector
+// per B row over 8 rows of A, stored transposed into c[m * ldc + n].
+template <class T>
+void blocked_t(const word_t* b, std::int64_t ldb, const word_t* packed_a, std::int64_t m0, std::int64_t m1,
+               std::int64_t n0, std::int64_t n1, std::int64_t words, std::int32_t k_bits, std::int32_t* c,
+               std::int64_t ldc) {
+  if (m1 <= m0 || n1 <= n0) return;
+  constexpr int NR = T::NR;
+  const typename T::L L = T::layout(words);
+  const std::int64_t nc = std::max<std::int64_t>(MR, (T::kABlockBytes / T::a_row_bytes(L)) / MR * MR);
+  const std::int64_t ncap = std::min(nc, (n1 - n0 + MR - 1) / MR * MR);
+  auto* gbuf = reinterpret_cast<__m256i*>(
+      scratch().a.get(4 * static_cast<std::size_t>(std::max<std::int64_t>(ncap / MR * L.group_vecs(), 1))));
+  typename T::Out res[MR];
+  for (std::int64_t nb = n0; nb < n1; nb += nc) {
+    const std::int64_t nrows = std::min(nc, n1 - nb);
+    const std::int64_t groups = (nrows + MR - 1) / MR;
+    T::split_a(b + nb * ldb, ldb, nrows, words, L, gbuf);
+    for (std::int64_t mb = m0; mb < m1; mb += NR) {
+      const __m256i* ap = reinterpret_cast<const __m256i*>(packed_a) + mb / NR * L.panel_vecs();
+      const int mv = static_cast<int>(std::min<std::int64_t>(NR, m1 - mb));
+      for (std::int64_t g = 0; g < groups; ++g) {
+        T::micro(gbuf + g * L.group_vecs(), ap, L, k_bits, res);
+        const int nv = static_cast<int>(std::min<std::int64_t>(MR, nrows - g * MR));
+        std::int32_t* cc = c + mb * ldc + nb + g * MR;
+        for (int i = 0; i < nv; ++i) {
+          alignas(32) std::int32_t t[NR];
+          T::store(res[i], t);
+          for (int r = 0; r < mv; ++r) cc[r * ldc + i] = t[r];
+        }
+      }
+    }
+  }
 }
 
-void bgemm_2x4__avx2_pack_b(const word_t* b, std::int64_t ldb, std::int64_t n, std::int64_t words, word_t* out) {
-  const Layout L{words / kStepWords, words % kStepWords};
+template <class T>
+std::int64_t packed_words(std::int64_t n, std::int64_t words) {
+  // At least one vector per panel, so that K = 0 still has a (never read) buffer.
+  return (n + T::NR - 1) / T::NR * std::max<std::int64_t>(T::layout(words).panel_vecs(), 1) * 4;
+}
+
+template <class T>
+void pack(const word_t* b, std::int64_t ldb, std::int64_t n, std::int64_t words, word_t* out) {
+  const typename T::L L = T::layout(words);
   if (L.panel_vecs() == 0) {
-    std::fill(out, out + bgemm_2x4__avx2_packed_b_words(n, words), word_t{0});
+    std::fill(out, out + packed_words<T>(n, words), word_t{0});
     return;
   }
-  split_b(b, ldb, n, L, reinterpret_cast<__m256i*>(out));
+  T::split_b(b, ldb, n, words, L, reinterpret_cast<__m256i*>(out));
 }
+}  // namespace
 
+void bgemm_2x4__avx2(BMX_BGEMM_ARGS) {
+  blocked<Tile2x4>(a, lda, b, ldb, nullptr, m0, m1, n0, n1, words, k_bits, c, ldc);
+}
+std::int64_t bgemm_2x4__avx2_packed_b_words(std::int64_t n, std::int64_t words) {
+  return packed_words<Tile2x4>(n, words);
+}
+void bgemm_2x4__avx2_pack_b(const word_t* b, std::int64_t ldb, std::int64_t n, std::int64_t words, word_t* out) {
+  pack<Tile2x4>(b, ldb, n, words, out);
+}
 void bgemm_2x4__avx2_run_packed(const word_t* a, std::int64_t lda, const word_t* packed_b, std::int64_t m0,
                                 std::int64_t m1, std::int64_t n0, std::int64_t n1, std::int64_t words,
                                 std::int32_t k_bits, std::int32_t* c, std::int64_t ldc) {
-  blocked_2x4(a, lda, nullptr, 0, packed_b, m0, m1, n0, n1, words, k_bits, c, ldc);
+  blocked<Tile2x4>(a, lda, nullptr, 0, packed_b, m0, m1, n0, n1, words, k_bits, c, ldc);
+}
+
+void bgemm_2x8__avx2(BMX_BGEMM_ARGS) {
+  blocked<Tile2x8>(a, lda, b, ldb, nullptr, m0, m1, n0, n1, words, k_bits, c, ldc);
+}
+std::int64_t bgemm_2x8__avx2_packed_b_words(std::int64_t n, std::int64_t words) {
+  return packed_words<Tile2x8>(n, words);
+}
+void bgemm_2x8__avx2_pack_b(const word_t* b, std::int64_t ldb, std::int64_t n, std::int64_t words, word_t* out) {
+  pack<Tile2x8>(b, ldb, n, words, out);
+}
+void bgemm_2x8__avx2_run_packed(const word_t* a, std::int64_t lda, const word_t* packed_b, std::int64_t m0,
+                                std::int64_t m1, std::int64_t n0, std::int64_t n1, std::int64_t words,
+                                std::int32_t k_bits, std::int32_t* c, std::int64_t ldc) {
+  blocked<Tile2x8>(a, lda, nullptr, 0, packed_b, m0, m1, n0, n1, words, k_bits, c, ldc);
+}
+void bgemm_2x8__avx2_run_packed_t(const word_t* b, std::int64_t ldb, const word_t* packed_a, std::int64_t m0,
+                                  std::int64_t m1, std::int64_t n0, std::int64_t n1, std::int64_t words,
+                                  std::int32_t k_bits, std::int32_t* c, std::int64_t ldc) {
+  blocked_t<Tile2x8>(b, ldb, packed_a, m0, m1, n0, n1, words, k_bits, c, ldc);
 }
 
 }  // namespace bmx::kernels

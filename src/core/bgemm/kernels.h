@@ -24,6 +24,15 @@ void bgemm_2x4__avx2_pack_b(const word_t* b, std::int64_t ldb, std::int64_t n, s
 void bgemm_2x4__avx2_run_packed(const word_t* a, std::int64_t lda, const word_t* packed_b, std::int64_t m0,
                                 std::int64_t m1, std::int64_t n0, std::int64_t n1, std::int64_t words,
                                 std::int32_t k_bits, std::int32_t* c, std::int64_t ldc);
+void bgemm_2x8__avx2(BMX_BGEMM_ARGS);
+std::int64_t bgemm_2x8__avx2_packed_b_words(std::int64_t n, std::int64_t words);
+void bgemm_2x8__avx2_pack_b(const word_t* b, std::int64_t ldb, std::int64_t n, std::int64_t words, word_t* out);
+void bgemm_2x8__avx2_run_packed(const word_t* a, std::int64_t lda, const word_t* packed_b, std::int64_t m0,
+                                std::int64_t m1, std::int64_t n0, std::int64_t n1, std::int64_t words,
+                                std::int32_t k_bits, std::int32_t* c, std::int64_t ldc);
+void bgemm_2x8__avx2_run_packed_t(const word_t* b, std::int64_t ldb, const word_t* packed_a, std::int64_t m0,
+                                  std::int64_t m1, std::int64_t n0, std::int64_t n1, std::int64_t words,
+                                  std::int32_t k_bits, std::int32_t* c, std::int64_t ldc);
 void bgemm_4x4__avx512(BMX_BGEMM_ARGS);
 void bgemm_8x16__avx512(BMX_BGEMM_ARGS);
 std::int64_t bgemm_8x16__avx512_packed_b_words(std::int64_t n, std::int64_t words);
