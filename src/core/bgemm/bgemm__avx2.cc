@@ -246,38 +246,39 @@ inline void micro_2x4(const __m256i* ag, const __m256i* bp, const Layout& L, std
 // low half and q + 4 in the high half. The eight accumulators thus count 16 pairs (a 2x8
 // tile) instead of 8, at the same cost per binary MAC, and the per-tile reduction (vpsadbw,
 // transpose, K - 2 * popcount, store) is spread over twice the outputs: it is most of the
-// gap between small K (576 bits: 9 words, ~30% of the 2x4 tile's uops) and large K. An
-// odd word count pads the last step with a zero word in both operands (counts nothing).
+// gap between small K (576 bits: 9 words, ~30% of the 2x4 tile's uops) and large K.
+//
+// An odd word count leaves one word per row (K = 576 bits is 4 steps + 1 word). It is
+// laid out as in the 2x4 tail: the A row's word broadcast to four lanes, the B panel's
+// words four rows to a vector, in lane order [r0 r2 r4 r6] and [r1 r3 r5 r7] so that the
+// two vectors' 64-bit sums interleave into column order. 24 uops per tile instead of a
+// zero-padded step's 48.
 struct Layout8 {
-  std::int64_t steps;  // ceil(words / 2)
-  std::int64_t group_vecs() const { return steps * MR * 2; }
-  std::int64_t panel_vecs() const { return steps * 4 * 2; }
+  std::int64_t steps, tail;  // words / 2 full 128-bit steps, words % 2 leftover word
+  std::int64_t group_vecs() const { return (steps + tail) * MR * 2; }
+  std::int64_t panel_vecs() const { return steps * 4 * 2 + tail * 2 * 2; }
 };
 
-// Words 2s and 2s + 1 of a row, for the last step of an odd row: the word and 0.
-inline __m128i last_pair(const word_t* row, std::int64_t words) {
-  return _mm_cvtsi64_si128(static_cast<long long>(row[words - 1]));
-}
-
 // The splits run once per call and, where threads split the other operand, in every
-// thread, so their loops are kept to a load (vbroadcasti128 / vinserti128 from memory),
-// three ALU ops and two stores per vector.
+// thread, so their loops are kept to a load (vbroadcasti128 / vinserti128), three ALU
+// ops and two stores per vector.
 void split_a8(const word_t* src, std::int64_t ld, std::int64_t count, std::int64_t words, const Layout8& L,
               __m256i* dst) {
-  const std::int64_t full = words / 2;
   const std::int64_t groups = (count + MR - 1) / MR;
   for (std::int64_t g = 0; g < groups; ++g) {
     __m256i* d = dst + g * L.group_vecs();
     for (int r = 0; r < MR; ++r) {
+      __m256i* dt = d + (L.steps * MR + r) * 2;
       if (g * MR + r >= count) {
         for (std::int64_t s = 0; s < L.steps; ++s) split_store(_mm256_setzero_si256(), d + (s * MR + r) * 2);
+        if (L.tail) split_store(_mm256_setzero_si256(), dt);
         continue;
       }
       const word_t* row = src + (g * MR + r) * ld;
-      for (std::int64_t s = 0; s < full; ++s)
+      for (std::int64_t s = 0; s < L.steps; ++s)
         split_store(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * s))),
                     d + (s * MR + r) * 2);
-      if (full < L.steps) split_store(_mm256_broadcastsi128_si256(last_pair(row, words)), d + (full * MR + r) * 2);
+      if (L.tail) split_store(_mm256_set1_epi64x(static_cast<long long>(row[words - 1])), dt);
     }
   }
 }
@@ -285,24 +286,26 @@ void split_a8(const word_t* src, std::int64_t ld, std::int64_t count, std::int64
 void split_b8(const word_t* src, std::int64_t ld, std::int64_t count, std::int64_t words, const Layout8& L,
               __m256i* dst) {
   static const word_t kZeros[2] = {0, 0};
-  const std::int64_t full = words / 2;
   const std::int64_t panels = (count + 8 - 1) / 8;
   for (std::int64_t p = 0; p < panels; ++p) {
     __m256i* d = dst + p * L.panel_vecs();
+    const word_t* rows[8];
+    for (int r = 0; r < 8; ++r) rows[r] = p * 8 + r < count ? src + (p * 8 + r) * ld : nullptr;
     for (int q = 0; q < 4; ++q) {
       // Rows past `count` read as zeros (stride 0 over a zero pair).
-      const bool has_lo = p * 8 + q < count, has_hi = p * 8 + q + 4 < count;
-      const word_t* lo = has_lo ? src + (p * 8 + q) * ld : kZeros;
-      const word_t* hi = has_hi ? src + (p * 8 + q + 4) * ld : kZeros;
-      const std::int64_t slo = has_lo ? 2 : 0, shi = has_hi ? 2 : 0;
-      for (std::int64_t s = 0; s < full; ++s)
+      const word_t* lo = rows[q] ? rows[q] : kZeros;
+      const word_t* hi = rows[q + 4] ? rows[q + 4] : kZeros;
+      const std::int64_t slo = rows[q] ? 2 : 0, shi = rows[q + 4] ? 2 : 0;
+      for (std::int64_t s = 0; s < L.steps; ++s)
         split_store(_mm256_loadu2_m128i(reinterpret_cast<const __m128i*>(hi + s * shi),
                                         reinterpret_cast<const __m128i*>(lo + s * slo)),
                     d + (s * 4 + q) * 2);
-      if (full < L.steps)
-        split_store(_mm256_set_m128i(has_hi ? last_pair(hi, words) : _mm_setzero_si128(),
-                                     has_lo ? last_pair(lo, words) : _mm_setzero_si128()),
-                    d + (full * 4 + q) * 2);
+    }
+    if (L.tail) {
+      long long w[8];
+      for (int r = 0; r < 8; ++r) w[r] = rows[r] ? static_cast<long long>(rows[r][words - 1]) : 0;
+      split_store(_mm256_setr_epi64x(w[0], w[2], w[4], w[6]), d + L.steps * 8);
+      split_store(_mm256_setr_epi64x(w[1], w[3], w[5], w[7]), d + L.steps * 8 + 2);
     }
   }
 }
@@ -315,6 +318,19 @@ inline __m256i hsum8(__m256i x0, __m256i x1, __m256i x2, __m256i x3) {
   return _mm256_add_epi32(_mm256_unpacklo_epi64(y, z), _mm256_unpackhi_epi64(y, z));
 }
 
+// Counts of the leftover word of A group row i (at) against the B panel's two tail
+// vectors (bt): eight int32 in column order.
+inline __m256i tail_2x8(const __m256i* at, const __m256i* bt) {
+  const __m256i lut = _mm256_load_si256(reinterpret_cast<const __m256i*>(kNibbleLut));
+  const __m256i al = _mm256_load_si256(at), ah = _mm256_load_si256(at + 1);
+  const __m256i u0 = _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(al, _mm256_loadu_si256(bt))),
+                                     _mm256_shuffle_epi8(lut, _mm256_xor_si256(ah, _mm256_loadu_si256(bt + 1))));
+  const __m256i u1 = _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(al, _mm256_loadu_si256(bt + 2))),
+                                     _mm256_shuffle_epi8(lut, _mm256_xor_si256(ah, _mm256_loadu_si256(bt + 3))));
+  const __m256i zero = _mm256_setzero_si256();
+  return _mm256_or_si256(_mm256_sad_epu8(u0, zero), _mm256_slli_epi64(_mm256_sad_epu8(u1, zero), 32));
+}
+
 inline void micro_2x8(const __m256i* ag, const __m256i* bp, const Layout8& L, std::int32_t k_bits,
                       __m256i out[MR]) {
   const std::int64_t steps = L.steps;
@@ -324,6 +340,13 @@ inline void micro_2x8(const __m256i* ag, const __m256i* bp, const Layout8& L, st
     const std::int64_t n = std::min<std::int64_t>(steps - s0, kMaxSteps8);
     __m256i c00 = zero, c01 = zero, c02 = zero, c03 = zero, c10 = zero, c11 = zero, c12 = zero, c13 = zero;
     steps_2x4(ag + s0 * MR * 2, bp + s0 * 4 * 2, n, c00, c01, c02, c03, c10, c11, c12, c13);
+    if (s0 == 0) {  // the first chunk's sums need no add (most tiles have one chunk)
+      t00 = _mm256_sad_epu8(c00, zero), t01 = _mm256_sad_epu8(c01, zero);
+      t02 = _mm256_sad_epu8(c02, zero), t03 = _mm256_sad_epu8(c03, zero);
+      t10 = _mm256_sad_epu8(c10, zero), t11 = _mm256_sad_epu8(c11, zero);
+      t12 = _mm256_sad_epu8(c12, zero), t13 = _mm256_sad_epu8(c13, zero);
+      continue;
+    }
     t00 = _mm256_add_epi64(t00, _mm256_sad_epu8(c00, zero));
     t01 = _mm256_add_epi64(t01, _mm256_sad_epu8(c01, zero));
     t02 = _mm256_add_epi64(t02, _mm256_sad_epu8(c02, zero));
@@ -333,9 +356,16 @@ inline void micro_2x8(const __m256i* ag, const __m256i* bp, const Layout8& L, st
     t12 = _mm256_add_epi64(t12, _mm256_sad_epu8(c12, zero));
     t13 = _mm256_add_epi64(t13, _mm256_sad_epu8(c13, zero));
   }
+  __m256i pc0 = hsum8(t00, t01, t02, t03), pc1 = hsum8(t10, t11, t12, t13);
+  if (L.tail) {
+    const __m256i* at = ag + steps * MR * 2;
+    const __m256i* bt = bp + steps * 4 * 2;
+    pc0 = _mm256_add_epi32(pc0, tail_2x8(at, bt));
+    pc1 = _mm256_add_epi32(pc1, tail_2x8(at + 2, bt));
+  }
   const __m256i k = _mm256_set1_epi32(k_bits);
-  out[0] = _mm256_sub_epi32(k, _mm256_slli_epi32(hsum8(t00, t01, t02, t03), 1));
-  out[1] = _mm256_sub_epi32(k, _mm256_slli_epi32(hsum8(t10, t11, t12, t13), 1));
+  out[0] = _mm256_sub_epi32(k, _mm256_slli_epi32(pc0, 1));
+  out[1] = _mm256_sub_epi32(k, _mm256_slli_epi32(pc1, 1));
 }
 
 // The two tile shapes as policies of one blocked loop.
@@ -367,9 +397,9 @@ struct Tile2x8 {
   // The broadcast A layout takes twice the bytes per row: the same rows per block as 2x4
   // (a 64 x 8064-bit A in one block, not two that each re-split all of B).
   static constexpr std::int64_t kABlockBytes = 256 * 1024;
-  static L layout(std::int64_t words) { return L{(words + 1) / 2}; }
-  static std::int64_t a_row_bytes(const L& l) { return std::max<std::int64_t>(l.steps, 1) * 64; }
-  static std::int64_t b_row_bytes(const L& l) { return std::max<std::int64_t>(l.steps, 1) * 32; }
+  static L layout(std::int64_t words) { return L{words / 2, words % 2}; }
+  static std::int64_t a_row_bytes(const L& l) { return std::max<std::int64_t>(l.steps + l.tail, 1) * 64; }
+  static std::int64_t b_row_bytes(const L& l) { return std::max<std::int64_t>(l.steps + l.tail, 1) * 32; }
   static void split_a(const word_t* src, std::int64_t ld, std::int64_t count, std::int64_t words, const L& l,
                       __m256i* d) {
     split_a8(src, ld, count, words, l, d);
