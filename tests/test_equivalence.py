@@ -134,6 +134,46 @@ def test_resnete_on_28x28_ceil_mode_pooling():
     _compare("resnete18", net, x, 28)
 
 
+# Dispatch levels: "" is what the CPU offers, then features masked as on older CPUs.
+LEVELS = ["", "avx512", "avx512,avx2", "avx512,avx2,popcnt"]
+
+
+@pytest.mark.parametrize("name,kw", [
+    pytest.param("resnete18", dict(classes=10), id="resnete18"),  # ImageNet stem: direct 7x7/2 float conv
+    pytest.param("meliusnet_a", dict(classes=10), id="meliusnet_a", marks=pytest.mark.slow),  # grouped stem
+    pytest.param("binarydensenet28", dict(classes=10, stem="thumbnail"), id="binarydensenet28",
+                 marks=pytest.mark.slow),
+])
+def test_dispatch_levels_agree(name, kw, tmp_path):
+    """The same file on every dispatch level the CPU can emulate (BMX_DISABLE_SIMD): each
+    equals Gluon, and the AVX-512 and AVX2 levels give the same bits (the binary kernels
+    are exact, and the float kernels keep one rounding order: the direct float conv does
+    one FMA per tap and channel in both widths, the element-wise loops do not contract).
+    The portable level runs the float convs as im2col + SGEMM: close, not equal."""
+    import subprocess
+    import sys
+    _engine()
+    net, x = _build(name, 64, train_steps=1, **kw)
+    data = convert(net, (1,) + x.shape[1:])
+    ref = net(mx.nd.array(x)).asnumpy()
+    (tmp_path / "m.bmx").write_bytes(data)
+    np.save(tmp_path / "x.npy", x)
+    code = ("import sys, numpy as np, bmx.engine as e; d = sys.argv[1]; "
+            "m = e.Model(open(d + '/m.bmx', 'rb').read(), num_threads=2); "
+            "np.save(d + '/out.npy', np.asarray(m.predict(np.load(d + '/x.npy')))); print(e.auto_kernel())")
+    outs = {}
+    for level in LEVELS:
+        run = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=dict(os.environ, BMX_DISABLE_SIMD=level),
+                             capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr[-2000:]
+        got = np.load(tmp_path / "out.npy")
+        dev = np.abs(got - ref).max() / np.abs(ref).max()
+        print(f"[levels] {name} BMX_DISABLE_SIMD={level!r}: kernel {run.stdout.strip()}, deviation {dev:.2e}")
+        assert dev <= TOL and (got.argmax(1) == ref.argmax(1)).all(), (level, dev)
+        outs[level] = got
+    np.testing.assert_array_equal(outs["avx512"], outs[""])  # AVX2 kernels == the CPU's best
+
+
 @pytest.mark.parametrize("cin,cout,k,stride,pad,dil,groups,hw", [
     (3, 8, 3, 1, 1, 1, 1, 7),
     (70, 13, 3, 2, 1, 1, 1, 9),

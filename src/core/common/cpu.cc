@@ -17,6 +17,7 @@ CpuFeatures detect() {
                        __builtin_cpu_supports("avx512vl") &&
                        __builtin_cpu_supports("avx512vpopcntdq");
   f.avx512f = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+  f.fma = __builtin_cpu_supports("fma");
 #elif defined(__aarch64__)
   f.neon = true;  // Advanced SIMD is mandatory on AArch64
 #elif defined(__ARM_NEON)
@@ -24,7 +25,7 @@ CpuFeatures detect() {
 #endif
   if (const char* mask = std::getenv("BMX_DISABLE_SIMD")) {
     if (std::strstr(mask, "avx512")) f.avx512_vpopcntdq = f.avx512f = false;
-    if (std::strstr(mask, "avx2")) f.avx2 = false;
+    if (std::strstr(mask, "avx2")) f.avx2 = f.fma = false;
     if (std::strstr(mask, "neon")) f.neon = false;
     if (std::strstr(mask, "popcnt")) f.popcnt = false;
   }

@@ -21,6 +21,7 @@ struct CpuFeatures {
   bool avx2 = false;
   bool avx512_vpopcntdq = false;  // with avx512f + avx512bw + avx512vl
   bool avx512f = false;           // AVX-512 Foundation (float kernels; FMA included)
+  bool fma = false;               // FMA3 (the AVX2 float kernels)
   bool neon = false;
 };
 

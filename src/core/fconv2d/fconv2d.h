@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace bmx {
 class ThreadPool;
@@ -31,12 +32,26 @@ struct FConv2DShape {
   std::int64_t out_w() const { return (in_w + 2 * pad_w - dilation_w * (kernel_w - 1) - 1) / stride_w + 1; }
 };
 
-// Whether fconv2d can run this shape on this CPU (AVX-512F, C_out a multiple of 16);
-// callers fall back to im2col + SGEMM otherwise.
+// The direct kernels, XNNPACK-named, best last; one list drives dispatch and the tests.
+struct FConv2DKernel {
+  const char* name;     // "fconv2d_6x64__avx512"
+  bool (*available)();  // can this CPU run it?
+  // Output rows [r0, r1) (flattened n, oy) of the whole convolution.
+  void (*rows)(const float* in, std::int64_t in_ps, const float* w, const float* bias, bool relu,
+               const FConv2DShape& s, float* out, std::int64_t out_ps, std::int64_t r0, std::int64_t r1);
+};
+const std::vector<FConv2DKernel>& fconv2d_kernels();
+// The best kernel this CPU runs, or nullptr (no x86 AVX2 + FMA).
+const FConv2DKernel* fconv2d_best_kernel();
+
+// Whether fconv2d can run this shape on this CPU (AVX-512F, or AVX2 with FMA; C_out a
+// multiple of 16); callers fall back to im2col + SGEMM otherwise.
 bool fconv2d_supported(const FConv2DShape& s);
 
-// Throws std::invalid_argument when !fconv2d_supported(s) or the shape makes no sense.
+// Throws std::invalid_argument when !fconv2d_supported(s) (or `kernel` is given and not
+// available) or the shape makes no sense. kernel: nullptr for the best available.
 void fconv2d(const float* in, std::int64_t in_ps, const float* weight, const float* bias, bool relu,
-             const FConv2DShape& s, float* out, std::int64_t out_ps, ThreadPool* pool = nullptr);
+             const FConv2DShape& s, float* out, std::int64_t out_ps, ThreadPool* pool = nullptr,
+             const FConv2DKernel* kernel = nullptr);
 
 }  // namespace bmx
