@@ -127,7 +127,12 @@ const BgemmKernel& bgemm_kernel(const std::string& name) {
 
 namespace {
 // Lanes a panel kernel computes for x rows of its panel operand: whole panels, and a
-// last panel with at most half its rows valid costs half a panel.
+// last panel with at most half its rows valid costs half a panel. That holds for the
+// AVX-512 kernel (8-row half tiles). bgemm_2x8__avx2 has no half tiles, but its swapped
+// form costs more than its plain one (B split into the broadcast layout, results stored
+// transposed one int32 at a time), and the same rule picks its faster form on the
+// binarydensenet37 shapes: N = 49 swapped (346 against 323 G MAC/s), N = 196 plain (364-376
+// against 349; charging the half panel in full would swap it).
 std::int64_t padded_rows(std::int64_t x, std::int64_t panel) {
   const std::int64_t rem = x % panel;
   return x - rem + (rem == 0 ? 0 : rem <= panel / 2 ? panel / 2 : panel);
