@@ -498,6 +498,21 @@ void blocked_t(const word_t* b, std::int64_t ldb, const word_t* packed_a, std::i
         T::micro(gbuf + g * L.group_vecs(), ap, L, k_bits, res);
         const int nv = static_cast<int>(std::min<std::int64_t>(MR, nrows - g * MR));
         std::int32_t* cc = c + mb * ldc + nb + g * MR;
+        if constexpr (NR == 8 && MR == 2) {
+          if (nv == 2 && mv == 8) {
+            // Whole tile: the two B rows' results are adjacent in every row of C; pair
+            // them up (unpack) and store 8 bytes per row.
+            const __m256i lo = _mm256_unpacklo_epi32(res[0], res[1]);  // C rows 0, 1 | 4, 5
+            const __m256i hi = _mm256_unpackhi_epi32(res[0], res[1]);  // C rows 2, 3 | 6, 7
+            const __m128i q[4] = {_mm256_castsi256_si128(lo), _mm256_castsi256_si128(hi),
+                                  _mm256_extracti128_si256(lo, 1), _mm256_extracti128_si256(hi, 1)};
+            for (int h = 0; h < 4; ++h) {
+              _mm_storel_epi64(reinterpret_cast<__m128i*>(cc + (2 * h) * ldc), q[h]);
+              _mm_storeh_pd(reinterpret_cast<double*>(cc + (2 * h + 1) * ldc), _mm_castsi128_pd(q[h]));
+            }
+            continue;
+          }
+        }
         for (int i = 0; i < nv; ++i) {
           alignas(32) std::int32_t t[NR];
           T::store(res[i], t);
