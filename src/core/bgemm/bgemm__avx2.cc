@@ -434,6 +434,8 @@ void blocked(const word_t* a, std::int64_t lda, const word_t* b, std::int64_t ld
   __m256i* bbuf = packed_b ? nullptr
                            : reinterpret_cast<__m256i*>(sc.b.get(
                                  4 * static_cast<std::size_t>(std::max<std::int64_t>(ncap / NR * L.panel_vecs(), 1))));
+  // Groups of A per L1 run (~16 KiB).
+  const std::int64_t gsub = std::max<std::int64_t>(1, 16 * 1024 / (std::max<std::int64_t>(L.group_vecs(), 1) * 32));
   typename T::Out res[MR];
   for (std::int64_t mb = m0; mb < m1; mb += mc) {
     const std::int64_t mrows = std::min(mc, m1 - mb);
@@ -449,10 +451,14 @@ void blocked(const word_t* a, std::int64_t lda, const word_t* b, std::int64_t ld
         T::split_b(b + nb * ldb, ldb, ncols, words, L, bbuf);
         bblock = bbuf;
       }
+      // A in L1-sized runs of groups, each met by every panel of the B block: with a tall
+      // A and a short B (a convolution: patch rows against 64 filters) every panel would
+      // otherwise stream the whole A block from L2.
+      for (std::int64_t g0 = 0; g0 < groups; g0 += gsub)
       for (std::int64_t p = 0; p < panels; ++p) {
         const __m256i* bp = bblock + p * L.panel_vecs();
         const int nv = static_cast<int>(std::min<std::int64_t>(NR, ncols - p * NR));
-        for (std::int64_t g = 0; g < groups; ++g) {
+        for (std::int64_t g = g0; g < std::min(groups, g0 + gsub); ++g) {
           T::micro(abuf + g * L.group_vecs(), bp, L, k_bits, res);
           const int mv = static_cast<int>(std::min<std::int64_t>(MR, mrows - g * MR));
           std::int32_t* cr = c + (mb + g * MR) * ldc + nb + p * NR;
