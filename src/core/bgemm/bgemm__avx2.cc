@@ -514,7 +514,7 @@ void blocked_t(const word_t* b, std::int64_t ldb, const word_t* packed_a, std::i
                                   _mm256_extracti128_si256(lo, 1), _mm256_extracti128_si256(hi, 1)};
             for (int h = 0; h < 4; ++h) {
               _mm_storel_epi64(reinterpret_cast<__m128i*>(cc + (2 * h) * ldc), q[h]);
-              _mm_storeh_pd(reinterpret_cast<double*>(cc + (2 * h + 1) * ldc), _mm_castsi128_pd(q[h]));
+              _mm_storel_epi64(reinterpret_cast<__m128i*>(cc + (2 * h + 1) * ldc), _mm_unpackhi_epi64(q[h], q[h]));
             }
             continue;
           }
