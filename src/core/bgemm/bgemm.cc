@@ -130,7 +130,7 @@ namespace {
 // last panel with at most half its rows valid costs half a panel. That holds for the
 // AVX-512 kernel (8-row half tiles). bgemm_2x8__avx2 has no half tiles, but its swapped
 // form costs more than its plain one (B split into the broadcast layout, results stored
-// transposed one int32 at a time), and the same rule picks its faster form on the
+// transposed), and the same rule picks its faster form on the
 // binarydensenet37 shapes: N = 49 swapped (346 against 323 G MAC/s), N = 196 plain (364-376
 // against 349; charging the half panel in full would swap it).
 std::int64_t padded_rows(std::int64_t x, std::int64_t panel) {
@@ -197,12 +197,12 @@ void bgemm(const word_t* a, std::int64_t lda, const word_t* b, std::int64_t ldb,
   if (m <= 0 || n <= 0) return;
   const BgemmKernel& k = kernel ? *kernel : bgemm_kernel("auto");
   const int threads = pool ? pool->num_threads() : 1;
+  const std::int64_t work = m * n * std::max<std::int64_t>(words, 1);
   // Below ~64 K binary MACs a thread hand-off costs more than it saves.
-  if (m * n * std::max<std::int64_t>(words, 1) < 1024) {
+  if (work < 1024) {
     k.run(a, lda, b, ldb, 0, m, 0, n, words, k_bits, c, ldc);
     return;
   }
-  const std::int64_t work = m * n * std::max<std::int64_t>(words, 1);
   const bool swapped = use_swapped(k, m, n, words, threads);
   if (!swapped && threads <= 1) {
     k.run(a, lda, b, ldb, 0, m, 0, n, words, k_bits, c, ldc);

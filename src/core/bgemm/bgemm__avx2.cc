@@ -340,6 +340,8 @@ inline void micro_2x8(const __m256i* ag, const __m256i* bp, const Layout8& L, st
     const std::int64_t n = std::min<std::int64_t>(steps - s0, kMaxSteps8);
     __m256i c00 = zero, c01 = zero, c02 = zero, c03 = zero, c10 = zero, c11 = zero, c12 = zero, c13 = zero;
     steps_2x4(ag + s0 * MR * 2, bp + s0 * 4 * 2, n, c00, c01, c02, c03, c10, c11, c12, c13);
+    // Written out per register: arrays here (with the asm's "+x" operands) compiled to
+    // spills and cost 8-10% at K = 576.
     if (s0 == 0) {  // the first chunk's sums need no add (most tiles have one chunk)
       t00 = _mm256_sad_epu8(c00, zero), t01 = _mm256_sad_epu8(c01, zero);
       t02 = _mm256_sad_epu8(c02, zero), t03 = _mm256_sad_epu8(c03, zero);
