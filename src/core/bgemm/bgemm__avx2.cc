@@ -136,43 +136,72 @@ alignas(32) const std::uint8_t kNibbleLut[32] = {0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2
   "vmovdqa " #A "+64(%[ap]), %%ymm10\n\t"                            \
   "vmovdqa " #A "+96(%[ap]), %%ymm11\n\t"                            \
   BMX_AVX2_COL(0, B) BMX_AVX2_COL(1, B) BMX_AVX2_COL(2, B) BMX_AVX2_COL(3, B)
+// The 2x8 layout's step: an A row's 128 bits are stored once (16 bytes per nibble vector)
+// and broadcast to both halves by the load itself (vbroadcasti128 is a plain load uop on
+// Intel and AMD, as vmovdqa is), so the split writes half the bytes of a pre-broadcast copy.
+#define BMX_AVX2_STEP8(A, B)                                         \
+  "vbroadcasti128 " #A "(%[ap]), %%ymm8\n\t"                         \
+  "vbroadcasti128 " #A "+16(%[ap]), %%ymm9\n\t"                      \
+  "vbroadcasti128 " #A "+32(%[ap]), %%ymm10\n\t"                     \
+  "vbroadcasti128 " #A "+48(%[ap]), %%ymm11\n\t"                     \
+  BMX_AVX2_COL(0, B) BMX_AVX2_COL(1, B) BMX_AVX2_COL(2, B) BMX_AVX2_COL(3, B)
 #define BMX_AVX2_ASM 1
 #endif
 
-// Per-step counts of one A group (2 rows) against one B panel (4 rows) for steps
-// [0, n), n <= 31, added into 8-bit accumulators.
+// The whole step loop: odd step count: one step first, then two steps per iteration.
+// STEP(A, B) is one step at byte offsets A into the A group and B into the B panel; AS and
+// BS are the bytes one step advances them.
+#define BMX_AVX2_LOOP(STEP, AS, BS)                                  \
+  "vmovdqa (%[lut]), %%ymm15\n\t"                                    \
+  "testq $1, %[n]\n\t"                                               \
+  "jz 2f\n\t"                                                        \
+  STEP(0, 0)                                                         \
+  "addq $" #AS ", %[ap]\n\t"                                         \
+  "addq $" #BS ", %[bq]\n\t"                                         \
+  "decq %[n]\n\t"                                                    \
+  "2:\n\t"                                                           \
+  "testq %[n], %[n]\n\t"                                             \
+  "jz 3f\n\t"                                                        \
+  "1:\n\t"                                                           \
+  STEP(0, 0)                                                         \
+  STEP(AS, BS)                                                       \
+  "addq $2*" #AS ", %[ap]\n\t"                                       \
+  "addq $2*" #BS ", %[bq]\n\t"                                       \
+  "subq $2, %[n]\n\t"                                                \
+  "jnz 1b\n\t"                                                       \
+  "3:\n\t"
+
+// Per-step counts of one A group (2 rows) against one B panel (4 vectors of rows) for steps
+// [0, n), n <= 31, added into 8-bit accumulators. kHalf: the 2x8 layout, where a step is
+// 128 bits and the A group holds each row's 128 bits once (16-byte nibble vectors,
+// broadcast to both halves on load); otherwise the 2x4 layout's 256-bit steps.
+template <bool kHalf>
 inline void steps_2x4(const __m256i* ap, const __m256i* bq, std::int64_t n, __m256i& c00, __m256i& c01,
                       __m256i& c02, __m256i& c03, __m256i& c10, __m256i& c11, __m256i& c12, __m256i& c13) {
 #if defined(BMX_AVX2_ASM)
-  __asm__(
-      "vmovdqa (%[lut]), %%ymm15\n\t"
-      // odd step count: one step first, then two steps per iteration
-      "testq $1, %[n]\n\t"
-      "jz 2f\n\t"
-      BMX_AVX2_STEP(0, 0)
-      "addq $128, %[ap]\n\t"
-      "addq $256, %[bq]\n\t"
-      "decq %[n]\n\t"
-      "2:\n\t"
-      "testq %[n], %[n]\n\t"
-      "jz 3f\n\t"
-      "1:\n\t"
-      BMX_AVX2_STEP(0, 0)
-      BMX_AVX2_STEP(128, 256)
-      "addq $256, %[ap]\n\t"
-      "addq $512, %[bq]\n\t"
-      "subq $2, %[n]\n\t"
-      "jnz 1b\n\t"
-      "3:\n\t"
-      : [c00] "+x"(c00), [c01] "+x"(c01), [c02] "+x"(c02), [c03] "+x"(c03), [c10] "+x"(c10), [c11] "+x"(c11),
-        [c12] "+x"(c12), [c13] "+x"(c13), [ap] "+r"(ap), [bq] "+r"(bq), [n] "+r"(n)
-      : [lut] "r"(kNibbleLut)
-      : "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "cc", "memory");
+#define BMX_AVX2_OPERANDS                                                                                        \
+  : [c00] "+x"(c00), [c01] "+x"(c01), [c02] "+x"(c02), [c03] "+x"(c03), [c10] "+x"(c10), [c11] "+x"(c11),       \
+    [c12] "+x"(c12), [c13] "+x"(c13), [ap] "+r"(ap), [bq] "+r"(bq), [n] "+r"(n)                                 \
+  : [lut] "r"(kNibbleLut)                                                                                        \
+  : "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "cc", "memory"
+  if constexpr (kHalf)
+    __asm__(BMX_AVX2_LOOP(BMX_AVX2_STEP8, 64, 256) BMX_AVX2_OPERANDS);
+  else
+    __asm__(BMX_AVX2_LOOP(BMX_AVX2_STEP, 128, 256) BMX_AVX2_OPERANDS);
+#undef BMX_AVX2_OPERANDS
 #else
   const __m256i lut = _mm256_load_si256(reinterpret_cast<const __m256i*>(kNibbleLut));
-  for (std::int64_t s = 0; s < n; ++s, ap += MR * 2, bq += NR * 2) {
-    const __m256i a0l = _mm256_load_si256(ap + 0), a0h = _mm256_load_si256(ap + 1);
-    const __m256i a1l = _mm256_load_si256(ap + 2), a1h = _mm256_load_si256(ap + 3);
+  for (std::int64_t s = 0; s < n; ++s, bq += NR * 2) {
+    __m256i a0l, a0h, a1l, a1h;
+    if constexpr (kHalf) {
+      const auto* a16 = reinterpret_cast<const __m128i*>(ap) + s * MR * 2;
+      a0l = _mm256_broadcastsi128_si256(_mm_load_si128(a16 + 0)), a0h = _mm256_broadcastsi128_si256(_mm_load_si128(a16 + 1));
+      a1l = _mm256_broadcastsi128_si256(_mm_load_si128(a16 + 2)), a1h = _mm256_broadcastsi128_si256(_mm_load_si128(a16 + 3));
+    } else {
+      const __m256i* a32 = ap + s * MR * 2;
+      a0l = _mm256_load_si256(a32 + 0), a0h = _mm256_load_si256(a32 + 1);
+      a1l = _mm256_load_si256(a32 + 2), a1h = _mm256_load_si256(a32 + 3);
+    }
 #define BMX_PAIR(cij, al, ah, j)                                                                            \
   cij = _mm256_add_epi8(cij, _mm256_shuffle_epi8(lut, _mm256_xor_si256(al, _mm256_loadu_si256(bq + 2 * j)))); \
   cij = _mm256_add_epi8(cij, _mm256_shuffle_epi8(lut, _mm256_xor_si256(ah, _mm256_loadu_si256(bq + 2 * j + 1))));
@@ -206,7 +235,7 @@ inline void micro_2x4(const __m256i* ag, const __m256i* bp, const Layout& L, std
   for (std::int64_t s0 = 0; s0 < steps; s0 += kMaxSteps8) {
     const std::int64_t n = std::min<std::int64_t>(steps - s0, kMaxSteps8);
     __m256i c00 = zero, c01 = zero, c02 = zero, c03 = zero, c10 = zero, c11 = zero, c12 = zero, c13 = zero;
-    steps_2x4(ag + s0 * MR * 2, bp + s0 * NR * 2, n, c00, c01, c02, c03, c10, c11, c12, c13);
+    steps_2x4<false>(ag + s0 * MR * 2, bp + s0 * NR * 2, n, c00, c01, c02, c03, c10, c11, c12, c13);
     t00 = _mm256_add_epi64(t00, _mm256_sad_epu8(c00, zero));
     t01 = _mm256_add_epi64(t01, _mm256_sad_epu8(c01, zero));
     t02 = _mm256_add_epi64(t02, _mm256_sad_epu8(c02, zero));
@@ -242,8 +271,9 @@ inline void micro_2x4(const __m256i* ag, const __m256i* bp, const Layout& L, std
 
 // ---------------------------------------------------------------- 2x8: 128-bit steps
 // The same step loop (steps_2x4) on another layout: a step covers 128 bits of K, an A
-// vector holds its row's 128 bits in both halves, and a B vector holds two rows, q in the
-// low half and q + 4 in the high half. The eight accumulators thus count 16 pairs (a 2x8
+// vector holds its row's 128 bits in both halves (pre-broadcast, or in the swapped form
+// stored once and broadcast by the load: Layout8::half), and a B vector holds two rows, q
+// in the low half and q + 4 in the high half. The eight accumulators thus count 16 pairs (a 2x8
 // tile) instead of 8, at the same cost per binary MAC, and the per-tile reduction (vpsadbw,
 // transpose, K - 2 * popcount, store) is spread over twice the outputs: it is most of the
 // gap between small K (576 bits: 9 words, ~30% of the 2x4 tile's uops) and large K.
@@ -255,30 +285,45 @@ inline void micro_2x4(const __m256i* ag, const __m256i* bp, const Layout& L, std
 // zero-padded step's 48.
 struct Layout8 {
   std::int64_t steps, tail;  // words / 2 full 128-bit steps, words % 2 leftover word
-  std::int64_t group_vecs() const { return (steps + tail) * MR * 2; }
+  // half: the A group stores each row's 128 bits once (16-byte nibble vectors, broadcast to
+  // both halves by the kernel's vbroadcasti128 loads) instead of pre-broadcast (32 bytes).
+  // Half the bytes to write and to hold, but the plain form ran 2-4% slower with it at
+  // K = 576 on the Sapphire Rapids VM, so only the swapped form uses it: there the A side is
+  // B's rows, split again in every thread (a 7x7 layer at K = 2304: 49 rows in 28 KiB, which
+  // stay in L1, instead of 56; 1 thread 20.3 -> 19.5 us, 2 threads 11.3 -> 10.8 us).
+  bool half = false;
+  // In 32-byte units (a tail vector is the row's leftover word broadcast to four lanes).
+  std::int64_t steps_group_vecs() const { return half ? steps * MR : steps * MR * 2; }
+  std::int64_t group_vecs() const { return steps_group_vecs() + tail * MR * 2; }
   std::int64_t panel_vecs() const { return steps * 4 * 2 + tail * 2 * 2; }
 };
 
 // The splits run once per call and, where threads split the other operand, in every
-// thread, so their loops are kept to a load (vbroadcasti128 / vinserti128), three ALU
-// ops and two stores per vector.
+// thread (the swapped form splits all rows of B in each thread), so their loops are kept
+// to a load, three ALU ops and two stores per vector.
 void split_a8(const word_t* src, std::int64_t ld, std::int64_t count, std::int64_t words, const Layout8& L,
               __m256i* dst) {
   const std::int64_t groups = (count + MR - 1) / MR;
+  const __m128i low4 = _mm_set1_epi8(0x0f);
   for (std::int64_t g = 0; g < groups; ++g) {
     __m256i* d = dst + g * L.group_vecs();
+    auto* d16 = reinterpret_cast<__m128i*>(d);
     for (int r = 0; r < MR; ++r) {
-      __m256i* dt = d + (L.steps * MR + r) * 2;
-      if (g * MR + r >= count) {
-        for (std::int64_t s = 0; s < L.steps; ++s) split_store(_mm256_setzero_si256(), d + (s * MR + r) * 2);
-        if (L.tail) split_store(_mm256_setzero_si256(), dt);
-        continue;
+      __m256i* dt = d + L.steps_group_vecs() + r * 2;
+      const word_t* row = g * MR + r < count ? src + (g * MR + r) * ld : nullptr;  // nullptr: zeros
+      auto step = [&](std::int64_t s) {
+        return row ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * s)) : _mm_setzero_si128();
+      };
+      if (L.half) {
+        for (std::int64_t s = 0; s < L.steps; ++s) {
+          const __m128i v = step(s);
+          _mm_storeu_si128(d16 + (s * MR + r) * 2, _mm_and_si128(v, low4));
+          _mm_storeu_si128(d16 + (s * MR + r) * 2 + 1, _mm_and_si128(_mm_srli_epi16(v, 4), low4));
+        }
+      } else {
+        for (std::int64_t s = 0; s < L.steps; ++s) split_store(_mm256_broadcastsi128_si256(step(s)), d + (s * MR + r) * 2);
       }
-      const word_t* row = src + (g * MR + r) * ld;
-      for (std::int64_t s = 0; s < L.steps; ++s)
-        split_store(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * s))),
-                    d + (s * MR + r) * 2);
-      if (L.tail) split_store(_mm256_set1_epi64x(static_cast<long long>(row[words - 1])), dt);
+      if (L.tail) split_store(_mm256_set1_epi64x(row ? static_cast<long long>(row[words - 1]) : 0), dt);
     }
   }
 }
@@ -331,6 +376,9 @@ inline __m256i tail_2x8(const __m256i* at, const __m256i* bt) {
   return _mm256_or_si256(_mm256_sad_epu8(u0, zero), _mm256_slli_epi64(_mm256_sad_epu8(u1, zero), 32));
 }
 
+// kHalf: L.half (a template argument: a run-time choice between the two step loops cost
+// the plain form ~4% at K = 576).
+template <bool kHalf>
 inline void micro_2x8(const __m256i* ag, const __m256i* bp, const Layout8& L, std::int32_t k_bits,
                       __m256i out[MR]) {
   const std::int64_t steps = L.steps;
@@ -339,7 +387,7 @@ inline void micro_2x8(const __m256i* ag, const __m256i* bp, const Layout8& L, st
   for (std::int64_t s0 = 0; s0 < steps; s0 += kMaxSteps8) {
     const std::int64_t n = std::min<std::int64_t>(steps - s0, kMaxSteps8);
     __m256i c00 = zero, c01 = zero, c02 = zero, c03 = zero, c10 = zero, c11 = zero, c12 = zero, c13 = zero;
-    steps_2x4(ag + s0 * MR * 2, bp + s0 * 4 * 2, n, c00, c01, c02, c03, c10, c11, c12, c13);
+    steps_2x4<kHalf>(ag + s0 * (kHalf ? MR : MR * 2), bp + s0 * 4 * 2, n, c00, c01, c02, c03, c10, c11, c12, c13);
     // Written out per register: arrays here (with the asm's "+x" operands) compiled to
     // spills and cost 8-10% at K = 576.
     if (s0 == 0) {  // the first chunk's sums need no add (most tiles have one chunk)
@@ -360,7 +408,7 @@ inline void micro_2x8(const __m256i* ag, const __m256i* bp, const Layout8& L, st
   }
   __m256i pc0 = hsum8(t00, t01, t02, t03), pc1 = hsum8(t10, t11, t12, t13);
   if (L.tail) {
-    const __m256i* at = ag + steps * MR * 2;
+    const __m256i* at = ag + steps * (kHalf ? MR : MR * 2);
     const __m256i* bt = bp + steps * 4 * 2;
     pc0 = _mm256_add_epi32(pc0, tail_2x8(at, bt));
     pc1 = _mm256_add_epi32(pc1, tail_2x8(at + 2, bt));
@@ -377,6 +425,7 @@ struct Tile2x4 {
   using Out = __m128i;
   static constexpr std::int64_t kABlockBytes = 128 * 1024;
   static L layout(std::int64_t words) { return L{words / kStepWords, words % kStepWords}; }
+  static L layout_t(std::int64_t words) { return layout(words); }  // the swapped form's A groups
   // Bytes per row of the split A and B (cache blocking).
   static std::int64_t a_row_bytes(const L& l) { return std::max<std::int64_t>(l.steps + l.tail, 1) * 64; }
   static std::int64_t b_row_bytes(const L& l) { return a_row_bytes(l); }
@@ -387,6 +436,9 @@ struct Tile2x4 {
     kernels::split_b(src, ld, count, l, d);
   }
   static void micro(const __m256i* ag, const __m256i* bp, const L& l, std::int32_t k_bits, Out out[MR]) {
+    micro_2x4(ag, bp, l, k_bits, out);
+  }
+  static void micro_t(const __m256i* ag, const __m256i* bp, const L& l, std::int32_t k_bits, Out out[MR]) {
     micro_2x4(ag, bp, l, k_bits, out);
   }
   static void store(Out v, std::int32_t* dst) { _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), v); }
@@ -400,7 +452,8 @@ struct Tile2x8 {
   // (a 64 x 8064-bit A in one block, not two that each re-split all of B).
   static constexpr std::int64_t kABlockBytes = 256 * 1024;
   static L layout(std::int64_t words) { return L{words / 2, words % 2}; }
-  static std::int64_t a_row_bytes(const L& l) { return std::max<std::int64_t>(l.steps + l.tail, 1) * 64; }
+  static L layout_t(std::int64_t words) { return L{words / 2, words % 2, true}; }  // see Layout8::half
+  static std::int64_t a_row_bytes(const L& l) { return std::max<std::int64_t>(l.group_vecs() / MR, 2) * 32; }
   static std::int64_t b_row_bytes(const L& l) { return std::max<std::int64_t>(l.steps + l.tail, 1) * 32; }
   static void split_a(const word_t* src, std::int64_t ld, std::int64_t count, std::int64_t words, const L& l,
                       __m256i* d) {
@@ -411,7 +464,10 @@ struct Tile2x8 {
     split_b8(src, ld, count, words, l, d);
   }
   static void micro(const __m256i* ag, const __m256i* bp, const L& l, std::int32_t k_bits, Out out[MR]) {
-    micro_2x8(ag, bp, l, k_bits, out);
+    micro_2x8<false>(ag, bp, l, k_bits, out);
+  }
+  static void micro_t(const __m256i* ag, const __m256i* bp, const L& l, std::int32_t k_bits, Out out[MR]) {
+    micro_2x8<true>(ag, bp, l, k_bits, out);  // layout_t's groups
   }
   static void store(Out v, std::int32_t* dst) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), v); }
 };
@@ -489,7 +545,7 @@ void blocked_t(const word_t* b, std::int64_t ldb, const word_t* packed_a, std::i
                std::int64_t ldc) {
   if (m1 <= m0 || n1 <= n0) return;
   constexpr int NR = T::NR;
-  const typename T::L L = T::layout(words);
+  const typename T::L L = T::layout_t(words);  // panel_vecs() as pack()'s layout
   const std::int64_t nc = std::max<std::int64_t>(MR, (T::kABlockBytes / T::a_row_bytes(L)) / MR * MR);
   const std::int64_t ncap = std::min(nc, (n1 - n0 + MR - 1) / MR * MR);
   auto* gbuf = reinterpret_cast<__m256i*>(
@@ -503,7 +559,7 @@ void blocked_t(const word_t* b, std::int64_t ldb, const word_t* packed_a, std::i
       const __m256i* ap = reinterpret_cast<const __m256i*>(packed_a) + mb / NR * L.panel_vecs();
       const int mv = static_cast<int>(std::min<std::int64_t>(NR, m1 - mb));
       for (std::int64_t g = 0; g < groups; ++g) {
-        T::micro(gbuf + g * L.group_vecs(), ap, L, k_bits, res);
+        T::micro_t(gbuf + g * L.group_vecs(), ap, L, k_bits, res);
         const int nv = static_cast<int>(std::min<std::int64_t>(MR, nrows - g * MR));
         std::int32_t* cc = c + mb * ldc + nb + g * MR;
         if constexpr (NR == 8 && MR == 2) {
