@@ -6,8 +6,8 @@
 // crash):
 //  * loading from bytes either succeeds or throws bmx::Error; any other exception, a
 //    crash or a sanitizer report is a bug;
-//  * validate_model() (checks only) and Model() (checks + weight repacking + planning)
-//    agree on whether the file is valid;
+//  * validate_model() (checks only) and Model::from_bytes() (checks + weight repacking +
+//    planning) agree on whether the file is valid;
 //  * a model that loads runs predict() on zero images (batch 1 or 2) without error, unless
 //    its cost (MACs, arena) is above a bound that keeps one execution in milliseconds.
 #pragma once
@@ -76,13 +76,13 @@ inline Outcome run_one(const std::uint8_t* data, std::size_t size) {
   }
   std::unique_ptr<Model> m;
   try {
-    m = std::make_unique<Model>(data, size, /*num_threads=*/1);
+    m = std::make_unique<Model>(Model::from_bytes(data, size, /*num_threads=*/1));
   } catch (const Error& e) {
-    if (validate_error.empty()) violated("validate_model accepted a file Model() rejects", e.what());
-    if (std::string(e.what()).empty()) violated("empty error message", "Model()");
+    if (validate_error.empty()) violated("validate_model accepted a file Model::from_bytes() rejects", e.what());
+    if (std::string(e.what()).empty()) violated("empty error message", "Model::from_bytes()");
     return kRejected;
   }
-  if (!validate_error.empty()) violated("Model() accepted a file validate_model rejects", validate_error);
+  if (!validate_error.empty()) violated("Model::from_bytes() accepted a file validate_model rejects", validate_error);
 
   // The public view must agree with itself.
   const auto in = m->input_shape();

@@ -25,7 +25,7 @@ std::unique_ptr<Model> load(const py::buffer& data, int num_threads) {
   const std::size_t size = static_cast<std::size_t>(info.size) * static_cast<std::size_t>(info.itemsize);
   const void* ptr = info.ptr;
   py::gil_scoped_release nogil;
-  return std::make_unique<Model>(ptr, size, num_threads);
+  return std::make_unique<Model>(Model::from_bytes(ptr, size, num_threads));
 }
 
 py::array_t<float> predict(const Model& m, const py::array& x) {

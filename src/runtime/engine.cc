@@ -369,6 +369,11 @@ std::unique_ptr<Model::Impl> make_impl(const void* data, std::size_t size, int n
   return impl;
 }
 
+std::string non_null_path(const char* path) {
+  if (path == nullptr) throw Error("model path is a null pointer");
+  return path;
+}
+
 }  // namespace
 
 Model::Model(const std::string& path, int num_threads) {
@@ -379,7 +384,13 @@ Model::Model(const std::string& path, int num_threads) {
     throw Error("'" + path + "': " + e.what());
   }
 }
-Model::Model(const void* data, std::size_t size, int num_threads) : impl_(make_impl(data, size, num_threads)) {}
+Model::Model(const char* path, int num_threads) : Model(non_null_path(path), num_threads) {}
+Model::Model(const std::filesystem::path& path, int num_threads) : Model(path.string(), num_threads) {}
+Model::Model(FromBytesTag, const void* data, std::size_t size, int num_threads)
+    : impl_(make_impl(data, size, num_threads)) {}
+Model Model::from_bytes(const void* data, std::size_t size, int num_threads) {
+  return Model(FromBytesTag{}, data, size, num_threads);
+}
 Model::Model(Model&&) noexcept = default;
 Model& Model::operator=(Model&&) noexcept = default;
 Model::~Model() = default;

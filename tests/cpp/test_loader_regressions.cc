@@ -164,7 +164,7 @@ constexpr int kMaxOps = 1 << 14;
 
 double seconds_to_load_and_run(const std::vector<std::uint8_t>& b) {
   const auto t0 = std::chrono::steady_clock::now();
-  Model m(b.data(), b.size());
+  Model m = Model::from_bytes(b.data(), b.size());
   std::vector<float> x(m.input_size(), 0.5f), y(m.output_size());
   m.predict(x.data(), 1, y.data());
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -182,7 +182,7 @@ TEST(LoaderGraphSize, LongestChainLoads) {
   for (int i = 0; i < kMaxOps; ++i) y = m.relu(y);
   const auto too_many = m.build(y);
   try {
-    Model bad(too_many.data(), too_many.size());
+    Model bad = Model::from_bytes(too_many.data(), too_many.size());
     FAIL() << "a model with more than " << kMaxOps << " values loaded";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("too many"), std::string::npos) << e.what();

@@ -11,7 +11,7 @@ namespace {
 
 std::vector<float> run_engine(const std::vector<std::uint8_t>& bytes, const std::vector<float>& x, int batch,
                               int threads = 1) {
-  Model m(bytes.data(), bytes.size(), threads);
+  Model m = Model::from_bytes(bytes.data(), bytes.size(), threads);
   return m.predict(x, batch);
 }
 
@@ -163,7 +163,7 @@ TEST(RuntimeGraph, MixedNetworkAgainstReference) {
     for (unsigned seed : {1u, 2u, 3u}) {
       Net n(seed);
       const auto bytes = build_mixed(n, flat);
-      Model m(bytes.data(), bytes.size());
+      Model m = Model::from_bytes(bytes.data(), bytes.size());
       EXPECT_EQ(m.num_classes(), 10);
       EXPECT_EQ(m.input_shape(), (std::vector<std::int64_t>{1, 3, 12, 12}));
       for (int batch : {1, 4, 2}) {
@@ -204,7 +204,7 @@ TEST(RuntimeGraph, FourDimensionalOutputIsNchw) {
   int y = n.conv(x, 3, 3, 1, 1, 1, 1, true);
   int z = n.concat({y, n.pool(x, true, 3, 1, 1)});
   const auto bytes = n.build(z);
-  Model m(bytes.data(), bytes.size());
+  Model m = Model::from_bytes(bytes.data(), bytes.size());
   EXPECT_EQ(m.output_shape(), (std::vector<std::int64_t>{1, 7, 6, 5}));
   const auto in = n.random_input(2);
   expect_close(m.predict(in, 2), n.reference(in, 2), 0, "4-D output");
@@ -213,7 +213,7 @@ TEST(RuntimeGraph, FourDimensionalOutputIsNchw) {
 TEST(RuntimeGraph, ConcurrentPredictMatchesSerial) {
   Net n(7);
   const auto bytes = build_mixed(n, false);
-  Model m(bytes.data(), bytes.size(), 2);
+  Model m = Model::from_bytes(bytes.data(), bytes.size(), 2);
   std::vector<std::vector<float>> inputs, expected;
   for (int i = 0; i < 8; ++i) {
     inputs.push_back(n.random_input(1 + i % 3));
@@ -238,7 +238,7 @@ TEST(RuntimeGraph, ConcurrentPredictMatchesSerial) {
 TEST(RuntimeGraph, ProfileCountsEveryKind) {
   Net n(9);
   const auto bytes = build_mixed(n, false);
-  Model m(bytes.data(), bytes.size());
+  Model m = Model::from_bytes(bytes.data(), bytes.size());
   m.set_profiling(true);
   const auto in = n.random_input(1);
   m.predict(in, 1);
@@ -260,7 +260,7 @@ TEST(RuntimeGraph, ProfileCountsEveryKind) {
 TEST(RuntimeGraph, BadPredictArguments) {
   Net n(1);
   const auto bytes = build_mixed(n, false);
-  Model m(bytes.data(), bytes.size());
+  Model m = Model::from_bytes(bytes.data(), bytes.size());
   auto in = n.random_input(1);
   EXPECT_THROW(m.predict(in, 2), InputError);
   EXPECT_THROW(m.predict(in, 0), InputError);

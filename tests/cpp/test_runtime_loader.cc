@@ -30,7 +30,7 @@ std::vector<std::uint8_t> small_bytes() {
 
 std::string load_error(const std::vector<std::uint8_t>& b) {
   try {
-    Model m(b.data(), b.size());
+    Model m = Model::from_bytes(b.data(), b.size());
   } catch (const Error& e) {
     return e.what();
   }
@@ -41,19 +41,19 @@ TEST(RuntimeLoader, ValidModelLoads) {
   const auto b = small_bytes();
   EXPECT_EQ(load_error(b), "");
   EXPECT_NO_THROW(validate_model(b.data(), b.size()));
-  Model m(b.data(), b.size());
+  Model m = Model::from_bytes(b.data(), b.size());
   EXPECT_EQ(m.num_classes(), 5);
   EXPECT_EQ(m.output_shape(), (std::vector<std::int64_t>{1, 5}));
 }
 
 TEST(RuntimeLoader, EmptyTinyAndGarbage) {
-  EXPECT_THROW(Model(static_cast<const void*>(nullptr), 0), Error);
+  EXPECT_THROW(Model::from_bytes(nullptr, 0), Error);
   std::vector<std::uint8_t> tiny = {1, 2, 3};
-  EXPECT_THROW(Model(tiny.data(), tiny.size()), Error);
+  EXPECT_THROW(Model::from_bytes(tiny.data(), tiny.size()), Error);
   std::vector<std::uint8_t> zeros(4096, 0);
-  EXPECT_THROW(Model(zeros.data(), zeros.size()), Error);
+  EXPECT_THROW(Model::from_bytes(zeros.data(), zeros.size()), Error);
   std::string text = "this is not a model file at all, just some text";
-  EXPECT_THROW(Model(text.data(), text.size()), Error);
+  EXPECT_THROW(Model::from_bytes(text.data(), text.size()), Error);
   EXPECT_THROW(validate_model(text.data(), text.size()), Error);
 }
 
@@ -75,7 +75,7 @@ TEST(RuntimeLoader, ByteFlipsNeverCrash) {
       auto c = b;
       c[i] ^= mask;
       try {
-        Model m(c.data(), c.size());
+        Model m = Model::from_bytes(c.data(), c.size());
         ++loaded;
         std::vector<float> out(m.output_size());
         try {
@@ -95,7 +95,7 @@ TEST(RuntimeLoader, Unaligned) {
   const auto b = small_bytes();
   std::vector<std::uint8_t> shifted(b.size() + 1);
   std::memcpy(shifted.data() + 1, b.data(), b.size());
-  EXPECT_NO_THROW(Model(shifted.data() + 1, b.size()));
+  EXPECT_NO_THROW(Model::from_bytes(shifted.data() + 1, b.size()));
 }
 
 // Each mutation of the builder state must be rejected with a message containing `needle`.

@@ -5,6 +5,9 @@
 //   bmx::Model model("binarydensenet28.bmx", /*num_threads=*/1);
 //   std::vector<float> logits = model.predict(image_nchw, /*batch=*/1);
 //
+// A path may be a const char*, a std::string or a std::filesystem::path; a model held in
+// memory is loaded with bmx::Model::from_bytes(data, size, num_threads).
+//
 // A model file (FlatBuffers, schema src/schema/bmx_model.fbs, docs/model-format.md) is
 // treated as hostile: it is verified structurally and semantically (version, indices,
 // arity, shapes recomputed from the op parameters, weight sizes, value kinds, order,
@@ -21,6 +24,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -53,13 +57,17 @@ struct ProfileEntry {
 
 class Model {
  public:
-  // Load from a file path; throws bmx::Error (unreadable file, invalid model).
+  // Load from a file path; throws bmx::Error (unreadable file, invalid model, null path,
+  // num_threads < 1). One overload per path type, so that a string literal, a
+  // std::string and a std::filesystem::path each pick exactly one of them.
+  explicit Model(const char* path, int num_threads = 1);
   explicit Model(const std::string& path, int num_threads = 1);
-  // Load from bytes in memory (copied as needed; the buffer may be freed afterwards).
-  Model(const void* data, std::size_t size, int num_threads = 1);
-  static Model from_bytes(const void* data, std::size_t size, int num_threads = 1) {
-    return Model(data, size, num_threads);
-  }
+  explicit Model(const std::filesystem::path& path, int num_threads = 1);
+  // A literal nullptr (or 0) is no path: rejected at compile time.
+  explicit Model(std::nullptr_t, int num_threads = 1) = delete;
+  // Load from `size` bytes in memory (copied as needed; the buffer may be freed
+  // afterwards). Throws bmx::Error like the path constructors.
+  static Model from_bytes(const void* data, std::size_t size, int num_threads = 1);
   Model(Model&&) noexcept;
   Model& operator=(Model&&) noexcept;
   Model(const Model&) = delete;
@@ -104,6 +112,9 @@ class Model {
   struct Impl;
 
  private:
+  struct FromBytesTag {};
+  Model(FromBytesTag, const void* data, std::size_t size, int num_threads);
+
   std::unique_ptr<Impl> impl_;
 };
 
