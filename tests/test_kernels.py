@@ -192,6 +192,26 @@ def test_disable_simd_env_masks_features():
     assert "avx" not in out.splitlines()[1] and "popcnt" not in out.splitlines()[1]
 
 
+@pytest.mark.parametrize("mask", ["avx3", "avx2,sse9", "AVX2"])
+def test_disable_simd_typo_is_reported(mask):
+    """A name BMX_DISABLE_SIMD does not know fails the import with the valid names (a typo
+    must not silently keep a feature on)."""
+    run = subprocess.run([sys.executable, "-c", "import bmx.engine"], capture_output=True,
+                         text=True, env=dict(os.environ, BMX_DISABLE_SIMD=mask))
+    assert run.returncode != 0
+    bad = [t for t in mask.split(",") if t not in ("avx512", "avx2", "popcnt", "neon")][0]
+    assert f"unknown feature '{bad}'" in run.stderr
+    assert "avx512, avx2, popcnt, neon" in run.stderr
+
+
+def test_disable_simd_accepts_spaces_and_empty_items():
+    code = "import bmx.engine as e; print(e.cpu_features())"
+    env = dict(os.environ, BMX_DISABLE_SIMD=" avx512 ,, avx2 ,")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    assert "avx" not in out
+
+
 # ---------------------------------------------------------------------------------------
 # binary_conv2d
 

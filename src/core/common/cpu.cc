@@ -1,9 +1,42 @@
 #include "core/common/cpu.h"
 
 #include <cstdlib>
-#include <cstring>
+#include <stdexcept>
 
 namespace bmx {
+
+namespace {
+
+std::string trim(const std::string& t) {
+  const auto b = t.find_first_not_of(" \t");
+  if (b == std::string::npos) return "";
+  return t.substr(b, t.find_last_not_of(" \t") - b + 1);
+}
+
+}  // namespace
+
+void apply_simd_mask(const char* mask, CpuFeatures& f) {
+  // Comma-separated names; a typo must not silently leave a feature enabled.
+  std::string rest(mask);
+  while (true) {
+    const auto comma = rest.find(',');
+    const std::string name = trim(rest.substr(0, comma));
+    if (name == "avx512") {
+      f.avx512_vpopcntdq = f.avx512f = false;
+    } else if (name == "avx2") {
+      f.avx2 = f.fma = false;
+    } else if (name == "neon") {
+      f.neon = false;
+    } else if (name == "popcnt") {
+      f.popcnt = false;
+    } else if (!name.empty()) {
+      throw std::invalid_argument("BMX_DISABLE_SIMD: unknown feature '" + name +
+                                  "'; valid names (comma-separated): avx512, avx2, popcnt, neon");
+    }
+    if (comma == std::string::npos) break;
+    rest = rest.substr(comma + 1);
+  }
+}
 
 namespace {
 
@@ -23,12 +56,7 @@ CpuFeatures detect() {
 #elif defined(__ARM_NEON)
   f.neon = true;  // compiled with -mfpu=neon*: the target has NEON
 #endif
-  if (const char* mask = std::getenv("BMX_DISABLE_SIMD")) {
-    if (std::strstr(mask, "avx512")) f.avx512_vpopcntdq = f.avx512f = false;
-    if (std::strstr(mask, "avx2")) f.avx2 = f.fma = false;
-    if (std::strstr(mask, "neon")) f.neon = false;
-    if (std::strstr(mask, "popcnt")) f.popcnt = false;
-  }
+  if (const char* mask = std::getenv("BMX_DISABLE_SIMD")) apply_simd_mask(mask, f);
   return f;
 }
 

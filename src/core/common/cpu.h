@@ -27,7 +27,11 @@ struct CpuFeatures {
 
 // Features of the CPU this process runs on (cached after the first call).
 // BMX_DISABLE_SIMD=avx512,avx2,popcnt,neon in the environment masks features (for tests).
+// An unknown name in BMX_DISABLE_SIMD throws std::invalid_argument listing the valid ones.
 const CpuFeatures& cpu_features();
+// Clear the features named in `mask` ("avx512,avx2"); throws std::invalid_argument for an
+// unknown name.
+void apply_simd_mask(const char* mask, CpuFeatures& f);
 std::string cpu_features_string();
 
 }  // namespace bmx
