@@ -525,8 +525,6 @@ class _Builder:
         a = _node_attrs(cn)
         if a.get("layout", "NCHW") not in (None, "NCHW"):
             raise ConversionError(f"QConv2D {name!r}: layout {a.get('layout')} is not supported")
-        if not a.get("no_bias", False) or len(cn["inputs"]) > 2:
-            raise ConversionError(f"binary conv {name!r} has a bias: not supported")
         if _pair(a.get("pad"), (0, 0)) != (0, 0):
             raise ConversionError(f"binary conv {name!r} uses zero padding inside Convolution; "
                                   "binary convolutions must pad with -1 (QConv2D does)")
@@ -535,6 +533,7 @@ class _Builder:
         dilation = _pair(a.get("dilate"), (1, 1))
         groups = int(a.get("num_group", 1))
         cout = int(a["num_filter"])
+        conv_bias = self._qconv_offset(name, cn, members, cout)
         # data path: [Pad(-1)] -> Convolution
         src = cn["inputs"][0]
         pad = (0, 0)
@@ -572,7 +571,9 @@ class _Builder:
             wq = g.eval_subgraph(wmembers, {wparams[0]: W}, (wsrc[0], wsrc[1]))
         else:
             wq = W
-        if not np.array_equal(wq, _sign_np(W)):
+        # sign(W) times one positive constant (QConv2D convolves with sign(W) / 2)
+        w_scale = float(wq.flat[0] * _sign_np(W).flat[0]) if wq.size else 1.0
+        if not (w_scale > 0 and np.array_equal(wq, np.float32(w_scale) * _sign_np(W))):
             raise ConversionError(f"QConv2D {name!r} does not binarize its weights with "
                                   "sign(w) (k-bit weights?): only 1-bit weights can be packed")
         # output path: an affine map of the conv result (offset form, no_offset, 'weight'
@@ -630,12 +631,41 @@ class _Builder:
                                       "the convolution; cannot convert")
         cin = W.shape[1] * groups
         K = W.shape[1] * kernel[0] * kernel[1]
-        # y = a*dot + b, dot = 2*match - K  ->  y = 2a*match + (b - a*K)
-        scale = (2.0 * a_c.astype(np.float64))
-        shift = (b_c.astype(np.float64) - a_c.astype(np.float64) * K)
+        # conv = w_scale*dot + conv_bias, y = a*conv + b, dot = 2*match - K
+        #   ->  y = 2*a'*match + (b' - a'*K) with a' = a*w_scale, b' = a*conv_bias + b
+        a64 = a_c.astype(np.float64)
+        a_dot = a64 * w_scale
+        b_dot = a64 * conv_bias + b_c.astype(np.float64)
+        scale = 2.0 * a_dot
+        shift = b_dot - a_dot * K
         return _Op("bconv", name, [self._ref(data)], g.shape(out), W=W, cin=cin, cout=cout,
                    kernel=kernel, stride=stride, pad=pad, dilation=dilation, groups=groups,
                    scale=scale, shift=shift, activation=activation, conv_shape=cshape)
+
+    def _qconv_offset(self, name, cn, members, cout):
+        """The bias input of a binary Convolution, as float64 (cout,): zeros when there is
+        none; a vector computed inside the block from its weight only (QConv2D's ``K / 2``
+        offset) is evaluated; a stored bias parameter is refused (binary convs have none)."""
+        g = self.g
+        if _node_attrs(cn).get("no_bias", False) or len(cn["inputs"]) < 3:
+            return np.zeros(cout)
+        bsrc = cn["inputs"][2]
+        if bsrc[0] not in members:
+            raise ConversionError(f"binary conv {name!r} has a bias: not supported")
+        bmembers = self._ancestors(bsrc[0], members)
+        feeds = {}
+        for i in sorted(bmembers):
+            for s in g.nodes[i]["inputs"]:
+                if s[0] in bmembers:
+                    continue
+                if not g.is_param(s[0]):
+                    raise ConversionError(f"binary conv {name!r}: its bias depends on the "
+                                          "input; cannot convert")
+                feeds[(s[0], s[1])] = g.params[g.nodes[s[0]]["name"]]
+        b = np.asarray(g.eval_subgraph(bmembers, feeds, (bsrc[0], bsrc[1])), np.float64)
+        if b.shape != (cout,):
+            raise ConversionError(f"binary conv {name!r}: bias of shape {b.shape}")
+        return b
 
     def _ancestors(self, nid, members, include_self=True):
         res, stack = set(), [nid]
@@ -1377,7 +1407,14 @@ def _mib(n):
 def _run(argv):
     p = _Parser(prog="bmx-convert",
                 description="Convert a bmx Gluon model into a packed .bmx file.")
-    p.add_argument("model", nargs="?", help="model zoo name, e.g. binarydensenet28")
+    p.add_argument("--version", action="version", version=f"bmx-convert {__version__}")
+    p.add_argument("model", nargs="?",
+                   help="a bmx-train run directory (model, input shape, classes and mean/std "
+                        "are read from its run.json), a model zoo name (binarydensenet28) "
+                        "or a flex spec (binarydensenet_flex:block_config=(2,2,2),...)")
+    p.add_argument("--best", action="store_true",
+                   help="with a run directory: convert best.params (the best validation "
+                        "epoch) instead of the exported last epoch")
     p.add_argument("--params", help="parameters (.params from save_parameters, or the "
                                     "exported -0000.params with --symbol)")
     p.add_argument("--symbol", help="exported -symbol.json (instead of a zoo name)")
@@ -1389,15 +1426,15 @@ def _run(argv):
                                                 "123.68,116.779,103.939")
     p.add_argument("--std", default=None, help="input std per channel to record")
     args = p.parse_args(argv)
+    if args.model is not None and os.path.isdir(args.model):
+        return _convert_run_dir(args)
+    if args.best:
+        raise _UsageError("--best applies to a bmx-train run directory")
     shp = _parse_shape(args.input_shape) if args.input_shape else (1, 3, 224, 224)
     norm = {k: _parse_floats(k, getattr(args, k), shp[1]) for k in ("mean", "std")}
     if args.model is None and args.symbol is None:
         raise _UsageError("give a model zoo name or --symbol (see bmx-convert --help)")
-    if args.output is None:
-        raise _UsageError("missing -o/--output")
-    out_dir = os.path.dirname(os.path.abspath(args.output))
-    if not os.path.isdir(out_dir):
-        raise _UsageError(f"output directory {out_dir} does not exist")
+    _check_output(args)
     if args.symbol is not None:
         if args.model is not None:
             raise _UsageError("give either a model name or --symbol, not both")
@@ -1434,7 +1471,7 @@ def _run(argv):
                 net.load_parameters(args.params)
             except Exception as e:
                 raise _UsageError(f"cannot load {args.params} into {args.model}: "
-                                  f"{_first_line(e)}") from None
+                                  f"{_param_mismatch(net, args.params) or _first_line(e)}") from None
         else:
             from .model_zoo.common import default_initializer
             net.initialize(default_initializer())
@@ -1442,10 +1479,124 @@ def _run(argv):
         params = {p.name: p.data().asnumpy() for p in net.collect_params().values()}
     if args.symbol is None and args.params is None:
         print(f"note: no --params given: converted freshly initialized {args.model} weights")
+    _report(params, data, args.output)
+    return 0
+
+
+def _param_mismatch(net, path):
+    """Say how the arrays of ``path`` differ from ``net``'s parameters (the first shape that
+    differs, with the option that sets it), or None when that is not the problem."""
+    import mxnet as mx
+    try:
+        saved = mx.nd.load(path)
+    except Exception:  # noqa: BLE001 - not a params file: let the caller report MXNet's line
+        return None
+    if not isinstance(saved, dict):
+        return None
+    mine = {k: p.shape for k, p in net._collect_params_with_prefix().items()}
+    missing = [k for k in mine if k not in saved]
+    extra = [k for k in saved if k not in mine]
+    if missing or extra:
+        return (f"the file and the model have different layers ({len(missing)} of the model's "
+                f"parameters are not in the file, e.g. {missing[:2]}; {len(extra)} of the "
+                f"file's are not in the model, e.g. {extra[:2]}): another architecture, or "
+                "another --stem (thumbnail for small inputs)?")
+    for name, shape in mine.items():
+        arr = saved.get(name)
+        if arr is not None and arr.shape != shape and all(d > 0 for d in shape):
+            hint = (" (the number of classes: pass --classes "
+                    f"{arr.shape[0]})" if name.startswith("output") else
+                    " (the stem: pass the --stem the model was trained with)"
+                    if name.startswith(("stem", "features.0")) else "")
+            return (f"{name} has shape {tuple(arr.shape)} in the file but {tuple(shape)} in the "
+                    f"model{hint}")
+    return None
+
+
+def _check_output(args):
+    if args.output is None:
+        raise _UsageError("missing -o/--output")
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(out_dir):
+        raise _UsageError(f"output directory {out_dir} does not exist")
+
+
+def _report(params, data, output):
     fsize = float_size_bytes(params)
     print(f"float32 size: {_mib(fsize):.3f} MiB; packed size: {_mib(len(data)):.3f} MiB "
-          f"({len(data)} bytes); ratio {fsize / max(len(data), 1):.2f}x -> {args.output}")
+          f"({len(data)} bytes); ratio {fsize / max(len(data), 1):.2f}x -> {output}")
+
+
+def _convert_run_dir(args):
+    """``bmx-convert RUN_DIR``: the exported last epoch (or ``--best``) of a bmx-train run,
+    with the run's input shape and the mean/std that apply to raw pixels."""
+    run_dir = args.model
+    for flag in ("symbol", "params", "classes", "stem", "input_shape"):
+        if getattr(args, flag) is not None:
+            raise _UsageError(f"--{flag.replace('_', '-')} does not go with a run directory: "
+                              "the run records it")
+    try:
+        with open(os.path.join(run_dir, "run.json")) as f:
+            run = json.load(f)
+        shp = (1,) + tuple(int(d) for d in run["image_shape"])
+        targs = run["args"]
+    except FileNotFoundError:
+        raise _UsageError(f"{run_dir} is not a bmx-train run directory (no run.json)") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise _UsageError(f"{run_dir}/run.json is damaged: {_first_line(e)}") from None
+    pre = run.get("preprocess") or {}
+    norm = {k: (_parse_floats(k, getattr(args, k), shp[1]) if getattr(args, k) is not None
+                else _as_float_list(pre.get(k), shp[1])) for k in ("mean", "std")}
+    if args.output is None:
+        args.output = os.path.join(run_dir, "model-best.bmx" if args.best else "model.bmx")
+    _check_output(args)
+    producer = f"bmx {__version__} (bmx-train run {os.path.basename(os.path.abspath(run_dir))}: " \
+               f"{targs.get('model')}, {'best epoch' if args.best else 'last epoch'})"
+    if args.best:
+        net = _run_net(run_dir, run, targs)
+        data = convert(net, shp, args.output, producer=producer, **norm)
+        params = {p.name: p.data().asnumpy() for p in net.collect_params().values()}
+    else:
+        sym, prm = (os.path.join(run_dir, f) for f in ("model-symbol.json", "model-0000.params"))
+        for f in (sym, prm):
+            if not os.path.isfile(f):
+                raise _UsageError(f"{f} is missing: the run has not finished (convert "
+                                  "best.params with --best, or finish it with --resume)")
+        data = convert_symbol(sym, prm, shp, args.output, producer=producer, **norm)
+        params = _symbol_graph(sym, prm, shp).params
+    _report(params, data, args.output)
     return 0
+
+
+def _as_float_list(v, channels):
+    """A recorded mean/std (number or list) as ``channels`` floats, or None."""
+    if v is None:
+        return None
+    vals = [float(x) for x in (v if isinstance(v, (list, tuple)) else [v])]
+    return vals * channels if len(vals) == 1 and channels > 1 else vals
+
+
+def _run_net(run_dir, run, targs):
+    """The run's network with its best.params loaded."""
+    from .train import UsageError as TrainUsage
+    from .train import build_model
+    path = os.path.join(run_dir, "best.params")
+    if not os.path.isfile(path):
+        raise _UsageError(f"{path} is missing (no epoch has finished)")
+    try:
+        net = build_model(targs["model"], int(run["classes"]), stem=run.get("stem"),
+                          clip_threshold=targs.get("clip_threshold", 1.3),
+                          bits=targs.get("bits", 1), bits_a=targs.get("bits_a", 1),
+                          **({"binary": False} if targs.get("float_twin") else {}))
+        net.load_parameters(path)
+    except TrainUsage as e:
+        raise _UsageError(str(e)) from None
+    except Exception as e:  # noqa: BLE001 - MXNetError, AssertionError from a foreign file
+        raise _UsageError(f"cannot load {path} into {targs.get('model')}: "
+                          f"{_first_line(e)}") from None
+    net.hybridize()
+    return net
+
 
 
 def main(argv=None):

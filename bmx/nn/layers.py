@@ -30,10 +30,11 @@ def _pair(v, name):
     return v
 
 
-def _filter_size(F, weight):
-    """Elements of one filter (one output row), as a (1,) array, computed from the weight
-    itself so that it is right under deferred shape inference and hybridization."""
-    return F.sum(F.ones_like(F.slice_axis(weight, axis=0, begin=0, end=1)))
+def _half_filter_sizes(F, weight):
+    """``K / 2`` per output channel (``K`` = elements of one filter), shape (channels,),
+    computed from the weight itself so that it is right under deferred shape inference
+    and hybridization."""
+    return F.sum(F.ones_like(weight), axis=0, exclude=True) * 0.5
 
 
 class QActivation(nn.HybridBlock):
@@ -160,7 +161,13 @@ class QConv2D(nn.Conv2D):
             x = F.pad(x, mode="constant", constant_value=self.pad_value,
                       pad_width=(0, 0, 0, 0, ph, ph, pw, pw))
         wq = self._wquant(F, weight, bits=self.bits)
-        if bias is None:
+        if self.bits == 1 and self.scaling is None and not self.no_offset:
+            # (conv(x, sign W) + K) / 2 computed as conv(x, sign(W) / 2) + K / 2: the same
+            # numbers (halving +-1 is exact, sums of +-1/2 are exact below 2^23), but the
+            # offset rides in the convolution's bias instead of two passes over the output.
+            y = F.Convolution(x, 0.5 * wq, _half_filter_sizes(F, weight), name="fwd",
+                              **dict(self._kwargs, no_bias=False))
+        elif bias is None:
             y = F.Convolution(x, wq, name="fwd", **self._kwargs)
         else:
             y = F.Convolution(x, wq, bias, name="fwd", **self._kwargs)
@@ -169,8 +176,6 @@ class QConv2D(nn.Conv2D):
             y = F.broadcast_mul(y, alpha)
             if self.scaling == "xnor":
                 y = F.broadcast_mul(y, self._input_scale(F, x_real))
-        elif self.bits == 1 and not self.no_offset:
-            y = F.broadcast_add(y, _filter_size(F, weight)) / 2
         if self.act is not None:
             y = self.act(y)
         return y
@@ -215,10 +220,13 @@ class QDense(nn.Dense):
 
     def hybrid_forward(self, F, x, weight, bias=None):
         wq = self._wquant(F, weight, bits=self.bits)
-        y = F.FullyConnected(x, wq, bias, no_bias=bias is None, num_hidden=self._units,
-                             flatten=self._flatten, name="fwd")
         if self.bits == 1 and not self.no_offset:
-            y = F.broadcast_add(y, _filter_size(F, weight)) / 2
+            # (x . sign W + K) / 2 as x . (sign(W) / 2) + K / 2 (exact; see QConv2D)
+            y = F.FullyConnected(x, 0.5 * wq, _half_filter_sizes(F, weight), no_bias=False,
+                                 num_hidden=self._units, flatten=self._flatten, name="fwd")
+        else:
+            y = F.FullyConnected(x, wq, bias, no_bias=bias is None, num_hidden=self._units,
+                                 flatten=self._flatten, name="fwd")
         if self.act is not None:
             y = self.act(y)
         return y
