@@ -68,6 +68,7 @@ setup(
             "bmx-bench=bmx.bench:main",
             "bmx-train=bmx.train:main",
             "bmx-launch=bmx.launch:main",
+            "bmx-eval=bmx.evaluate:main",
         ]
     },
     zip_safe=False,

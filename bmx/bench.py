@@ -21,6 +21,9 @@ Subcommands
     per thread count), with the ratios; ``--profile`` adds the engine's time per op kind
     and each binary convolution's rate against ``binary_gemm`` on the same M, N, K.
 
+``train``
+    Training images/s of a network and its float twin (``bmx.bench_train``).
+
 Other subcommands register themselves in :data:`SUBCOMMANDS` (name -> (adder, runner)).
 Timings are medians of ``--repeat`` samples; never assert them in tests.
 """
@@ -166,7 +169,15 @@ def _one_blas_thread():
 
 def _add_gemm(sub):
     p = sub.add_parser("gemm", help="binary GEMM / conv vs numpy float32 GEMM on binarydensenet37 shapes",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=(
+                           "Every binary 3x3 conv of binarydensenet37 at 224x224: G binary-MAC/s of\n"
+                           "bmx.engine.binary_gemm (packed operands) and of bmx.engine.binary_conv2d\n"
+                           "(float input packing and im2col included; weights packed once, as a\n"
+                           "converted model holds them), numpy's float32 GEMM with one BLAS thread on\n"
+                           "the same M, N, K, the ratios, and each thread count's speed-up over one\n"
+                           "thread. A binary conv is an xnor-popcount GEMM with M = output channels,\n"
+                           "K = C_in * kh * kw bits and N = output pixels."),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     p.add_argument("--threads", type=_int_at_least(1), nargs="+", default=[1, 2], help="thread counts (default: 1 2)")
     p.add_argument("--repeat", type=_int_at_least(1), default=7, help="samples per measurement (default 7)")
@@ -792,11 +803,27 @@ def _print_models(doc, base_t, with_mxnet):
 # entry point
 
 #: subcommand name -> (function adding its parser to the subparsers, runner(args))
-SUBCOMMANDS = {"gemm": (_add_gemm, run_gemm), "models": (_add_models, run_models)}
+def _add_train(sub):
+    from . import bench_train
+    return bench_train.add_parser(sub, _int_at_least)
+
+
+def _run_train(args):
+    from . import bench_train
+    try:
+        return bench_train.run(args)
+    except RuntimeError as e:
+        raise UsageError(str(e)) from None
+
+
+SUBCOMMANDS = {"gemm": (_add_gemm, run_gemm), "models": (_add_models, run_models),
+               "train": (_add_train, _run_train)}
 
 
 def build_parser():
     parser = _Parser(prog="bmx-bench", description="Benchmarks of the bmx engine.")
+    from . import __version__
+    parser.add_argument("--version", action="version", version=f"bmx-bench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (add, _run) in SUBCOMMANDS.items():
         add(sub)

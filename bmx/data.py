@@ -1,4 +1,5 @@
-"""Datasets of ``bmx-train``: offline digits, MNIST, CIFAR-10, ImageNet, image folders.
+"""Datasets of ``bmx-train``: offline digits, Fashion-MNIST, MNIST, CIFAR-10, ImageNet,
+image folders.
 
 Bethge et al., "Back to Simplicity: How to Train Accurate BNNs from Scratch?" (2019),
 section 6 of the bmx spec for the ImageNet recipe (random-resized-crop 224, area
@@ -7,6 +8,12 @@ section 6 of the bmx spec for the ImageNet recipe (random-resized-crop 224, area
 
 Nothing is downloaded. Every reader validates the files it reads and raises
 :class:`DataError` with a message saying what to put where.
+
+Every dataset has three parts: ``train``, a held-out ``val`` split cut from the end of the
+training images (``val_split`` images, default ``min(5000, N // 10)``: the last 5,000 of
+Fashion-MNIST's 60,000), which drives the curves and the choice of the best epoch, and
+``test``, the dataset's own test set (for ImageNet-style folders: the ``val`` folder),
+scored once at the end of a run.
 
 Data order is a pure function of ``(seed, epoch)``: the train permutation of epoch ``e``
 is ``RandomState(seed, e).permutation``; workers of a distributed run take disjoint,
@@ -18,25 +25,42 @@ uninterrupted one.
 import gzip
 import os
 import pickle
+import re
 import struct
 
 import numpy as np
 
 __all__ = ["DataError", "DATASETS", "get_dataset", "InMemoryDataset", "FolderDataset",
-           "load_digits_split", "read_idx", "load_mnist", "load_cifar10", "write_idx",
-           "IMAGENET_MEAN", "IMAGENET_STD"]
+           "load_digits_split", "read_idx", "load_mnist", "load_fashion_mnist", "load_cifar10",
+           "write_idx", "default_val_split", "IMAGENET_MEAN", "IMAGENET_STD",
+           "FASHION_MNIST_CLASSES", "FASHION_MNIST_DIRS"]
 
-DATASETS = ("digits", "mnist", "cifar10", "imagenet", "imagefolder", "synthetic")
+DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "imagenet", "imagefolder",
+            "synthetic")
 
 IMAGENET_MEAN = (123.68, 116.779, 103.939)
 IMAGENET_STD = (58.393, 57.12, 57.375)
 CIFAR_MEAN = (125.307, 122.961, 113.8575)
 CIFAR_STD = (51.5865, 50.847, 51.255)
 MNIST_MEAN, MNIST_STD = 33.318, 78.567
+#: mean and std of the 60,000 Fashion-MNIST training images, raw 0..255 scale
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = 72.9404, 90.0212
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                         "Shirt", "Sneaker", "Bag", "Ankle boot")
+#: where Debian's package dataset-fashion-mnist installs the four IDX files
+FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 
 #: default input side per dataset (the digits are 8x8 upscaled; see load_digits_split)
-DEFAULT_IMAGE_SIZE = {"digits": 16, "mnist": 28, "cifar10": 32, "imagenet": 224,
-                      "imagefolder": 224, "synthetic": 16}
+DEFAULT_IMAGE_SIZE = {"digits": 16, "fashion-mnist": 28, "mnist": 28, "cifar10": 32,
+                      "imagenet": 224, "imagefolder": 224, "synthetic": 16}
+#: augmentation of the training images per in-memory dataset (see InMemoryDataset)
+DEFAULT_AUGMENT = {"digits": None, "fashion-mnist": "crop2_flip", "mnist": None,
+                   "cifar10": "crop4_flip", "synthetic": None}
+
+
+def default_val_split(num_train):
+    """Images held out from the end of the training set by default: ``min(5000, N // 10)``."""
+    return min(5000, int(num_train) // 10)
 
 
 class DataError(Exception):
@@ -66,34 +90,45 @@ class InMemoryDataset:
 
     Parameters
     ----------
-    train_x, val_x : ndarray, float32 (N, C, H, W), already normalized
-    train_y, val_y : ndarray, int (N,)
+    train_x, val_x, test_x : ndarray, float32 (N, C, H, W), already normalized
+    train_y, val_y, test_y : ndarray, int (N,)
+        ``val``: held out from the training images (model selection); ``test``: the
+        dataset's test set (scored once); ``test_x=None`` when the dataset has none.
     num_classes : int
     name : str
-    augment : {None, 'crop_flip', 'shift'}
-        ``'crop_flip'``: CIFAR's pad-4 random crop and horizontal flip; ``'shift'``:
-        random translation by up to one pixel (digits); both drawn from the epoch RNG.
+    augment : {None, 'cropP', 'cropP_flip'}
+        Random crop of the image padded by ``P`` pixels (a translation by up to ``P``),
+        ``_flip``: and a horizontal flip with probability 1/2; drawn from the epoch RNG.
+        ``'crop_flip'`` (CIFAR: pad 4) and ``'shift'`` (pad 1) are the older names.
+    class_names : sequence of str, optional
     """
 
     deterministic = True
 
     def __init__(self, train_x, train_y, val_x, val_y, num_classes, name, augment=None,
-                 preprocess=None):
+                 preprocess=None, test_x=None, test_y=None, class_names=None):
         self.train_x = np.ascontiguousarray(train_x, dtype=np.float32)
         self.train_y = np.asarray(train_y, dtype=np.int64)
         self.val_x = np.ascontiguousarray(val_x, dtype=np.float32)
         self.val_y = np.asarray(val_y, dtype=np.int64)
+        self.test_x = None if test_x is None else np.ascontiguousarray(test_x, np.float32)
+        self.test_y = None if test_y is None else np.asarray(test_y, dtype=np.int64)
         self.num_classes = int(num_classes)
         self.name = name
         self.augment = augment
+        self._crop = _parse_augment(augment)
+        self.class_names = list(class_names) if class_names else None
         #: how raw images become network inputs (for users of the exported model)
         self.preprocess = preprocess or {}
-        if self.train_x.ndim != 4 or len(self.train_x) != len(self.train_y):
-            raise DataError(f"{name}: train images {self.train_x.shape} do not match "
-                            f"labels {self.train_y.shape}")
-        if self.val_x.ndim != 4 or len(self.val_x) != len(self.val_y):
-            raise DataError(f"{name}: validation images {self.val_x.shape} do not match "
-                            f"labels {self.val_y.shape}")
+        for what, x, y in (("train", self.train_x, self.train_y),
+                           ("validation", self.val_x, self.val_y),
+                           ("test", self.test_x, self.test_y)):
+            if x is None and y is None and what == "test":
+                continue
+            if x is None or y is None or x.ndim != 4 or len(x) != len(y):
+                raise DataError(f"{name}: {what} images "
+                                f"{None if x is None else x.shape} do not match labels "
+                                f"{None if y is None else y.shape}")
 
     @property
     def image_shape(self):
@@ -107,6 +142,10 @@ class InMemoryDataset:
     def num_val(self):
         return len(self.val_y)
 
+    @property
+    def num_test(self):
+        return 0 if self.test_y is None else len(self.test_y)
+
     def num_batches(self, batch_size, num_workers=1):
         per = self.num_train // num_workers
         return (per + batch_size - 1) // batch_size
@@ -118,35 +157,65 @@ class InMemoryDataset:
         for s in range(0, len(idx), batch_size):
             b = idx[s:s + batch_size]
             x = self.train_x[b]
-            if self.augment:
+            if self._crop is not None:
                 x = self._augment(x, rng)
             yield x, self.train_y[b]
 
     def val_batches(self, batch_size):
+        """The held-out validation split, in order."""
         for s in range(0, self.num_val, batch_size):
             yield self.val_x[s:s + batch_size], self.val_y[s:s + batch_size]
 
+    def limit_train(self, n):
+        """Keep only the first ``n`` training images (a smaller study, a quick run)."""
+        self.train_x, self.train_y = self.train_x[:n], self.train_y[:n]
+        return self
+
+    def test_batches(self, batch_size):
+        """The dataset's test set, in order (nothing when it has none)."""
+        for s in range(0, self.num_test, batch_size):
+            yield self.test_x[s:s + batch_size], self.test_y[s:s + batch_size]
+
     def _augment(self, x, rng):
+        pad, flip = self._crop
         n, c, h, w = x.shape
-        if self.augment == "crop_flip":
-            pad = 4
-            fill = x.min()
-        elif self.augment == "shift":
-            pad = 1
-            fill = x.min()
-        else:
-            raise ValueError(f"unknown augmentation {self.augment!r}")
-        xp = np.full((n, c, h + 2 * pad, w + 2 * pad), fill, dtype=np.float32)
+        # pad with the darkest value of the batch (the background of these data sets)
+        xp = np.full((n, c, h + 2 * pad, w + 2 * pad), x.min(), dtype=np.float32)
         xp[:, :, pad:pad + h, pad:pad + w] = x
         oy = rng.randint(0, 2 * pad + 1, size=n)
         ox = rng.randint(0, 2 * pad + 1, size=n)
         out = np.empty_like(x)
         for i in range(n):
             out[i] = xp[i, :, oy[i]:oy[i] + h, ox[i]:ox[i] + w]
-        if self.augment == "crop_flip":
-            flip = rng.rand(n) < 0.5
-            out[flip] = out[flip, :, :, ::-1]
+        if flip:
+            f = rng.rand(n) < 0.5
+            out[f] = out[f, :, :, ::-1]
         return out
+
+
+_AUGMENT_ALIASES = {"crop_flip": "crop4_flip", "shift": "crop1"}
+
+
+def _parse_augment(augment):
+    """``None`` or ``'cropP[_flip]'`` -> None or (P, flip)."""
+    if augment is None:
+        return None
+    name = _AUGMENT_ALIASES.get(augment, augment)
+    m = re.fullmatch(r"crop(\d+)(_flip)?", str(name))
+    if not m or int(m.group(1)) < 1:
+        raise DataError(f"unknown augmentation {augment!r}; expected None, 'cropP' or "
+                        "'cropP_flip' with P >= 1 pixels (e.g. 'crop2_flip')")
+    return int(m.group(1)), m.group(2) is not None
+
+
+def _holdout(x, y, n):
+    """Split off the last ``n`` training images as the validation split."""
+    n = int(n)
+    if n < 0 or n >= len(y):
+        raise DataError(f"--val-split {n}: must lie in 0..{len(y) - 1} (the training set has "
+                        f"{len(y)} images)")
+    k = len(y) - n
+    return x[:k], y[:k], x[k:], y[k:]
 
 
 def load_digits_split(image_size=16, test_fraction=0.2):
@@ -175,7 +244,7 @@ def load_digits_split(image_size=16, test_fraction=0.2):
     pre = {"source": "sklearn.datasets.load_digits", "split": "train_test_split("
            f"test_size={test_fraction}, stratify=y, random_state=0)",
            "resize": f"bilinear 8x8 -> {image_size}x{image_size} (scipy.ndimage.zoom order=1)",
-           "mean": mean, "std": std, "scale": "raw 0..16"}
+           "mean": [mean], "std": [std], "scale": "raw 0..16"}
     norm = lambda a: ((a - mean) / std)[:, None].astype(np.float32)  # noqa: E731
     return norm(xtr), ytr, norm(xte), yte, pre
 
@@ -250,26 +319,53 @@ def _find_file(dirs, stem):
 
 def load_mnist(data_dir):
     """Read the four MNIST IDX files from ``data_dir`` (or ``data_dir/mnist``)."""
+    hint = ("put the four IDX files from http://yann.lecun.com/exdb/mnist/, gzipped or not, "
+            "in that directory; nothing is downloaded")
+    return _load_idx_set("mnist", data_dir, MNIST_MEAN, MNIST_STD, hint)
+
+
+def load_fashion_mnist(data_dir=None):
+    """Read Fashion-MNIST's four IDX files (Xiao et al., 2017; 28x28 grayscale, 10 classes).
+
+    ``data_dir=None`` looks where Debian's package ``dataset-fashion-mnist`` installs them
+    (:data:`FASHION_MNIST_DIRS`). Normalized with the training set's mean/std on the raw
+    0..255 scale (:data:`FASHION_MNIST_MEAN`, :data:`FASHION_MNIST_STD`).
+    """
+    hint = ("install Debian's package dataset-fashion-mnist (apt-get install "
+            "dataset-fashion-mnist; make env does) or pass --data-dir DIR with the four IDX "
+            "files; nothing is downloaded")
+    if data_dir is None:
+        data_dir = next((d for d in FASHION_MNIST_DIRS
+                         if _find_file([d], _MNIST_FILES["train_x"])), None)
+        if data_dir is None:
+            raise DataError(f"Fashion-MNIST not found in {', '.join(FASHION_MNIST_DIRS)}: "
+                            + hint)
+    return _load_idx_set("fashion-mnist", data_dir, FASHION_MNIST_MEAN, FASHION_MNIST_STD,
+                         hint)
+
+
+def _load_idx_set(name, data_dir, mean, std, hint):
+    """The four IDX files of an MNIST-format set -> (train_x, train_y, test_x, test_y, pre)."""
     if not data_dir:
-        raise DataError("--dataset mnist needs --data-dir DIR holding the four MNIST IDX "
-                        "files: " + ", ".join(_MNIST_FILES.values()) + " (.gz accepted)")
-    dirs = [data_dir, os.path.join(data_dir, "mnist"), os.path.join(data_dir, "MNIST", "raw")]
+        raise DataError(f"--dataset {name} needs --data-dir DIR holding the four IDX files: "
+                        + ", ".join(_MNIST_FILES.values()) + " (.gz accepted)")
+    dirs = [data_dir, os.path.join(data_dir, name), os.path.join(data_dir, "MNIST", "raw")]
     found = {k: _find_file(dirs, v) for k, v in _MNIST_FILES.items()}
     missing = [_MNIST_FILES[k] for k, p in found.items() if p is None]
     if missing:
-        raise DataError(f"MNIST files missing in {data_dir}: {', '.join(missing)} (put the "
-                        "four IDX files from http://yann.lecun.com/exdb/mnist/, gzipped or "
-                        "not, in that directory; nothing is downloaded)")
+        title = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}.get(name, name)
+        raise DataError(f"{title} files missing in {data_dir}: {', '.join(missing)} ({hint})")
     arrays = {k: read_idx(p) for k, p in found.items()}
     for split in ("train", "test"):
         x, y = arrays[split + "_x"], arrays[split + "_y"]
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-            raise DataError(f"MNIST {split}: images {x.shape} and labels {y.shape} do not match "
-                            "(expected (N, 28, 28) and (N,))")
+            raise DataError(f"{name} {split}: images {x.shape} and labels {y.shape} do not "
+                            "match (expected (N, 28, 28) and (N,))")
         if y.size and (y.min() < 0 or y.max() > 9):
-            raise DataError(f"MNIST {split}: labels outside 0..9")
-    norm = lambda a: ((a.astype(np.float32) - MNIST_MEAN) / MNIST_STD)[:, None]  # noqa: E731
-    pre = {"source": "MNIST IDX", "mean": MNIST_MEAN, "std": MNIST_STD, "scale": "raw 0..255"}
+            raise DataError(f"{name} {split}: labels outside 0..9")
+    norm = lambda a: ((a.astype(np.float32) - mean) / std)[:, None]  # noqa: E731
+    pre = {"source": f"{name} IDX files in {os.path.abspath(data_dir)}", "mean": [mean],
+           "std": [std], "scale": "raw 0..255, grayscale", "layout": "NCHW (N, 1, 28, 28)"}
     return (norm(arrays["train_x"]), arrays["train_y"].astype(np.int64),
             norm(arrays["test_x"]), arrays["test_y"].astype(np.int64), pre)
 
@@ -322,7 +418,7 @@ def load_cifar10(data_dir):
     mean = np.array(CIFAR_MEAN, np.float32).reshape(1, 3, 1, 1)
     std = np.array(CIFAR_STD, np.float32).reshape(1, 3, 1, 1)
     norm = lambda a: ((a.astype(np.float32) - mean) / std).astype(np.float32)  # noqa: E731
-    pre = {"source": "CIFAR-10 python batches", "mean": CIFAR_MEAN, "std": CIFAR_STD,
+    pre = {"source": "CIFAR-10 python batches", "mean": list(CIFAR_MEAN), "std": list(CIFAR_STD),
            "scale": "raw 0..255, RGB"}
     return norm(xtr), ytr, norm(xte), yte, pre
 
@@ -364,15 +460,26 @@ class FolderDataset:
 
     deterministic = False
 
-    def __init__(self, train, val, num_classes, name, image_size=224, num_workers=0):
-        self.train, self.val = train, val
+    def __init__(self, train, val, num_classes, name, image_size=224, num_workers=0,
+                 val_split=0, class_names=None):
+        # ``val`` (the folder) is the test set; the validation split is the last
+        # ``val_split`` training images, read with the evaluation transform.
+        self.train, self.test = train, val
+        n = len(train)
+        if not 0 <= int(val_split) < n:
+            raise DataError(f"--val-split {val_split}: must lie in 0..{n - 1} (the training "
+                            f"set has {n} images)")
+        self._train_idx = np.arange(n - int(val_split))
+        self._val_idx = np.arange(n - int(val_split), n)
+        self.class_names = list(class_names) if class_names else None
         self.num_classes = int(num_classes)
         self.name = name
         self.image_size = int(image_size)
         self.num_workers = int(num_workers)
         self.preprocess = {"source": name, "eval": f"resize short side to "
                            f"{int(round(image_size / 0.875))}, centre crop {image_size}",
-                           "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "scale": "raw 0..255, RGB"}
+                           "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+                           "scale": "raw 0..255, RGB"}
         from mxnet.gluon.data.vision import transforms as T
         s = self.image_size
         mean = tuple(m / 255.0 for m in IMAGENET_MEAN)
@@ -389,11 +496,15 @@ class FolderDataset:
 
     @property
     def num_train(self):
-        return len(self.train)
+        return len(self._train_idx)
 
     @property
     def num_val(self):
-        return len(self.val)
+        return len(self._val_idx)
+
+    @property
+    def num_test(self):
+        return len(self.test)
 
     def num_batches(self, batch_size, num_workers=1):
         per = self.num_train // num_workers
@@ -406,15 +517,30 @@ class FolderDataset:
                                      num_workers=self.num_workers, thread_pool=False)
 
     def train_batches(self, epoch, batch_size, seed, rank=0, num_workers=1):
-        idx = shard_indices(self.num_train, seed, epoch, rank, num_workers)
+        idx = self._train_idx[shard_indices(self.num_train, seed, epoch, rank, num_workers)]
         ds = self.train.transform_first(self._train_tf)
         for x, y in self._loader(ds, idx, batch_size):
             yield x.asnumpy(), y.asnumpy().astype(np.int64)
 
-    def val_batches(self, batch_size):
-        ds = self.val.transform_first(self._val_tf)
-        for x, y in self._loader(ds, np.arange(self.num_val), batch_size):
+    def limit_train(self, n):
+        """Keep only the first ``n`` training images (a smaller study, a quick run)."""
+        self._train_idx = self._train_idx[:n]
+        return self
+
+    def _eval_batches(self, dataset, indices, batch_size):
+        if len(indices) == 0:
+            return
+        ds = dataset.transform_first(self._val_tf)
+        for x, y in self._loader(ds, indices, batch_size):
             yield x.asnumpy(), y.asnumpy().astype(np.int64)
+
+    def val_batches(self, batch_size):
+        """The held-out validation split (end of the training images), in order."""
+        return self._eval_batches(self.train, self._val_idx, batch_size)
+
+    def test_batches(self, batch_size):
+        """The test set (the ``val`` folder / ``val.rec``), in order."""
+        return self._eval_batches(self.test, np.arange(self.num_test), batch_size)
 
 
 class _ListSampler:
@@ -472,41 +598,72 @@ def _load_folder(data_dir, name):
 
 
 # --------------------------------------------------------------------------- entry point
-def get_dataset(name, data_dir=None, image_size=None, num_workers=0, classes=None):
-    """Build the dataset ``name`` (one of :data:`DATASETS`).
+def get_dataset(name, data_dir=None, image_size=None, num_workers=0, classes=None,
+                val_split=None, augment="default"):
+    """Build the dataset ``name`` (one of :data:`DATASETS`) with its three parts.
+
+    Parameters
+    ----------
+    val_split : int, optional
+        Training images held out (from the end) as the validation split; default
+        :func:`default_val_split` (5,000 for Fashion-MNIST); 0 for none.
+    augment : str or None, optional
+        Training augmentation of the in-memory sets (see :class:`InMemoryDataset`);
+        ``'default'``: the dataset's own (:data:`DEFAULT_AUGMENT`).
 
     Raises
     ------
     DataError
-        Missing or malformed files; the message says what to put where.
+        Missing or malformed files, a bad split; the message says what to do.
     """
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     size = int(image_size or DEFAULT_IMAGE_SIZE[name])
-    if name == "digits":
-        xtr, ytr, xte, yte, pre = load_digits_split(size)
-        return InMemoryDataset(xtr, ytr, xte, yte, 10, "digits", augment=None, preprocess=pre)
-    if name == "synthetic":
-        xtr, ytr, xte, yte, pre = make_synthetic(size, classes=classes or 10)
-        return InMemoryDataset(xtr, ytr, xte, yte, classes or 10, "synthetic", preprocess=pre)
-    if name == "mnist":
-        xtr, ytr, xte, yte, pre = load_mnist(data_dir)
-        return InMemoryDataset(xtr, ytr, xte, yte, 10, "mnist", preprocess=pre)
-    if name == "cifar10":
-        xtr, ytr, xte, yte, pre = load_cifar10(data_dir)
-        return InMemoryDataset(xtr, ytr, xte, yte, 10, "cifar10", augment="crop_flip",
-                               preprocess=pre)
+    if name in ("digits", "fashion-mnist", "mnist", "cifar10", "synthetic"):
+        native = {"fashion-mnist": 28, "mnist": 28, "cifar10": 32}.get(name)
+        if native is not None and size != native:
+            raise DataError(f"{name} images are {native}x{native}; --image-size must be "
+                            f"{native} (or left out)")
+        return _in_memory(name, data_dir, size, classes, val_split, augment)
     if data_dir and not os.path.isdir(data_dir):
         raise DataError(f"--data-dir {data_dir} does not exist")
+    names = None
     if name == "imagenet":
         pair = _load_rec(data_dir)
         if pair is None:
             train, val = _load_folder(data_dir, name)
-            n = len(train.synsets)
+            n, names = len(train.synsets), list(train.synsets)
         else:
             train, val = pair
             n = classes or 1000
     else:
         train, val = _load_folder(data_dir, name)
-        n = len(train.synsets)
-    return FolderDataset(train, val, n, name, image_size=size, num_workers=num_workers)
+        n, names = len(train.synsets), list(train.synsets)
+    vs = default_val_split(len(train)) if val_split is None else val_split
+    return FolderDataset(train, val, n, name, image_size=size, num_workers=num_workers,
+                         val_split=vs, class_names=names)
+
+
+def _in_memory(name, data_dir, size, classes, val_split, augment):
+    names = None
+    if name == "digits":
+        xtr, ytr, xte, yte, pre = load_digits_split(size)
+        names = [str(i) for i in range(10)]
+    elif name == "synthetic":
+        xtr, ytr, xte, yte, pre = make_synthetic(size, classes=classes or 10)
+    elif name == "fashion-mnist":
+        xtr, ytr, xte, yte, pre = load_fashion_mnist(data_dir)
+        names = list(FASHION_MNIST_CLASSES)
+    elif name == "mnist":
+        xtr, ytr, xte, yte, pre = load_mnist(data_dir)
+        names = [str(i) for i in range(10)]
+    else:
+        xtr, ytr, xte, yte, pre = load_cifar10(data_dir)
+        names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                 "ship", "truck"]
+    vs = default_val_split(len(ytr)) if val_split is None else val_split
+    xtr, ytr, xva, yva = _holdout(xtr, ytr, vs)
+    aug = DEFAULT_AUGMENT[name] if augment == "default" else augment
+    pre = dict(pre, val_split=f"the last {vs} training images", augment=aug)
+    return InMemoryDataset(xtr, ytr, xva, yva, classes or 10, name, augment=aug,
+                           preprocess=pre, test_x=xte, test_y=yte, class_names=names)

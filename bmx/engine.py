@@ -412,6 +412,37 @@ class Model:
 
     __call__ = predict
 
+    def preprocess(self, images):
+        """Raw images -> the float32 NCHW input :meth:`predict` expects, with the mean/std
+        the converter recorded: ``(images - mean[c]) / std[c]`` per channel.
+
+        Parameters
+        ----------
+        images : array_like
+            Raw pixels on the scale the model was trained from (e.g. uint8 0..255 for
+            Fashion-MNIST), shape ``(N, C, H, W)``, or ``(N, H, W)`` for one channel.
+
+        Raises
+        ------
+        ValueError
+            The model records no mean/std (convert it with ``mean=``/``std=``, or from a
+            ``bmx-train`` run directory), or the images do not have the input shape.
+        """
+        if not self.mean or not self.std:
+            raise ValueError("preprocess: this model records no mean/std; convert it from a "
+                             "bmx-train run (bmx-convert RUN_DIR) or with mean=/std=")
+        x = np.asarray(images, dtype=np.float32)
+        c, h, w = self.input_shape[1:]
+        if x.ndim == 3 and c == 1:
+            x = x[:, None]
+        if x.ndim != 4 or tuple(x.shape[1:]) != (c, h, w):
+            raise ValueError(f"preprocess: images must have shape (N, {c}, {h}, {w})"
+                             + (f" or (N, {h}, {w})" if c == 1 else "")
+                             + f", got {tuple(np.shape(images))}")
+        mean = np.asarray(self.mean, np.float32).reshape(1, -1, 1, 1)
+        std = np.asarray(self.std, np.float32).reshape(1, -1, 1, 1)
+        return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+
     @property
     def profiling(self):
         """Whether :meth:`predict` collects per-op timings."""

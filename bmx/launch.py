@@ -15,7 +15,9 @@ timeout, 130 when interrupted); on a failure the remaining processes are stopped
 For a real cluster use MXNet's own ``tools/launch.py`` (see docs/training.md).
 """
 import argparse
+import difflib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -161,6 +163,32 @@ def launch(command, num_workers, num_servers=1, timeout=None, port=None, host="1
         raise
 
 
+def check_command(command):
+    """Why ``command`` cannot run as a parameter-server job (a message), or None.
+
+    The program must exist; ``bmx-train`` (or ``python -m bmx.train``) must be given
+    ``--kvstore dist_sync``, without which every worker would train on its own and all
+    of them would write the same save directory.
+    """
+    prog = command[0]
+    if os.sep in prog:
+        if not (os.path.isfile(prog) and os.access(prog, os.X_OK)):
+            return f"command not found: {prog} (not an executable file)"
+    elif shutil.which(prog) is None:
+        near = [n for n in difflib.get_close_matches(prog, ["bmx-train", "python", "python3"])
+                if n != prog and shutil.which(n)]
+        hint = f"; did you mean {near[0]}?" if near else ""
+        return f"command not found: {prog} (not on PATH{hint})"
+    is_train = (os.path.basename(prog) == "bmx-train" or
+                any(command[i:i + 2] == ["-m", "bmx.train"] for i in range(len(command))))
+    kv = [command[i + 1] for i, a in enumerate(command[:-1]) if a == "--kvstore"]
+    kv += [a.split("=", 1)[1] for a in command if a.startswith("--kvstore=")]
+    if is_train and "dist_sync" not in kv:
+        return ("bmx-train needs --kvstore dist_sync under bmx-launch (otherwise the workers "
+                "train independently and write one save directory): add --kvstore dist_sync")
+    return None
+
+
 def _join(procs):
     for p in procs:
         if p.thread is not None:
@@ -187,6 +215,8 @@ def main(argv=None):
     p = _Parser(prog=PROG, usage=f"{PROG} -n N [-s S] [--timeout SEC] [--port P] -- COMMAND ...",
                 description="Start an MXNet parameter-server job (scheduler, servers, workers) "
                 "on 127.0.0.1; every process runs COMMAND.")
+    from . import __version__
+    p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     p.add_argument("-n", "--num-workers", type=int, required=True)
     p.add_argument("-s", "--num-servers", type=int, default=1)
     p.add_argument("--timeout", type=float, default=24 * 3600.0,
@@ -205,6 +235,9 @@ def main(argv=None):
     if not command:
         p.error("no command: put it after --, e.g. bmx-launch -n 2 -- bmx-train --kvstore "
                 "dist_sync ...")
+    problem = check_command(command)
+    if problem:
+        p.error(problem)
     return launch(command, args.num_workers, args.num_servers, timeout=args.timeout or None,
                   port=args.port, prefix_output=not args.no_prefix)
 

@@ -13,7 +13,6 @@ Examples
     bmx-launch -n 2 -- bmx-train --kvstore dist_sync --dataset digits ...
 """
 import argparse
-import ast
 import csv
 import json
 import math
@@ -25,13 +24,12 @@ import sys
 import tempfile
 import time
 
-import mxnet as mx
 import numpy as np
 
 from .converter import _first_line  # one exception-to-message rule for the CLIs
 
 __all__ = ["main", "run", "build_parser", "parse_args", "build_model", "UsageError",
-           "lr_at", "RAdam"]
+           "lr_at"]
 
 PROG = "bmx-train"
 CHECKPOINT = "checkpoint.json"
@@ -102,13 +100,24 @@ def build_parser():
                 "model-0000.params (for bmx-convert).",
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
+    from . import __version__
+    a("--version", action="version", version=f"{PROG} {__version__}")
     a("--model", default="binarydensenet_flex:block_config=(2,2,2),growth_rate=32,"
       "init_features=32,reduction=2",
       help="zoo name (e.g. binarydensenet28, meliusnet22, resnete18) or flex spec "
            "'constructor:key=value,...' (values are Python literals)")
     a("--dataset", default="digits", choices=DATASETS,
-      help="digits and synthetic are built in; the others read --data-dir")
+      help="digits and synthetic are built in; fashion-mnist is found where Debian's "
+           "dataset-fashion-mnist package puts it; the others read --data-dir")
     a("--data-dir", default=None, help="where the dataset files are (nothing is downloaded)")
+    a("--val-split", type=_nonneg_int, default=None,
+      help="training images held out from the end as the validation split, which picks "
+           "the best epoch (default min(5000, N/10)); the test set is scored once at the end")
+    a("--train-images", type=_positive_int, default=None,
+      help="train on the first N training images only (after the validation split)")
+    a("--augment", default="default",
+      help="training augmentation of the in-memory datasets: default (the dataset's own), "
+           "none, cropP or cropP_flip (random crop after padding by P pixels, flip)")
     a("--classes", type=_positive_int, default=None,
       help="number of classes: synthetic (default 10) and ImageNet RecordIO (default 1000); "
            "the other datasets know theirs")
@@ -131,6 +140,15 @@ def build_parser():
     a("--momentum", type=_float(0, 1, hi_open=True), default=0.9, help="SGD momentum")
     a("--clip-threshold", type=_float(0, allow_inf=True), default=1.3,
       help="gradient-cancelling threshold t_clip of the sign STE")
+    a("--float-twin", action="store_true",
+      help="train the float twin: the same network with 32-bit layers where the binary "
+           "ones are (the baseline of the binary model)")
+    a("--scaling", default="none", choices=("none", "weight", "xnor"),
+      help="scaling factors of the binary convolutions: none (the papers' choice from "
+           "scratch), weight (per-channel mean|W|) or xnor (XNOR-Net: also the input magnitude)")
+    a("--init-from", default=None, metavar="PARAMS",
+      help="initialise from the parameters of a network of the same structure, e.g. the "
+           "trained float twin's best.params (matched in order, shapes checked)")
     a("--bits", type=_positive_int, default=1, help="weight bits of the binary layers")
     a("--bits-a", type=_positive_int, default=1, help="activation bits of the binary layers")
     a("--stem", default=None, choices=("imagenet", "grouped", "thumbnail"),
@@ -158,7 +176,10 @@ def build_parser():
     a("--distill-alpha", type=_float(0, 1), default=0.5, help="weight of the teacher loss")
     a("--distill-temperature", type=_float(0, lo_open=True), default=2.0,
       help="softmax temperature of the distillation loss")
-    a("--val-batch-size", type=_positive_int, default=256, help="evaluation batch size")
+    a("--val-batch-size", type=_positive_int, default=64,
+      help="evaluation batch size (64 measured faster than 256 on 2 cores)")
+    a("--no-test", action="store_true",
+      help="do not score the test set at the end (benchmarks, studies that score it later)")
     a("--no-plot", action="store_true", help="skip curves.png")
     a("--quiet", action="store_true", help="no progress bar")
     return p
@@ -185,6 +206,8 @@ def parse_args(argv=None):
             raise UsageError(f"--{name.replace('_', '-')} must be in 1..32")
     if (args.teacher is None) != (args.teacher_params is None):
         raise UsageError("--teacher and --teacher-params go together")
+    if args.init_from is not None and not os.path.isfile(args.init_from):
+        raise UsageError(f"--init-from {args.init_from}: no such file")
     if args.teacher_params is not None and not os.path.isfile(args.teacher_params):
         raise UsageError(f"--teacher-params {args.teacher_params}: no such file")
     if args.teacher and args.teacher.endswith("-symbol.json") and not os.path.isfile(args.teacher):
@@ -194,6 +217,9 @@ def parse_args(argv=None):
                          f"{args.dataset} knows its classes")
     if args.dataset in ("digits", "synthetic") and args.data_dir:
         raise UsageError(f"--dataset {args.dataset} is built in; drop --data-dir")
+    if args.augment != "default" and args.dataset in ("imagenet", "imagefolder"):
+        raise UsageError("--augment applies to the in-memory datasets; imagenet and "
+                         "imagefolder use the papers' random-resized-crop")
     kind, ids = args.ctx
     if kind == "gpu":
         import mxnet as mx
@@ -218,83 +244,44 @@ def parse_args(argv=None):
 
 # --------------------------------------------------------------------------- models
 def parse_model_spec(spec):
-    """``'name'`` or ``'name:key=value,...'`` -> (name, kwargs) (values: Python literals)."""
-    name, _, rest = spec.partition(":")
-    name = name.strip()
-    if not name.isidentifier() and not name.replace(".", "").replace("-", "").isidentifier():
-        raise UsageError(f"bad model spec {spec!r}: expected NAME or NAME:key=value,...")
-    kwargs = {}
-    if rest.strip():
-        try:
-            call = ast.parse(f"f({rest})", mode="eval").body
-            if call.args:
-                raise ValueError("positional values")
-            kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
-        except (SyntaxError, ValueError) as e:
-            raise UsageError(f"bad model spec {spec!r}: {e}; write key=value pairs with "
-                             f"Python literals, e.g. {_FLEX_EXAMPLE}") from None
-    return name, kwargs
-
-
-def _zoo():
+    """``'name'`` or ``'name:key=value,...'`` -> (name, kwargs) (values: Python literals);
+    :func:`bmx.model_zoo.parse_model_spec` with bad specs as :class:`UsageError`."""
+    from .model_zoo.spec import parse_model_spec as parse
     try:
-        from . import model_zoo
-    except ImportError as e:
-        raise UsageError(f"the model zoo (bmx.model_zoo) is not available: {e}") from None
-    return model_zoo
-
-
-def _zoo_names(zoo):
-    for attr in ("get_model_list", "list_models", "pretrained_model_list"):
-        fn = getattr(zoo, attr, None)
-        if callable(fn):
-            try:
-                return sorted(fn())
-            except TypeError:
-                pass
-    reg = getattr(zoo, "_models", None) or getattr(zoo, "MODELS", None)
-    return sorted(reg) if reg else []
-
-
-_FLEX_EXAMPLE = "binarydensenet_flex:block_config=(2,2,2),growth_rate=32,reduction=2"
+        return parse(spec)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def check_model_name(spec):
-    """Raise :class:`UsageError` unless ``spec`` names a zoo model or a flex constructor."""
-    name, kwargs = parse_model_spec(spec)
-    zoo = _zoo()
-    names = _zoo_names(zoo)
-    if name.lower() in names and not kwargs:
-        return name.lower(), kwargs
-    fn = getattr(zoo, name, None)
-    if (not name.endswith("_flex") and not (name.startswith("get_") and callable(fn))
-            and name.lower() not in names) or not callable(fn):
-        raise UsageError(f"unknown model {name!r}; choose a zoo model ({', '.join(names)}) "
-                         f"or a flex spec such as {_FLEX_EXAMPLE}")
-    return name, kwargs
+    """Raise :class:`UsageError` unless ``spec`` names a zoo model or a flex constructor
+    with options it has (checked before any data is read or any process waits)."""
+    from . import model_zoo
+    try:
+        model_zoo.resolve_model_spec(spec)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return parse_model_spec(spec)
 
 
-def build_model(spec, classes, stem=None, clip_threshold=1.3, bits=1, bits_a=1, **extra):
-    """Build ``spec`` (zoo name or ``constructor:key=value,...``) from :mod:`bmx.model_zoo`.
-
-    Raises :class:`UsageError` for an unknown model or bad arguments.
-    """
+def build_model(spec, classes, stem=None, clip_threshold=1.3, bits=1, bits_a=1,
+                scaling="none", **extra):
+    """Build ``spec`` (zoo name or ``constructor:key=value,...``) with
+    :func:`bmx.model_zoo.get_model`; raises :class:`UsageError` for an unknown model or
+    bad arguments."""
     import mxnet as mx
+    from . import model_zoo
     from .nn import set_binary_layer_config
-    name, kwargs = check_model_name(spec)
-    zoo = _zoo()
+    check_model_name(spec)
     common = dict(classes=classes, clip_threshold=clip_threshold, bits=bits, bits_a=bits_a)
     if stem is not None:
         common["stem"] = stem
     common.update(extra)
-    common.update(kwargs)
-    with set_binary_layer_config(bits=bits, bits_a=bits_a, grad_cancel=clip_threshold):
+    approx = None if scaling in (None, "none") else scaling
+    with set_binary_layer_config(bits=bits, bits_a=bits_a, grad_cancel=clip_threshold,
+                                 approximation=approx):
         try:
-            if name in _zoo_names(zoo) and not kwargs:
-                return zoo.get_model(name, **common)
-            return getattr(zoo, name)(**common)
-        except UsageError:
-            raise
+            return model_zoo.get_model(spec, **common)
         except (TypeError, ValueError, KeyError, mx.base.MXNetError) as e:
             raise UsageError(f"cannot build model {spec!r}: {_first_line(e)}") from None
 
@@ -348,49 +335,7 @@ class _quiet_warnings:
         return self._c.__exit__(*exc)
 
 
-# --------------------------------------------------------------------------- optimizer
-@mx.optimizer.register
-class RAdam(mx.optimizer.Optimizer):
-    """Rectified Adam (Liu et al., "On the Variance of the Adaptive Learning Rate and
-    Beyond", 2020): Adam whose adaptive step is switched on, and rectified, only once
-    the variance estimate is reliable (rho_t > 4); before that, SGD with momentum.
-    Registered as ``'radam'`` (MXNet 1.9 has none). Weight decay is added to the gradient.
-    """
-
-    def __init__(self, learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-8, **kwargs):
-        super().__init__(learning_rate=learning_rate, **kwargs)
-        self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
-
-    def create_state(self, index, weight):
-        return (mx.nd.zeros(weight.shape, weight.context, dtype=weight.dtype),
-                mx.nd.zeros(weight.shape, weight.context, dtype=weight.dtype))
-
-    def update(self, index, weight, grad, state):
-        nd = mx.nd
-        self._update_count(index)
-        lr, wd = self._get_lr(index), self._get_wd(index)
-        t = self._index_update_count[index]
-        g = grad * self.rescale_grad
-        if self.clip_gradient is not None:
-            g = nd.clip(g, -self.clip_gradient, self.clip_gradient)
-        if wd:
-            g = g + wd * weight
-        mean, var = state
-        mean[:] = self.beta1 * mean + (1 - self.beta1) * g
-        var[:] = self.beta2 * var + (1 - self.beta2) * nd.square(g)
-        b1t, b2t = self.beta1 ** t, self.beta2 ** t
-        rho_inf = 2.0 / (1 - self.beta2) - 1
-        rho_t = rho_inf - 2.0 * t * b2t / (1 - b2t)
-        m_hat = mean / (1 - b1t)
-        if rho_t > 4:
-            r = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf
-                          / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
-            weight[:] = weight - lr * r * m_hat * math.sqrt(1 - b2t) / (nd.sqrt(var)
-                                                                        + self.epsilon)
-        else:
-            weight[:] = weight - lr * m_hat
-
-
+# --------------------------------------------------------------------------- schedule
 def lr_at(step, steps_per_epoch, args):
     """Learning rate of global step ``step`` (0-based): linear warm-up, then cosine decay
     to 0 at the end of the last epoch, or ``--lr-factor`` at each of ``--lr-steps``."""
@@ -456,6 +401,34 @@ def _write_json(path, obj):
     _atomic_write(path, w)
 
 
+def _init_from(net, path, ctxs):
+    """Copy the arrays of ``path`` into ``net`` in order (a float twin and its binary network
+    have the same parameters in the same order, under other names); shapes must agree."""
+    import mxnet as mx
+    try:
+        saved = list(mx.nd.load(path).items())
+    except Exception as e:  # noqa: BLE001 - MXNetError for a foreign file
+        raise UsageError(f"--init-from {path}: cannot read it ({_first_line(e)})") from None
+    mine = list(net._collect_params_with_prefix().items())
+    if len(saved) != len(mine):
+        raise UsageError(f"--init-from {path}: {len(saved)} arrays, the model has {len(mine)} "
+                         "parameters (not the same structure)")
+    for (sname, arr), (name, p) in zip(saved, mine):
+        if arr.shape != p.shape:
+            raise UsageError(f"--init-from {path}: {sname} has shape {arr.shape}, the model's "
+                             f"{name} {p.shape} (not the same structure)")
+        p.set_data(arr.as_in_context(ctxs[0]))
+
+
+def _read_json(path):
+    """The JSON object in ``path``, or None when it is missing or unreadable."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 def _json_default(o):
     if isinstance(o, (np.integer,)):
         return int(o)
@@ -466,8 +439,10 @@ def _json_default(o):
     return str(o)
 
 
-_RESUME_MUST_MATCH = ("model", "dataset", "image_size", "bits", "bits_a", "stem", "optimizer",
-                      "clip_threshold", "batch_size", "kvstore")
+_RESUME_MUST_MATCH = ("model", "float_twin", "scaling", "init_from", "dataset", "image_size",
+                      "bits", "bits_a", "stem", "optimizer",
+                      "clip_threshold", "batch_size", "kvstore", "val_split", "train_images",
+                      "augment")
 
 
 def _find_checkpoint(resume, save_dir):
@@ -581,6 +556,7 @@ def train(args, hooks=None):
     import mxnet as mx
     from mxnet import autograd, gluon, nd
 
+    from . import optim  # noqa: F401 - registers 'radam' with MXNet
     from .data import get_dataset
     from .nn import set_binary_wd_mult
 
@@ -598,8 +574,12 @@ def train(args, hooks=None):
     out = args.save_dir
     os.makedirs(out, exist_ok=True)
 
+    augment = None if args.augment == "none" else args.augment
     ds = get_dataset(args.dataset, args.data_dir, image_size=args.image_size,
-                     num_workers=args.num_workers, classes=args.classes)
+                     num_workers=args.num_workers, classes=args.classes,
+                     val_split=args.val_split, augment=augment)
+    if args.train_images is not None:
+        ds.limit_train(args.train_images)
     image_shape = ds.image_shape
     stem = args.stem or _default_stem(args.model, image_shape)
 
@@ -610,14 +590,23 @@ def train(args, hooks=None):
             if k in old and old[k] != getattr(args, k):
                 raise UsageError(f"--resume: the checkpoint was made with --{k.replace('_', '-')} "
                                  f"{old[k]}, this run has {getattr(args, k)}")
+        done = int(ckpt["epoch"]) + 1
+        if done >= args.epochs:
+            if rank0:
+                print(f"{PROG}: {out} already finished {done} of --epochs {args.epochs}; nothing "
+                      f"to do (to train longer, add --epochs N with N > {done})", file=sys.stderr)
+            return _read_json(os.path.join(out, "summary.json")) or {"finished": True}
 
     _seed_all(args.seed)
+    twin = {"binary": False} if args.float_twin else {}
     net = build_model(args.model, ds.num_classes, stem=stem, clip_threshold=args.clip_threshold,
-                      bits=args.bits, bits_a=args.bits_a)
+                      bits=args.bits, bits_a=args.bits_a, scaling=args.scaling, **twin)
     ctxs = _contexts(args.ctx)
     ctx = ctxs[0]
     net.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2), ctx=ctxs)
     net(nd.zeros((1,) + image_shape, ctx=ctx))  # finish deferred shape inference
+    if args.init_from and ckpt is None:
+        _init_from(net, args.init_from, ctxs)
     set_binary_wd_mult(net)
     net.hybridize(static_alloc=True)
 
@@ -636,7 +625,8 @@ def train(args, hooks=None):
 
     start_epoch = 0
     history = []
-    best = {"val_acc": -1.0, "epoch": None}
+    # the selected epoch: best validation accuracy, or the last epoch without a val split
+    best = {"val_acc": None, "epoch": None, "score": -math.inf}
     if ckpt is not None:
         _load_checkpoint_files(ckpt, net, trainer, ctxs)
         start_epoch = int(ckpt["epoch"]) + 1
@@ -657,31 +647,33 @@ def train(args, hooks=None):
     def soft_ce(logits, target):
         return -(nd.log_softmax(logits, axis=-1) * target).sum(axis=-1)
 
-    def evaluate():
+    def evaluate(batches):
         correct, loss_sum, n = 0, 0.0, 0
-        for x, y in ds.val_batches(args.val_batch_size):
+        for x, y in batches:
             k = len(y)
             logits = net(nd.array(x, ctx=ctx))
             yy = nd.array(y, ctx=ctx)
             loss_sum += float(soft_ce(logits, nd.one_hot(yy, classes)).sum().asscalar())
             correct += int((logits.argmax(axis=1).asnumpy().astype(np.int64) == y).sum())
             n += k
-        return correct / max(n, 1), loss_sum / max(n, 1)
+        return (correct / n, loss_sum / n) if n else (None, None)
 
     if rank0:
-        _write_json(os.path.join(out, "run.json"), {"args": vars(args), "argv": sys.argv,
-                                                    "num_workers": num_workers,
-                                                    "image_shape": image_shape,
-                                                    "classes": classes, "stem": stem,
-                                                    "preprocess": ds.preprocess})
-    show_bar = rank0 and not args.quiet
+        _write_json(os.path.join(out, "run.json"), {
+            "args": vars(args), "argv": sys.argv, "model": args.model, "dist_workers": num_workers,
+            "image_shape": image_shape, "classes": classes, "class_names": ds.class_names,
+            "stem": stem, "preprocess": ds.preprocess, "num_train": ds.num_train,
+            "num_val": ds.num_val, "num_test": ds.num_test, "threads": _thread_report()})
+    # the bar only on a terminal; plain epoch lines otherwise (logs, CI)
+    show_bar = rank0 and not args.quiet and sys.stderr.isatty()
+    plain = rank0 and not args.quiet and not show_bar
     from tqdm import tqdm
 
     t_train = 0.0
     for epoch in range(start_epoch, args.epochs):
         mx.random.seed(_sub_seed(args.seed, epoch, rank, 7))
         mix_rng = np.random.RandomState(_sub_seed(args.seed, epoch, rank, 11))
-        t0 = time.time()
+        t0, cpu0 = time.time(), _cpu_seconds()
         tot_loss, tot_correct, tot_n = 0.0, 0, 0
         loss_acc, correct_acc = nd.zeros((1,), ctx=ctx), nd.zeros((1,), ctx=ctx)
         bar = tqdm(total=nb, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch",
@@ -731,44 +723,62 @@ def train(args, hooks=None):
                                 img_s=f"{tot_n * num_workers / max(el, 1e-9):.0f}",
                                 lr=f"{lr_at(step, nb, args):.2e}", refresh=False)
             bar.update(1)
+            if plain and (i + 1) % max(1, nb // 4) == 0 and i + 1 < nb:
+                # no terminal: a plain line per quarter epoch instead of a bar
+                print(f"[epoch {epoch + 1}/{args.epochs}] {i + 1}/{nb} batches, "
+                      f"{tot_n * num_workers / max(time.time() - t0, 1e-9):.0f} img/s",
+                      file=sys.stderr, flush=True)
         tot_loss = float(loss_acc.asscalar())
         tot_correct = float(correct_acc.asscalar())
         bar.close()
         if sync is not None:
             sync.average_aux()
         el = time.time() - t0
+        busy = (_cpu_seconds() - cpu0) / max(el, 1e-9)
         t_train += el
-        val_acc, val_loss = evaluate()
+        val_acc, val_loss = evaluate(ds.val_batches(args.val_batch_size))
         rec = {"epoch": epoch + 1, "lr": lr_at((epoch + 1) * nb - 1, nb, args),
                "train_loss": tot_loss / max(tot_n, 1), "train_acc": tot_correct / max(tot_n, 1),
                "val_loss": val_loss, "val_acc": val_acc, "epoch_time_s": el,
-               "images_per_s": tot_n * num_workers / max(el, 1e-9)}
+               "images_per_s": tot_n * num_workers / max(el, 1e-9), "cpu_busy": busy}
         history.append(rec)
-        if val_acc > best["val_acc"]:
-            best = {"val_acc": val_acc, "epoch": epoch + 1}
+        # no validation split: the last epoch is the selected one
+        score = val_acc if val_acc is not None else float(epoch)
+        if score > best.get("score", -math.inf):
+            best = {"val_acc": val_acc, "epoch": epoch + 1, "score": score}
             if rank0:
                 _atomic_write(os.path.join(out, "best.params"), net.save_parameters)
+        if rank0 and not args.quiet:
+            val = ("no val split" if val_acc is None else
+                   f"val loss {val_loss:.4f} acc {val_acc:.4f}")
+            print(f"[epoch {epoch + 1}/{args.epochs}] train loss {rec['train_loss']:.4f} "
+                  f"acc {rec['train_acc']:.4f} | {val} | {rec['images_per_s']:.0f} img/s, "
+                  f"{busy:.2f} cores busy", file=sys.stderr, flush=True)
         if rank0:
-            if show_bar or not args.quiet:
-                print(f"[epoch {epoch + 1}/{args.epochs}] train loss {rec['train_loss']:.4f} "
-                      f"acc {rec['train_acc']:.4f} | val loss {val_loss:.4f} acc {val_acc:.4f} "
-                      f"| {rec['images_per_s']:.0f} img/s", file=sys.stderr)
             _write_log(out, history)
             _save_checkpoint(out, net, trainer, epoch, args, history, best)
     if dist:
         _write_rank_params(out, net, rank)
 
     final = history[-1] if history else None
+    # the test set, scored once, with the final (exported) parameters
+    test_acc, test_loss = ((None, None) if args.no_test else
+                           evaluate(ds.test_batches(args.val_batch_size)))
     summary = {
         "model": args.model, "dataset": args.dataset, "epochs": args.epochs,
-        "num_workers": num_workers, "image_shape": list(image_shape), "classes": classes,
+        "dist_workers": num_workers, "image_shape": list(image_shape), "classes": classes,
         "stem": stem, "bits": args.bits, "bits_a": args.bits_a,
+        "num_train": ds.num_train, "num_val": ds.num_val, "num_test": ds.num_test,
         "best_val_acc": best["val_acc"], "best_epoch": best["epoch"],
         "final_val_acc": final["val_acc"] if final else None,
-        "reported": "final_val_acc is the last epoch (the exported model); best_val_acc is "
-                    "the best epoch (best.params), the papers' convention",
+        "test_acc": test_acc, "test_loss": test_loss,
+        "reported": "val: the held-out end of the training images (curves, best epoch); "
+                    "final_val_acc is the last epoch (the exported model), best_val_acc the "
+                    "best epoch (best.params); test_acc: the test set, scored once at the end "
+                    "with the exported (last-epoch) model",
         "train_time_s": sum(h["epoch_time_s"] for h in history),
         "train_time_this_run_s": t_train,
+        "threads": _thread_report(),
         "export": {"symbol": "model-symbol.json", "params": "model-0000.params"},
     }
     if rank0:
@@ -776,11 +786,25 @@ def train(args, hooks=None):
         _write_json(os.path.join(out, "summary.json"), summary)
         if not args.no_plot:
             _plot(out, history)
-        print(f"{PROG}: final val acc {summary['final_val_acc']:.4f} (epoch {args.epochs}), best "
-              f"{best['val_acc']:.4f} (epoch {best['epoch']}); exported {out}/model-symbol.json "
-              f"+ model-0000.params", file=sys.stderr)
+        fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+        print(f"final val acc {fmt(summary['final_val_acc'])} (epoch {args.epochs}), best "
+              f"{fmt(best['val_acc'])} (epoch {best['epoch']}), test acc {fmt(test_acc)}; "
+              f"exported {out}/model-symbol.json + model-0000.params")
     summary["net"] = net
     return summary
+
+
+def _cpu_seconds():
+    """CPU time of this process (all threads), for the 'cores busy' figure."""
+    t = os.times()
+    return t.user + t.system
+
+
+def _thread_report():
+    """The threads MXNet's operators may use (OpenMP) and the cores this process may run on."""
+    return {"omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "mxnet_cpu_worker_nthreads": os.environ.get("MXNET_CPU_WORKER_NTHREADS", "1"),
+            "cores_available": len(os.sched_getaffinity(0))}
 
 
 def _plain(arr):
@@ -876,7 +900,7 @@ def _save_checkpoint(out, net, trainer, epoch, args, history, best):
 
 
 _LOG_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
-               "epoch_time_s", "images_per_s")
+               "epoch_time_s", "images_per_s", "cpu_busy")
 
 
 def _write_log(out, history):
@@ -885,8 +909,12 @@ def _write_log(out, history):
             wr = csv.DictWriter(f, fieldnames=_LOG_FIELDS)
             wr.writeheader()
             for h in history:
-                wr.writerow({k: h[k] for k in _LOG_FIELDS})
+                wr.writerow({k: h.get(k) for k in _LOG_FIELDS})
     _atomic_write(os.path.join(out, "log.csv"), w)
+
+
+def _nan(v):
+    return float("nan") if v is None else v
 
 
 def _plot(out, history):
@@ -896,13 +924,13 @@ def _plot(out, history):
     ep = [h["epoch"] for h in history]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     a1.plot(ep, [h["train_loss"] for h in history], "o-", label="train")
-    a1.plot(ep, [h["val_loss"] for h in history], "s-", label="validation")
+    a1.plot(ep, [_nan(h["val_loss"]) for h in history], "s-", label="validation")
     a1.set_xlabel("epoch")
     a1.set_ylabel("cross-entropy")
     a1.legend()
     a1.grid(alpha=0.3)
     a2.plot(ep, [h["train_acc"] for h in history], "o-", label="train")
-    a2.plot(ep, [h["val_acc"] for h in history], "s-", label="validation")
+    a2.plot(ep, [_nan(h["val_acc"]) for h in history], "s-", label="validation")
     a2.set_xlabel("epoch")
     a2.set_ylabel("accuracy")
     a2.legend()

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB_PKGS=(libopenblas-dev libflatbuffers-dev flatbuffers-compiler libgtest-dev)
+DEB_PKGS=(libopenblas-dev libflatbuffers-dev flatbuffers-compiler libgtest-dev dataset-fashion-mnist)
 missing=()
 for p in "${DEB_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

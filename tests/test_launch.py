@@ -100,7 +100,7 @@ def test_two_workers_dist_sync(tmp_path):
     losses = [float(r["train_loss"]) for r in rows]
     assert losses[-1] < 0.8 * losses[0], losses
     summ = json.load(open(out / "summary.json"))
-    assert summ["num_workers"] == 2
+    assert summ["dist_workers"] == 2
     # each worker ran on its half: 1437 // 2 = 718 images -> 23 batches of 32 per epoch
     run = json.load(open(out / "run.json"))
-    assert run["num_workers"] == 2
+    assert run["dist_workers"] == 2

@@ -23,8 +23,9 @@ BASE = ["--model", TINY, "--dataset", "digits", "--image-size", "8", "--batch-si
 
 def _run(capsys, argv, **kw):
     rc = bt.run(argv, **kw)
-    err = capsys.readouterr().err
-    return rc, err
+    cap = capsys.readouterr()
+    _run.out = cap.out  # the result line (stdout) of the last run
+    return rc, cap.err
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -98,7 +99,7 @@ def test_lr_schedule():
 
 
 def test_radam_matches_numpy_reference():
-    RAdam = bt.RAdam
+    from bmx.optim import RAdam
     assert mx.optimizer.create("radam").__class__ is RAdam
     rng = np.random.RandomState(0)
     w0 = rng.randn(5, 3).astype(np.float32)
@@ -154,7 +155,12 @@ def test_short_run_outputs(tmp_path, capsys):
     summ = json.load(open(out / "summary.json"))
     assert summ["final_val_acc"] == pytest.approx(float(rows[1]["val_acc"]))
     assert summ["best_val_acc"] == max(float(r["val_acc"]) for r in rows)
-    assert "final val acc" in err and "best" in err
+    # results on stdout, progress on stderr
+    assert "final val acc" in _run.out and "test acc" in _run.out and "final" not in err
+    # digits: 1,294 train, the last 143 of the training split as validation, 360 test;
+    # the test set scored once, with the exported model
+    assert (summ["num_train"], summ["num_val"], summ["num_test"]) == (1294, 143, 360)
+    assert 0.0 <= summ["test_acc"] <= 1.0 and summ["test_loss"] > 0
     ck = json.load(open(out / "checkpoint.json"))
     assert ck["epoch"] == 1 and (out / ck["params"]).is_file() and (out / ck["states"]).is_file()
     # only the latest epoch's checkpoint files are kept; no temporary files are left

@@ -24,8 +24,9 @@ from .meliusnet import (ImprovementBlock, MeliusNet, get_meliusnet, meliusnet22,
                         meliusnet_flex, meliusnet_spec)
 from .resnete import (ResNetE, ResNetEBlock, get_resnete, resnete18, resnete34, resnete_flex,
                       resnete_spec)
+from .spec import FLEX_EXAMPLE, check_spec_kwargs, parse_model_spec
 
-__all__ = ["get_model", "get_model_list", "default_initializer", "STEMS",
+__all__ = ["get_model", "get_model_list", "parse_model_spec", "resolve_model_spec", "default_initializer", "STEMS",
            "PretrainedNotFoundError",
            "ResNetE", "ResNetEBlock", "BinaryDenseNet", "DenseLayer", "DenseNetBase", "Transition",
            "MeliusNet", "ImprovementBlock", "ChannelShuffle",
@@ -50,26 +51,52 @@ _models = {
 }
 
 
+#: constructors of any shape, reachable through a spec ``'constructor:key=value,...'``
+_flex = {"binarydensenet_flex": binarydensenet_flex, "meliusnet_flex": meliusnet_flex,
+         "resnete_flex": resnete_flex}
+
+
 def get_model(name, **kwargs):
-    """Return the network registered as ``name`` (see :func:`get_model_list`).
+    """Return the network ``name``: a registered model or a flex spec.
 
     Parameters
     ----------
     name : str
-        Model name, case-insensitive, e.g. ``'binarydensenet28'``.
+        Model name, case-insensitive, e.g. ``'binarydensenet28'``, or a spec
+        ``'constructor:key=value,...'`` (see :mod:`bmx.model_zoo.spec`), e.g.
+        ``'binarydensenet_flex:block_config=(2,2,2),growth_rate=32,reduction=2'``;
+        a registered name may take options the same way (``'resnete18:binary=False'``).
     **kwargs
         ``classes``, ``stem``, ``clip_threshold``, ``bits``, ``bits_a``, ``binary``,
-        ``pretrained``, ``ctx``, ``root`` and family-specific options.
+        ``pretrained``, ``ctx``, ``root`` and family-specific options; the spec's own
+        options win.
 
     Raises
     ------
     ValueError
-        For an unknown name; the message lists the valid names.
+        For an unknown name (the message lists the valid names and constructors), a
+        malformed spec, or an option the constructor does not have.
     """
-    key = str(name).lower()
-    if key not in _models:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(get_model_list())}")
-    return _models[key](**kwargs)
+    fn, options = resolve_model_spec(name)
+    return fn(**dict(kwargs, **options))
+
+
+def resolve_model_spec(spec):
+    """``spec`` -> ``(constructor, options)`` without building anything; raises ValueError
+    as :func:`get_model` does (an unknown name, a malformed spec, an unknown option)."""
+    base, options = parse_model_spec(spec)
+    key = base.lower()
+    fn = _models.get(key) or _flex.get(key)
+    if fn is None:
+        raise ValueError(f"unknown model {base!r}; valid names: {', '.join(get_model_list())}; "
+                         f"or a spec such as {FLEX_EXAMPLE} (constructors: "
+                         f"{', '.join(_flex)})")
+    if key in _flex and not options:
+        raise ValueError(f"{key} needs its shape as options, e.g. {FLEX_EXAMPLE}")
+    # named models forward their options to their family's constructor
+    family = fn if key in _flex else next(f for k, f in _flex.items() if key.startswith(k[:6]))
+    check_spec_kwargs(key, family, options)
+    return fn, options
 
 
 def get_model_list():
