@@ -119,6 +119,8 @@ def weight_dorefa(F, w, bits=2):
         return weight_det_sign(F, w)
     n = float(2 ** bits - 1)
     t = F.tanh(w)
-    m = F.max(F.abs(t))  # shape (1,), broadcasts; the epsilon keeps zero weights finite
-    wt = F.broadcast_div(t, 2 * m + 1e-12) + 0.5
+    m = F.max(F.abs(t))  # shape (1,); the epsilon keeps zero weights finite
+    # elemwise_div (not broadcast_div) so that the weight's shape can be inferred backwards
+    # from the convolution under deferred initialisation (in_channels not given)
+    wt = F.elemwise_div(t, F.broadcast_add(F.zeros_like(t), 2 * m + 1e-12)) + 0.5
     return _ste(F, 2 * F.round(wt * n) / n - 1, 2 * wt - 1)
