@@ -43,7 +43,7 @@ except ImportError:  # pragma: no cover - threadpoolctl is in the dev environmen
 
 import numpy as np
 
-#: targets of issue 4 (single thread vs numpy float32 GEMM with one BLAS thread)
+#: targets of the per-layer kernels (single thread vs numpy float32 GEMM with one BLAS thread)
 GEMM_TARGET = 8.0
 CONV_TARGET = 5.0
 SCALING_TARGET = 1.8
@@ -427,11 +427,11 @@ def _cpu_name():
 
 
 # ---------------------------------------------------------------------------------------
-# models subcommand (issue 7): whole networks, bmx engine vs MXNet on the same CPU
+# models subcommand: whole networks, bmx engine vs MXNet on the same CPU
 
 #: networks measured by default (batch 1, 224x224)
 MODELS = ("resnete18", "binarydensenet28", "binarydensenet37", "meliusnet22")
-#: targets of issue 7: engine vs MXNet float twin at 1 thread, 2 threads vs 1 (bmx)
+#: targets of whole networks: engine vs MXNet float twin at 1 thread, 2 threads vs 1 (bmx)
 MODEL_TARGET = 5.0
 MODEL_SCALING_TARGET = 1.7
 #: binary convs inside a model vs binary_gemm alone on the same M, N, K

@@ -1,4 +1,4 @@
-"""Faults during training and file writes (issue 8): nothing is lost.
+"""Faults during training and file writes: nothing is lost.
 
 * A ``bmx-train`` process killed with SIGKILL in the middle of an epoch leaves the last
   checkpoint (``checkpoint.json`` + the epoch files it names) byte-for-byte intact and
