@@ -9,10 +9,14 @@ import math
 
 from ..convention import DEFAULT_CLIP_THRESHOLD
 
-ACTIVATION_METHODS_1BIT = ("det_sign", "approx_sign")
-ACTIVATION_METHODS_KBIT = ("round",)
-WEIGHT_METHODS = ("det_sign", "dorefa")
 APPROXIMATIONS = (None, "weight", "xnor")
+
+
+def _registry():
+    # the quantizer registry is the one list of methods and the bit widths they serve
+    # (imported here, not at the top: bmx.nn.quantizers imports this module)
+    from . import quantizers
+    return quantizers
 
 
 def check_bits(bits, name="bits"):
@@ -34,7 +38,7 @@ def check_threshold(t):
 
 
 def check_activation(method, bits_a):
-    allowed = ACTIVATION_METHODS_1BIT if bits_a == 1 else ACTIVATION_METHODS_KBIT
+    allowed = _registry().activation_methods(bits_a)
     if method not in allowed:
         raise ValueError(f"unknown activation method {method!r} for {bits_a} bit(s); "
                          f"choose one of {allowed}")
@@ -42,8 +46,9 @@ def check_activation(method, bits_a):
 
 
 def check_weight_method(method):
-    if method not in WEIGHT_METHODS:
-        raise ValueError(f"unknown weight quantization {method!r}; choose one of {WEIGHT_METHODS}")
+    methods = _registry().weight_methods()
+    if method not in methods:
+        raise ValueError(f"unknown weight quantization {method!r}; choose one of {methods}")
     return method
 
 
@@ -117,9 +122,9 @@ def set_binary_layer_config(bits=None, bits_a=None, grad_cancel=None, activation
         new["grad_cancel"] = check_threshold(grad_cancel)
     if activation is not None:
         new["activation"] = activation
-    elif new["bits_a"] != 1 and new["activation"] in ACTIVATION_METHODS_1BIT:
+    elif new["bits_a"] != 1 and new["activation"] in _registry().activation_methods(1):
         new["activation"] = "round"
-    elif new["bits_a"] == 1 and new["activation"] in ACTIVATION_METHODS_KBIT:
+    elif new["bits_a"] == 1 and new["activation"] in _registry().activation_methods(2):
         new["activation"] = "det_sign"
     check_activation(new["activation"], new["bits_a"])
     if weight_quantization is not None:

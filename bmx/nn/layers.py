@@ -63,10 +63,9 @@ class QActivation(nn.HybridBlock):
                                          else gradient_cancel_threshold)
         if method is None:
             method = cfg.activation
-            if self.bits != 1 and method in ("det_sign", "approx_sign"):
-                method = "round"
-            elif self.bits == 1 and method == "round":
-                method = "det_sign"
+            if method not in quantizers.activation_methods(self.bits):
+                # the configured method serves the other bit width: that width's default
+                method = "det_sign" if self.bits == 1 else "round"
         self.method = check_activation(method, self.bits)
         self._fn = quantizers.get_activation_quantizer(self.method)
 
@@ -87,8 +86,8 @@ def _weight_quant(bits, weight_quantization):
         weight_quantization = "det_sign" if bits == 1 else (
             cfg.weight_quantization if cfg.weight_quantization != "det_sign" else "dorefa")
     method = check_weight_method(weight_quantization)
-    if method == "det_sign" and bits != 1:
-        raise ValueError(f"weight quantization 'det_sign' is 1-bit; got bits={bits} "
+    if not quantizers.weight_method_bits_ok(method, bits):
+        raise ValueError(f"weight quantization {method!r} is 1-bit; got bits={bits} "
                          "(use 'dorefa' for k-bit weights)")
     return bits, method
 

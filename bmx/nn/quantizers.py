@@ -10,27 +10,45 @@ hybridizes and exports. The forward value is computed exactly (``BlockGrad(q) +
 """
 from .config import check_bits, check_threshold
 
-_ACTIVATION_QUANTIZERS = {}
+_ACTIVATION_QUANTIZERS = {}  # name -> (fn, one_bit)
 _WEIGHT_QUANTIZERS = {}
 
 
-def register_activation_quantizer(name):
+def register_activation_quantizer(name, one_bit):
+    """Register ``fn(F, x, **params)`` as activation quantizer ``name``; ``one_bit``: it
+    serves 1-bit activations (True) or k-bit ones (False)."""
     def deco(fn):
-        _ACTIVATION_QUANTIZERS[name] = fn
+        _ACTIVATION_QUANTIZERS[name] = (fn, bool(one_bit))
         return fn
     return deco
 
 
-def register_weight_quantizer(name):
+def register_weight_quantizer(name, one_bit):
+    """Register a weight quantizer; ``one_bit``: 1-bit only (True) or any bit width (False)."""
     def deco(fn):
-        _WEIGHT_QUANTIZERS[name] = fn
+        _WEIGHT_QUANTIZERS[name] = (fn, bool(one_bit))
         return fn
     return deco
+
+
+def activation_methods(bits):
+    """Names of the activation quantizers that serve ``bits``-bit activations."""
+    return tuple(n for n, (_, one) in _ACTIVATION_QUANTIZERS.items() if one == (bits == 1))
+
+
+def weight_methods():
+    """Names of the registered weight quantizers."""
+    return tuple(_WEIGHT_QUANTIZERS)
+
+
+def weight_method_bits_ok(name, bits):
+    """Whether weight quantizer ``name`` can produce ``bits``-bit weights."""
+    return bits == 1 or not _WEIGHT_QUANTIZERS[name][1]
 
 
 def get_activation_quantizer(name):
     try:
-        return _ACTIVATION_QUANTIZERS[name]
+        return _ACTIVATION_QUANTIZERS[name][0]
     except KeyError:
         raise ValueError(f"unknown activation quantizer {name!r}; registered: "
                          f"{sorted(_ACTIVATION_QUANTIZERS)}") from None
@@ -38,7 +56,7 @@ def get_activation_quantizer(name):
 
 def get_weight_quantizer(name):
     try:
-        return _WEIGHT_QUANTIZERS[name]
+        return _WEIGHT_QUANTIZERS[name][0]
     except KeyError:
         raise ValueError(f"unknown weight quantizer {name!r}; registered: "
                          f"{sorted(_WEIGHT_QUANTIZERS)}") from None
@@ -61,7 +79,7 @@ def _masked_identity(F, x, threshold):
     return F.clip(x, -threshold, threshold)
 
 
-@register_activation_quantizer("det_sign")
+@register_activation_quantizer("det_sign", one_bit=True)
 def det_sign(F, x, threshold=1.3):
     r"""Deterministic sign with gradient cancelling.
 
@@ -72,7 +90,7 @@ def det_sign(F, x, threshold=1.3):
     return _ste(F, _sign(F, x), _masked_identity(F, x, threshold))
 
 
-@register_activation_quantizer("approx_sign")
+@register_activation_quantizer("approx_sign", one_bit=True)
 def approx_sign(F, x, threshold=1.3):
     r"""Sign with Bi-Real Net's piecewise-polynomial gradient.
 
@@ -86,7 +104,7 @@ def approx_sign(F, x, threshold=1.3):
     return _ste(F, _sign(F, x), surrogate)
 
 
-@register_activation_quantizer("round")
+@register_activation_quantizer("round", one_bit=False)
 def round_quantize(F, x, bits=2):
     r"""k-bit uniform activation quantizer.
 
@@ -100,13 +118,13 @@ def round_quantize(F, x, bits=2):
     return _ste(F, F.round(c * n) / n, c)
 
 
-@register_weight_quantizer("det_sign")
+@register_weight_quantizer("det_sign", one_bit=True)
 def weight_det_sign(F, w, bits=1):
     r"""Binary weights. Forward: sign(w), sign(0) = +1. Backward: identity (plain STE)."""
     return _ste(F, _sign(F, w), w)
 
 
-@register_weight_quantizer("dorefa")
+@register_weight_quantizer("dorefa", one_bit=False)
 def weight_dorefa(F, w, bits=2):
     r"""DoReFa-Net k-bit weights.
 
