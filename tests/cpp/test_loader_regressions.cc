@@ -1,8 +1,10 @@
-// Every input the model-loader fuzzer (fuzz/) ever flagged, replayed through the same
-// harness body (fuzz/loader_target.h): the files of tests/data/fuzz-regressions/ and the
-// small hand-made cases below. Each must load-and-run or fail with a bmx::Error; the
+// The model-loader regression corpus, replayed through the fuzz harness body
+// (fuzz/loader_target.h): the files of tests/data/fuzz-regressions/ (one per check of the
+// loader, made by scripts/make_regression_corpus.py, plus any input the fuzzer flagged) and
+// the small hand-made cases below. Each must load-and-run or fail with a bmx::Error; the
 // harness aborts on anything else, and under `make test-asan` any memory error or UB
-// aborts too.
+// aborts too. The folder's manifest.json gives each file's expected outcome: the error
+// message fragment both Model::from_bytes() and validate_model() must report, or "none".
 #include <gtest/gtest.h>
 
 #include <sys/stat.h>
@@ -14,6 +16,9 @@
 #include <fstream>
 #include <future>
 #include <iterator>
+#include <map>
+#include <regex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -35,19 +40,107 @@ std::vector<std::uint8_t> read_file(const fs::path& p) {
   return std::vector<std::uint8_t>(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
 }
 
-TEST(LoaderRegressions, EveryStoredInputFailsCleanlyOrRuns) {
+// Expected outcome of one corpus file: error "ModelError" (a bmx::Error whose message
+// contains `message`) or "none" (the file loads).
+struct Expected {
+  std::string error, message;
+};
+struct Manifest {
+  long count = -1;
+  std::map<std::string, Expected> files;
+};
+
+std::string json_field(const std::string& entry, const std::string& key) {
+  const std::regex re("\"" + key + "\": *\"([^\"\\\\]*)\"");
+  std::smatch m;
+  return std::regex_search(entry, m, re) ? m[1].str() : "<no " + key + ">";
+}
+
+// manifest.json as scripts/make_regression_corpus.py writes it: JSON with one file per line
+// and strings without escapes (tests/test_loader_regressions.py keeps it in that form), so
+// a line scanner reads it without a JSON library.
+Manifest read_manifest(const fs::path& p) {
+  Manifest man;
+  std::ifstream f(p);
+  const std::regex count_re(R"re(^ *"count": *([0-9]+),? *$)re");
+  const std::regex entry_re(R"re(^ *"([^"]+\.bmx)": *\{(.*)\},? *$)re");
+  std::string line;
+  while (std::getline(f, line)) {
+    std::smatch m;
+    if (std::regex_match(line, m, count_re)) {
+      man.count = std::stol(m[1].str());
+    } else if (std::regex_match(line, m, entry_re)) {
+      const std::string entry = m[2].str();
+      man.files[m[1].str()] = {json_field(entry, "error"), json_field(entry, "message")};
+    }
+  }
+  return man;
+}
+
+template <typename Load>
+std::string error_of(Load&& load) {
+  try {
+    load();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(LoaderRegressions, EveryStoredInputFailsAsTheManifestSays) {
   const fs::path dir = regressions_dir();
   ASSERT_TRUE(fs::is_directory(dir)) << dir << " (set BMX_FUZZ_REGRESSIONS)";
+  const fs::path manifest_path = dir / "manifest.json";
+  // A folder given by BMX_FUZZ_REGRESSIONS (e.g. fresh fuzzer finds) may have no manifest:
+  // then only the harness properties are checked.
+  const bool has_manifest = fs::exists(manifest_path);
+  const bool committed = std::getenv("BMX_FUZZ_REGRESSIONS") == nullptr;
+  if (committed) {
+    ASSERT_TRUE(has_manifest) << manifest_path;
+  }
+  const Manifest man = has_manifest ? read_manifest(manifest_path) : Manifest{};
+  if (has_manifest) {
+    ASSERT_EQ(man.count, static_cast<long>(man.files.size())) << "count vs entries of " << manifest_path;
+  }
   int n = 0;
+  std::set<std::string> seen;
   for (const auto& e : fs::directory_iterator(dir)) {
     if (!e.is_regular_file() || e.path().extension() != ".bmx") continue;
+    const std::string name = e.path().filename().string();
     const auto bytes = read_file(e.path());
-    SCOPED_TRACE(e.path().filename().string());
-    // The harness aborts on a property violation; reaching the next line is the test.
-    (void)bmx::fuzz::run_one(bytes.data(), bytes.size());
+    SCOPED_TRACE(name);
+    // The harness aborts on a property violation; reaching the next line is that test.
+    const auto outcome = bmx::fuzz::run_one(bytes.data(), bytes.size());
     ++n;
+    seen.insert(name);
+    if (!has_manifest) continue;
+    const auto it = man.files.find(name);
+    if (it == man.files.end()) {
+      ADD_FAILURE() << name << " has no entry in " << manifest_path;
+      continue;
+    }
+    const Expected& want = it->second;
+    if (want.error == "none") {
+      EXPECT_NE(outcome, bmx::fuzz::kRejected) << "must load";
+      continue;
+    }
+    EXPECT_EQ(want.error, "ModelError");
+    EXPECT_EQ(outcome, bmx::fuzz::kRejected);
+    const std::string load = error_of([&] { (void)Model::from_bytes(bytes.data(), bytes.size()); });
+    const std::string check = error_of([&] { validate_model(bytes.data(), bytes.size()); });
+    EXPECT_NE(load.find(want.message), std::string::npos)
+        << "Model::from_bytes: '" << load << "', expected '" << want.message << "'";
+    EXPECT_NE(check.find(want.message), std::string::npos)
+        << "validate_model: '" << check << "', expected '" << want.message << "'";
   }
-  std::printf("replayed %d stored fuzz inputs from %s\n", n, dir.c_str());
+  std::printf("replayed %d stored loader inputs from %s\n", n, dir.c_str());
+  if (!has_manifest) return;
+  for (const auto& kv : man.files) EXPECT_TRUE(seen.count(kv.first)) << kv.first << " is listed but missing";
+  EXPECT_EQ(n, static_cast<int>(man.files.size()));
+  // The committed corpus: one file per loader check, at least 50.
+  if (committed) {
+    EXPECT_GE(n, 50);
+  }
 }
 
 // A valid small model goes through the harness (so the replay above is known to reach
@@ -206,6 +299,29 @@ TEST(LoaderGraphSize, ThousandsOfLiveValuesLoad) {
   y = n.dense(y, 3);
   const auto b = n.build(y);
   EXPECT_LT(seconds_to_load_and_run(b), 60.0);
+}
+
+// The op bound on its own: 16385 entries of the ops vector all point to one Relu op, so the
+// file stays small and the values (2) are far below their bound. With 16384 entries the
+// count passes and the second entry fails as a second producer of value 1.
+std::vector<std::uint8_t> repeated_op_model(int n_ops) {
+  flatbuffers::FlatBufferBuilder fbb;
+  const std::vector<int> shape = {1, 1, 1, 1}, in = {0}, out = {1};
+  const std::vector<flatbuffers::Offset<fb::Value>> fv = {fb::CreateValueDirect(fbb, "x", &shape),
+                                                          fb::CreateValueDirect(fbb, "y", &shape)};
+  const auto op = fb::CreateOpDirect(fbb, "relu", fb::OpOptions::Relu, fb::CreateRelu(fbb).Union(), &in, &out);
+  const std::vector<flatbuffers::Offset<fb::Op>> fo(static_cast<std::size_t>(n_ops), op);
+  fb::FinishModelBuffer(fbb, fb::CreateModelDirect(fbb, kFormatVersion, "bmx tests", &fv, &in, &out, &fo, 0));
+  return {fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize()};
+}
+
+TEST(LoaderGraphSize, OneOpTooManyIsRefused) {
+  const auto too_many = repeated_op_model(kMaxOps + 1);
+  const std::string e = error_of([&] { (void)Model::from_bytes(too_many.data(), too_many.size()); });
+  EXPECT_NE(e.find("too many ops"), std::string::npos) << e;
+  const auto at_bound = repeated_op_model(kMaxOps);
+  const std::string f = error_of([&] { validate_model(at_bound.data(), at_bound.size()); });
+  EXPECT_NE(f.find("op 1 'relu' (Relu): output value 1 'y' is already defined"), std::string::npos) << f;
 }
 
 }  // namespace graph_size

@@ -1,0 +1,1 @@
+a text file that is not a model, padded to 48 by

@@ -1,0 +1,201 @@
+"""Replay of the model-loader regression corpus, ``tests/data/fuzz-regressions/``.
+
+Bethge et al., "BMXNet 2" (2019): the engine loads model files it must treat as hostile.
+Every file of the corpus has an entry in its ``manifest.json`` with the error the loader
+(``src/runtime/loader.cc``) must raise: ``ModelError`` and a fragment of the message, or
+``none`` when the file must load. ``scripts/make_regression_corpus.py`` writes the
+generated part from a small valid model: one file per check of the loader, truncations and
+bit flips the FlatBuffers verifier rejects; the expected messages come from the loader's
+source, not from its output. The C++ side (``tests/cpp/test_loader_regressions.cc``)
+replays the same files through the fuzz harness and checks the same messages.
+"""
+import importlib.util
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+from bmx import engine
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CORPUS = os.path.join(ROOT, "tests", "data", "fuzz-regressions")
+MANIFEST = os.path.join(CORPUS, "manifest.json")
+MIN_FILES = 50
+# The corpus is committed and replayed on every run (C++ and Python, also under ASan):
+# each file stays a few KiB (the one exception: 4097 input indices, 18 KiB).
+MAX_FILE_BYTES = 32 << 10
+MAX_TOTAL_BYTES = 512 << 10
+
+
+def _load_generator():
+    spec = importlib.util.spec_from_file_location(
+        "make_regression_corpus", os.path.join(ROOT, "scripts", "make_regression_corpus.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def gen():
+    return _load_generator()
+
+
+@pytest.fixture(scope="module")
+def manifest():
+    with open(MANIFEST) as f:
+        return json.load(f)
+
+
+def _corpus_files():
+    return sorted(f for f in os.listdir(CORPUS) if f.endswith(".bmx"))
+
+
+def _read(name):
+    with open(os.path.join(CORPUS, name), "rb") as f:
+        return f.read()
+
+
+def _replay(load, manifest):
+    """Load every .bmx file of the folder with ``load(name)``; return (files run, mismatches)."""
+    entries = manifest["files"]
+    ran, wrong = 0, []
+    for name in _corpus_files():
+        ran += 1
+        e = entries.get(name)
+        if e is None:
+            wrong.append(f"{name}: no entry in manifest.json")
+            continue
+        try:
+            load(name)
+            got = None
+        except Exception as ex:  # noqa: BLE001 - the class is part of what is checked
+            got = (type(ex).__name__, str(ex))
+        if e["error"] == "none":
+            if got is not None:
+                wrong.append(f"{name}: must load, raised {got[0]}: {got[1]}")
+        elif got is None:
+            wrong.append(f"{name}: loaded, expected {e['error']} containing {e['message']!r}")
+        elif got[0] != e["error"] or e["message"] not in got[1]:
+            wrong.append(f"{name}: raised {got[0]}: {got[1]!r}; expected {e['error']} containing {e['message']!r}")
+    return ran, wrong
+
+
+def test_manifest_and_folder_agree(manifest, gen):
+    files = _corpus_files()
+    assert sorted(manifest["files"]) == files, "every file needs a manifest entry and every entry a file"
+    stray = sorted(set(os.listdir(CORPUS)) - set(files) - {"manifest.json", "README.md"})
+    assert stray == [], "files of the corpus end in .bmx"
+    assert manifest["count"] == len(files) >= MIN_FILES
+    for name, e in manifest["files"].items():
+        assert e["error"] in ("ModelError", "none"), name
+        assert e["error"] == "none" or e["message"], name
+        assert e["description"], name
+    # The C++ replay reads the manifest line by line: it must stay in the generator's form
+    # (one entry per line, strings without escapes).
+    with open(MANIFEST) as f:
+        assert f.read() == gen.dumps_manifest(manifest), "rewrite manifest.json with scripts/make_regression_corpus.py"
+    sizes = [os.path.getsize(os.path.join(CORPUS, f)) for f in files]
+    assert max(sizes) <= MAX_FILE_BYTES and sum(sizes) <= MAX_TOTAL_BYTES
+
+
+def test_every_check_of_the_loader_has_a_file(manifest):
+    """Each failure site of loader.cc has a generated file that trips it."""
+    checks = {e.get("check") for e in manifest["files"].values()}
+    per_op = {
+        "Conv2D": ["arity", "input kind", "input rank", "kernel/stride/pad/dilation", "out_channels range",
+                   "groups divide channels", "activation", "window fits the padded input", "output shape",
+                   "weight size arithmetic", "reduction size", "weight size", "bias size", "finite weights"],
+        "BinaryConv2D": ["arity", "input kind", "kernel/stride/pad/dilation", "in_channels", "out_channels range",
+                         "groups divide channels", "activation", "window fits the padded input", "output shape",
+                         "reduction size", "weight size arithmetic", "weight_bits size", "scale size", "shift size",
+                         "finite scale/shift", "zero tail bits"],
+        "Sign": ["arity", "input kind", "input rank", "scale/shift size", "finite scale/shift", "output shape"],
+        "Affine": ["arity", "input kind", "scale/shift size", "finite scale/shift", "activation", "output shape"],
+        "Relu": ["arity", "input kind", "output shape"],
+        "Pool2D": ["arity", "input kind", "input rank", "type", "kernel/stride/pad", "pad < kernel",
+                   "window fits the padded input", "ceil_mode windows hold real elements", "output shape"],
+        "Concat": ["arity", "input kind", "input rank", "same spatial size", "channel bound", "output shape"],
+        "Add": ["arity", "input kind", "same shapes", "output shape"],
+        "AddToLastChannels": ["arity", "input kind", "input rank", "same spatial size", "channel count",
+                              "output shape"],
+        "ChannelShuffle": ["arity", "input kind", "input rank", "groups", "output shape"],
+        "Dense": ["arity", "input kind", "units range", "weight size arithmetic", "weight size", "bias size",
+                  "finite weights", "output shape"],
+        "Flatten": ["arity", "input kind", "output shape"],
+    }
+    graph = ["empty buffer", "size < 8", "file identifier", "size % 4", "version", "values present", "value kind",
+             "value rank", "value batch 1", "value dimension range", "Bits values 4-D", "elements per value",
+             "total value bytes", "one input", "one output", "input index", "output index", "input 4-D Float",
+             "ops present", "op type", "op options present", "one op output", "op inputs present",
+             "op inputs <= 4096", "op input index", "topological order", "op output index",
+             "one producer per value", "output computed", "output != input", "output Float", "num_classes",
+             "mean length", "std length"]
+    want = {f"{t}: {c}" for t, cs in per_op.items() for c in cs} | {f"load_graph: {c}" for c in graph}
+    want.add("FlatBuffers verifier")
+    assert sorted(want - checks) == []
+    verifier = [n for n, e in manifest["files"].items() if e.get("check") == "FlatBuffers verifier"]
+    assert len([n for n in verifier if n.startswith("trunc_")]) >= 5
+    assert len([n for n in verifier if n.startswith("flip_")]) >= 10
+
+
+def test_model_from_path_rejects_every_file_as_expected(manifest):
+    ran, wrong = _replay(lambda name: engine.Model(os.path.join(CORPUS, name)), manifest)
+    assert wrong == []
+    assert ran == manifest["count"] and ran >= MIN_FILES
+
+
+def test_model_from_bytes_rejects_every_file_as_expected(manifest):
+    ran, wrong = _replay(lambda name: engine.Model(_read(name)), manifest)
+    assert wrong == []
+    assert ran == manifest["count"] and ran >= MIN_FILES
+
+
+def test_validate_model_rejects_every_file_as_expected(manifest):
+    ran, wrong = _replay(lambda name: engine.validate_model(_read(name)), manifest)
+    assert wrong == []
+    assert ran == manifest["count"] and ran >= MIN_FILES
+
+
+def test_generator_reproduces_the_committed_corpus(gen, manifest, tmp_path):
+    files, entries = gen.write(str(tmp_path))
+    committed = {n for n, e in manifest["files"].items() if e["source"] == "generated"}
+    assert sorted(files) == sorted(committed), "rerun scripts/make_regression_corpus.py"
+    changed = [n for n, data in files.items() if data != _read(n)]
+    assert changed == [], "rerun scripts/make_regression_corpus.py"
+    assert {n: entries[n] for n in files} == {n: manifest["files"][n] for n in files}
+
+
+def _prefixes(manifest):
+    """Base models the generated files were made from: None (all ops) or the last op kept."""
+    out = set()
+    for e in manifest["files"].values():
+        base = e.get("base", "")
+        if base == "base model":
+            out.add(None)
+        elif re.fullmatch(r"(bytes of )?base ops 0-\d+", base):
+            out.add(int(base.rsplit("-", 1)[1]))
+    return sorted(out, key=lambda k: -1 if k is None else k)
+
+
+def test_base_models_load_and_match_the_numpy_interpreter(gen, manifest):
+    """Each file is one fault away from a valid model: the models they were made from load,
+    run, and agree with the plain-numpy interpreter of the format."""
+    from bmx.convert_utils import run_model
+    prefixes = _prefixes(manifest)
+    assert None in prefixes and len(prefixes) >= 5
+    x = gen.base_input(batch=2)
+    for upto in prefixes:
+        data = gen.serialize(gen.base_model(upto))
+        engine.validate_model(data)
+        y = engine.Model(data).predict(x)
+        ref = run_model(data, x)
+        # Exact: inputs, weights, scales and shifts are multiples of 1/8 with few bits, so
+        # every sum and product is exact in float32 in any order, and the binary conv's
+        # match counts are integers.
+        np.testing.assert_array_equal(y, ref, err_msg=f"base ops 0-{upto}")
+    # Not a degenerate base: the Sign emits both signs, the logits differ everywhere.
+    logits, values = run_model(gen.serialize(gen.base_model()), x, return_values=True)
+    assert (values[2] > 0).any() and (values[2] < 0).any()
+    assert np.unique(logits).size == logits.size
