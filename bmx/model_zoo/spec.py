@@ -25,7 +25,8 @@ def parse_model_spec(spec):
     name, _, rest = str(spec).partition(":")
     name = name.strip()
     if not name.replace("-", "_").isidentifier():
-        raise ValueError(f"bad model spec {spec!r}: expected NAME or NAME:key=value,...")
+        raise ValueError(f"unknown model {spec!r}: expected a model name or a spec "
+                         f"NAME:key=value,... such as {FLEX_EXAMPLE}")
     kwargs = {}
     if rest.strip():
         try:

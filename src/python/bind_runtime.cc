@@ -12,6 +12,7 @@
 
 #include "bmx/engine.h"
 #include "python/bindings.h"
+#include "runtime/limits.h"
 
 namespace py = pybind11;
 
@@ -41,7 +42,8 @@ py::array_t<float> predict(const Model& m, const py::array& x) {
     throw py::value_error("predict: input must be NCHW (N, " + std::to_string(in_shape[1]) + ", " +
                           std::to_string(in_shape[2]) + ", " + std::to_string(in_shape[3]) + "), got shape " + got);
   }
-  if (x.shape(0) < 1 || x.shape(0) > (1 << 20)) throw py::value_error("predict: batch size must be in [1, 2^20]");
+  if (x.shape(0) < 1 || x.shape(0) > rt::kMaxBatch) throw py::value_error("predict: batch size must be in [1, 2^20]");
+  static_assert(rt::kMaxBatch == std::int64_t{1} << 20, "the message above names the bound");
   if (!(x.flags() & py::array::c_style)) throw py::value_error("predict: input must be C-contiguous");
   const int batch = static_cast<int>(x.shape(0));
   std::vector<py::ssize_t> out_shape = {batch};
@@ -75,7 +77,24 @@ void bind_runtime(py::module_& m) {
       PyErr_SetString(PyExc_ValueError, e.what());
     }
   });
+  // The model format version this reader reads, and the bounds the loader and predict()
+  // enforce (runtime/limits.h), so that Python (the converter's contract checks) uses the
+  // same numbers instead of copies.
   m.attr("FORMAT_VERSION") = kFormatVersion;
+  py::dict limits;
+  limits["max_dim"] = rt::kMaxDim;                // any single dimension or op parameter
+  limits["max_elems"] = rt::kMaxElems;            // elements of one value at batch 1
+  limits["max_total_bytes"] = rt::kMaxTotalBytes; // all values together at batch 1 (4 bytes per element)
+  limits["max_window"] = rt::kMaxWindow;          // kernel, stride, pad, dilation entries
+  limits["max_ops"] = rt::kMaxOps;                // ops of a model
+  limits["max_values"] = rt::kMaxValues;          // values of a model
+  limits["max_op_inputs"] = rt::kMaxOpInputs;     // inputs of one op
+  limits["max_reduction"] = rt::kMaxReduction;    // C_in / groups * KH * KW of a conv
+  limits["max_file_bytes"] = rt::kMaxFileBytes;   // a model file read from a path
+  limits["max_batch"] = rt::kMaxBatch;            // images of one predict() call
+  limits["max_threads"] = rt::kMaxThreads;        // num_threads of a Model
+  // Read-only (types.MappingProxyType): a caller cannot change what it would not change in C++.
+  m.attr("LIMITS") = py::module_::import("types").attr("MappingProxyType")(limits);
 
   py::class_<Model>(m, "Model", "Compiled bmx model (see bmx.engine.Model).")
       .def(py::init(&load), py::arg("data"), py::arg("num_threads") = 1)

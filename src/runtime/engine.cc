@@ -1,4 +1,5 @@
-// bmx::Model: load + plan once, then run the ops over a pre-planned arena.
+// bmx::Model: load + plan once, then run the ops over a pre-planned arena. Each op runs
+// through the registry (registry.h: op_info(type).impl->run), its scratch likewise.
 //
 // Concurrency: predict() borrows an execution Context (arena, scratch, thread pool,
 // profile counters) from a pool, creating one when every context is busy, and returns it
@@ -21,26 +22,20 @@
 #include "bmx/engine.h"
 #include "core/common/threadpool.h"
 #include "runtime/graph.h"
-#include "runtime/ops.h"
+#include "runtime/limits.h"
+#include "runtime/ops/op_util.h"
+#include "runtime/registry.h"
 
 namespace bmx {
 
 using rt::Graph;
 using rt::OpNode;
-using rt::OpType;
 using rt::ValueInfo;
-
-namespace rt {
-const char* profile_kind_name(int k) {
-  static const char* names[kNumKinds] = {"packing", "binary_conv", "float_conv", "bn_threshold",
-                                         "pool", "concat", "other"};
-  return (k >= 0 && k < kNumKinds) ? names[k] : "?";
-}
-}  // namespace rt
 
 namespace {
 
-constexpr std::int64_t kMaxBatch = 1 << 20;
+using rt::kMaxBatch;
+using rt::kMaxThreads;
 
 struct Context {
   int batch = 0;
@@ -53,17 +48,7 @@ struct Context {
   std::int64_t kind_calls[rt::kNumKinds] = {};
 };
 
-int profile_kind(const OpNode& op) {
-  switch (op.type) {
-    case OpType::Conv2D: return rt::kFloatConv;
-    case OpType::BinaryConv2D: return rt::kBinaryConv;
-    case OpType::Sign: return rt::kPacking;
-    case OpType::Affine: return rt::kBnThreshold;
-    case OpType::Pool2D: return rt::kPool;
-    case OpType::Concat: return rt::kConcat;
-    default: return rt::kOther;
-  }
-}
+int profile_kind(const OpNode& op) { return rt::op_info(op.type).profile; }
 
 }  // namespace
 
@@ -93,14 +78,8 @@ struct Model::Impl {
   std::size_t work_bytes(int batch, int nthreads) const {
     std::size_t need = 0;
     for (const OpNode& op : g.ops) {
-      const ValueInfo& x = g.values[op.in[0]];
-      const ValueInfo& y = g.values[op.out];
-      std::size_t b = 0;
-      if (op.type == OpType::Conv2D) b = rt::conv2d_work_floats(op, x, y, batch, nthreads) * sizeof(float);
-      else if (op.type == OpType::BinaryConv2D) b = rt::bconv_work_bytes(op, x, y, batch);
-      else if (op.type == OpType::Dense && x.rank == 4 && x.h * x.w > 1)
-        b = static_cast<std::size_t>(batch) * x.c * x.h * x.w * sizeof(float);
-      need = std::max(need, b);
+      const auto work = rt::op_info(op.type).impl->work_bytes;
+      if (work) need = std::max(need, work(op, g, batch, nthreads));
     }
     return need;
   }
@@ -164,104 +143,25 @@ struct Model::Impl {
   }
 
   // Address of value v in the context's arena.
-  unsigned char* base(Context& c, int v) const {
-    const rt::Placement& p = plan.place[v];
-    return c.arena.data() + plan.storage_offset[p.storage] * static_cast<std::size_t>(c.batch);
-  }
   float* fptr(Context& c, int v) const {
-    return reinterpret_cast<float*>(base(c, v)) + plan.place[v].chan_offset;
+    const rt::Placement& p = plan.place[v];
+    return reinterpret_cast<float*>(c.arena.data() + plan.storage_offset[p.storage] * static_cast<std::size_t>(c.batch)) +
+           p.chan_offset;
   }
-  word_t* wptr(Context& c, int v) const { return reinterpret_cast<word_t*>(base(c, v)); }
   std::int64_t ps(int v) const { return plan.place[v].pixel_stride; }
 
-  void run_op(Context& c, const OpNode& op, bool timed) {
-    const int n = c.batch;
-    ThreadPool* pool = c.pool.get();
-    const ValueInfo& x = g.values[op.in[0]];
-    const ValueInfo& y = g.values[op.out];
-    const std::int64_t pixels = static_cast<std::int64_t>(n) * y.h * y.w;
-    switch (op.type) {
-      case OpType::Conv2D:
-        rt::conv2d_float(op, x, y, n, fptr(c, op.in[0]), ps(op.in[0]), fptr(c, op.out), ps(op.out),
-                         reinterpret_cast<float*>(c.work.data()), c.threads, pool);
-        return;
-      case OpType::BinaryConv2D: {
-        const bool res = op.fused_residual >= 0;
-        const double epi = rt::binary_conv2d(op, x, y, n, wptr(c, op.in[0]), fptr(c, op.out), ps(op.out),
-                                             c.work.data(), pool, timed, res ? fptr(c, op.fused_residual) : nullptr,
-                                             res ? ps(op.fused_residual) : 0);
-        if (timed) {
-          // Report the scale/shift epilogue as BN/threshold work, not binary conv.
-          c.kind_seconds[rt::kBnThreshold] += epi;
-          c.kind_seconds[rt::kBinaryConv] -= epi;
-        }
-        return;
-      }
-      case OpType::Sign:
-        rt::sign_pack(fptr(c, op.in[0]), pixels, x.c, ps(op.in[0]), op.scale.empty() ? nullptr : op.scale.data(),
-                      op.shift.empty() ? nullptr : op.shift.data(), wptr(c, op.out), pool);
-        return;
-      case OpType::Affine:
-        rt::affine(fptr(c, op.in[0]), ps(op.in[0]), fptr(c, op.out), ps(op.out), pixels, x.c, op.scale.data(),
-                   op.shift.data(), op.relu, pool);
-        return;
-      case OpType::Relu:
-        rt::affine(fptr(c, op.in[0]), ps(op.in[0]), fptr(c, op.out), ps(op.out), pixels, x.c, nullptr, nullptr,
-                   true, pool);
-        return;
-      case OpType::Pool2D:
-        rt::pool2d(op, x, y, n, fptr(c, op.in[0]), ps(op.in[0]), fptr(c, op.out), ps(op.out), pool);
-        return;
-      case OpType::Concat: {
-        std::int64_t off = 0;
-        float* out = fptr(c, op.out);
-        for (int v : op.in) {
-          const float* src = fptr(c, v);
-          // Inputs placed in their slice by the planner are already there.
-          if (src != out + off || ps(v) != ps(op.out)) {
-            rt::copy_channels(src, ps(v), out + off, ps(op.out), pixels, g.values[v].c, pool);
-          }
-          off += g.values[v].c;
-        }
-        return;
-      }
-      case OpType::Add:
-        if (op.fused_away) return;  // done in the preceding binary conv's epilogue
-        rt::add(fptr(c, op.in[0]), ps(op.in[0]), fptr(c, op.in[1]), ps(op.in[1]), fptr(c, op.out), ps(op.out),
-                pixels, y.c, pool);
-        return;
-      case OpType::AddToLastChannels:
-        rt::add_to_last_channels(fptr(c, op.in[0]), ps(op.in[0]), x.c, fptr(c, op.in[1]), ps(op.in[1]),
-                                 g.values[op.in[1]].c, fptr(c, op.out), ps(op.out), pixels, pool);
-        return;
-      case OpType::ChannelShuffle:
-        rt::channel_shuffle(fptr(c, op.in[0]), ps(op.in[0]), fptr(c, op.out), ps(op.out), pixels, x.c, op.groups,
-                            pool);
-        return;
-      case OpType::Dense: {
-        const float* in = fptr(c, op.in[0]);
-        const std::int64_t f = x.c * x.h * x.w;
-        std::int64_t ld = ps(op.in[0]) * x.h * x.w;  // row of one sample
-        if (x.h * x.w > 1 && ps(op.in[0]) != x.c) {
-          float* tmp = reinterpret_cast<float*>(c.work.data());
-          rt::copy_channels(in, ps(op.in[0]), tmp, x.c, static_cast<std::int64_t>(n) * x.h * x.w, x.c, pool);
-          in = tmp;
-          ld = f;
-        }
-        rt::dense(in, ld, n, f, op.w.data(), op.b.data(), op.out_c, fptr(c, op.out), pool);
-        return;
-      }
-      case OpType::Flatten: {
-        // NCHW flatten order from NHWC storage.
-        const float* in = fptr(c, op.in[0]);
-        float* out = fptr(c, op.out);
-        const std::int64_t hw = x.h * x.w, s = ps(op.in[0]), f = x.c * hw;
-        for (std::int64_t b = 0; b < n; ++b)
-          for (std::int64_t ch = 0; ch < x.c; ++ch)
-            for (std::int64_t p = 0; p < hw; ++p) out[b * f + ch * hw + p] = in[(b * hw + p) * s + ch];
-        return;
-      }
-    }
+  rt::RunContext run_context(Context& c, bool timed) const {
+    rt::RunContext r;
+    r.g = &g;
+    r.plan = &plan;
+    r.batch = c.batch;
+    r.threads = c.threads;
+    r.pool = c.pool.get();
+    r.arena = c.arena.data();
+    r.work = c.work.data();
+    r.timed = timed;
+    r.kind_seconds = c.kind_seconds;
+    return r;
   }
 
   // Images per pass through the graph. The graph runs op by op over a whole pass, so a
@@ -305,11 +205,12 @@ struct Model::Impl {
       throw InputError("input contains NaN or Inf (first at flat index " + std::to_string(flat_offset + bad) + ")");
     }
     using clock = std::chrono::steady_clock;
+    const rt::RunContext rc = run_context(*ctx, prof);
     for (std::size_t k = 0; k < g.ops.size(); ++k) {
       const OpNode& op = g.ops[k];
       const auto t0 = prof ? clock::now() : clock::time_point{};
       try {
-        run_op(*ctx, op, prof);
+        rt::op_info(op.type).impl->run(rc, op);
       } catch (const Error&) {
         throw;
       } catch (const std::exception& e) {
@@ -347,7 +248,7 @@ std::vector<unsigned char> read_file(const std::string& path) {
   f.seekg(0, std::ios::end);
   const std::streamoff n = f.tellg();
   if (n < 0) throw Error("cannot read model file '" + path + "'");
-  if (n > (std::streamoff{1} << 31)) throw Error("model file '" + path + "' is too large");
+  if (n > static_cast<std::streamoff>(rt::kMaxFileBytes)) throw Error("model file '" + path + "' is too large");
   f.seekg(0, std::ios::beg);
   std::vector<unsigned char> buf(static_cast<std::size_t>(n));
   if (n > 0 && !f.read(reinterpret_cast<char*>(buf.data()), n)) {
@@ -358,12 +259,10 @@ std::vector<unsigned char> read_file(const std::string& path) {
 
 std::unique_ptr<Model::Impl> make_impl(const void* data, std::size_t size, int num_threads) {
   if (num_threads < 1) throw Error("num_threads must be >= 1, got " + std::to_string(num_threads));
-  if (num_threads > 1024) throw Error("num_threads " + std::to_string(num_threads) + " is too large");
+  if (num_threads > kMaxThreads) throw Error("num_threads " + std::to_string(num_threads) + " is too large");
   auto impl = std::make_unique<Model::Impl>();
   impl->g = rt::load_graph(data, size, /*prepare=*/true);
   impl->plan = rt::make_plan(impl->g);
-  for (OpNode& op : impl->g.ops)
-    if (op.type == OpType::BinaryConv2D) rt::prepare_binary_conv(op, impl->g.values[op.in[0]]);
   rt::fuse_residual_adds(impl->g, impl->plan);
   impl->threads = num_threads;
   return impl;
@@ -420,7 +319,7 @@ std::vector<float> Model::std() const { return impl_->g.std; }
 
 void Model::set_num_threads(int n) {
   if (n < 1) throw Error("num_threads must be >= 1, got " + std::to_string(n));
-  if (n > 1024) throw Error("num_threads " + std::to_string(n) + " is too large");
+  if (n > kMaxThreads) throw Error("num_threads " + std::to_string(n) + " is too large");
   impl_->threads = n;
 }
 int Model::num_threads() const { return impl_->threads; }

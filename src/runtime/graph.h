@@ -1,4 +1,5 @@
-// The runtime's own graph: what the loader (loader.cc) builds from a verified model file.
+// The runtime's own graph: what the loader (loader.cc) builds from a verified model file
+// (each op's fields are filled by its load function in ops/<op>.cc, see registry.h).
 // After loading nothing refers to the file buffer. Shapes are logical at batch 1; inside
 // the engine Float values are stored NHWC (4-D) or [N, F] (2-D) and Bits values as
 // [N, H, W, words_for_bits(C)] packed words.
@@ -14,6 +15,7 @@
 
 #include "bmx/convention.h"
 #include "bmx/engine.h"
+#include "runtime/op_list.h"
 
 namespace bmx::rt {
 
@@ -57,11 +59,18 @@ class AlignedBuffer {
   std::size_t n_ = 0;
 };
 
+// One enumerator per row of op_list.h, in its order.
 enum class OpType {
-  Conv2D, BinaryConv2D, Sign, Affine, Relu, Pool2D, Concat, Add, AddToLastChannels,
-  ChannelShuffle, Dense, Flatten
+#define BMX_OP_ENUM(Name, kind, in_place) Name,
+  BMX_OP_LIST(BMX_OP_ENUM)
+#undef BMX_OP_ENUM
 };
-const char* op_type_name(OpType t);
+constexpr int kNumOpTypes = 0
+#define BMX_OP_COUNT(Name, kind, in_place) +1
+    BMX_OP_LIST(BMX_OP_COUNT)
+#undef BMX_OP_COUNT
+    ;
+const char* op_type_name(OpType t);  // the row's Name; "?" for a value outside the list
 
 // Profile categories (engine.h ProfileEntry::kind), in report order.
 enum ProfileKind { kPacking, kBinaryConv, kFloatConv, kBnThreshold, kPool, kConcat, kOther, kNumKinds };

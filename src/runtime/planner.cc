@@ -3,14 +3,15 @@
 //  * Concat in place: an input produced by an op of this graph is written directly into
 //    its channel slice of the concat output (NHWC pixel stride = output channels), so
 //    BinaryDenseNet's growing concatenations cost nothing.
-//  * In-place element-wise ops (AddToLastChannels, Add, Affine, Relu) overwrite their
-//    input when nothing reads it (or any value sharing its memory) afterwards.
+//  * In-place element-wise ops (InPlace in op_list.h: AddToLastChannels, Add, Affine, Relu)
+//    overwrite their input when nothing reads it (or any value sharing its memory) afterwards.
 //  * Storages (roots of those alias trees) get arena offsets by greedy first-fit over
 //    their live intervals; all sizes scale linearly with the batch size, so the plan is
 //    made at batch 1 and scaled.
 #include <algorithm>
 
 #include "runtime/graph.h"
+#include "runtime/registry.h"
 
 namespace bmx::rt {
 
@@ -34,9 +35,8 @@ struct Forest {
   }
 };
 
-bool elementwise_in_place_ok(OpType t) {
-  return t == OpType::AddToLastChannels || t == OpType::Add || t == OpType::Affine || t == OpType::Relu;
-}
+// The registry's InPlace column (op_list.h): AddToLastChannels, Add, Affine, Relu.
+bool elementwise_in_place_ok(OpType t) { return op_info(t).in_place; }
 
 }  // namespace
 

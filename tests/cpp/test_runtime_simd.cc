@@ -10,7 +10,8 @@
 
 #include "core/common/cpu.h"
 #include "core/common/threadpool.h"
-#include "runtime/ops.h"
+#include "core/signpack/kernels.h"
+#include "core/signpack/signpack.h"
 
 namespace {
 
@@ -47,22 +48,22 @@ TEST(RuntimeSimd, SignPackFormsEqualPortable) {
       const float* sc = with_scale ? scale.data() : nullptr;
       const float* sh = with_scale ? shift.data() : nullptr;
       std::vector<word_t> want(static_cast<std::size_t>(pixels * words), 7);
-      bmx::rt::sign_pack_portable(x.data(), pixels, c, in_ps, sc, sh, want.data());
+      bmx::kernels::sign_pack__scalar(x.data(), pixels, c, in_ps, sc, sh, want.data());
       for (int threads : {1, 2}) {
         bmx::ThreadPool pool(threads);
         std::vector<word_t> got(want.size(), 7);
-        bmx::rt::sign_pack(x.data(), pixels, c, in_ps, sc, sh, got.data(), threads > 1 ? &pool : nullptr);
+        bmx::sign_pack(x.data(), pixels, c, in_ps, sc, sh, got.data(), threads > 1 ? &pool : nullptr);
         ASSERT_EQ(got, want) << "dispatcher C=" << c << " scale=" << with_scale << " seed=" << seed;
       }
 #if defined(BMX_ARCH_X86)
       if (with_scale && bmx::cpu_features().avx512f) {
         std::vector<word_t> got(want.size(), 7);
-        bmx::rt::sign_pack_avx512(x.data(), pixels, c, in_ps, sc, sh, got.data());
+        bmx::kernels::sign_pack__avx512(x.data(), pixels, c, in_ps, sc, sh, got.data());
         ASSERT_EQ(got, want) << "avx512 C=" << c << " seed=" << seed;
       }
       if (with_scale && bmx::cpu_features().avx2) {
         std::vector<word_t> got(want.size(), 7);
-        bmx::rt::sign_pack_avx2(x.data(), pixels, c, in_ps, sc, sh, got.data());
+        bmx::kernels::sign_pack__avx2(x.data(), pixels, c, in_ps, sc, sh, got.data());
         ASSERT_EQ(got, want) << "avx2 C=" << c << " seed=" << seed;
       }
 #endif

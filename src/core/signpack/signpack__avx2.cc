@@ -1,22 +1,22 @@
 // Fused BatchNorm + sign + bit-packing with AVX2: 8 channels per compare, movemask gives
 // their 8 bits directly (bit = 1 iff scale*x + shift < 0, NaN -> 0; bmx/convention.h).
-// Separate multiply and add (no FMA) so the result equals sign_pack_portable bit for bit.
+// Separate multiply and add (no FMA) so the result equals sign_pack__scalar bit for bit.
 #include <immintrin.h>
 
 #include <algorithm>
 
-#include "runtime/ops.h"
+#include "core/signpack/kernels.h"
 
 // The file is compiled with -mfma: without this GCC contracts the multiply and add below
 // into an FMA (one rounding), and a value exactly at a BatchNorm threshold then packs
-// differently from sign_pack_portable.
+// differently from sign_pack__scalar.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("fp-contract=off")
 #endif
 
-namespace bmx::rt {
+namespace bmx::kernels {
 
-void sign_pack_avx2(const float* in, std::int64_t pixels, std::int64_t c, std::int64_t in_ps,
+void sign_pack__avx2(const float* in, std::int64_t pixels, std::int64_t c, std::int64_t in_ps,
                     const float* scale, const float* shift, word_t* out) {
   const std::int64_t words = words_for_bits(c);
   const __m256 zero = _mm256_setzero_ps();
@@ -42,4 +42,4 @@ void sign_pack_avx2(const float* in, std::int64_t pixels, std::int64_t c, std::i
   }
 }
 
-}  // namespace bmx::rt
+}  // namespace bmx::kernels

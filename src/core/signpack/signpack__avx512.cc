@@ -2,18 +2,18 @@
 // register is the 16 bits directly (bit = 1 iff scale*x + shift < 0, NaN -> 0;
 // bmx/convention.h); a full word is four compares, a partial last word uses masked loads.
 // Multiply and add with explicit rounding (never contracted into an FMA), so the result
-// equals sign_pack_portable bit for bit.
+// equals sign_pack__scalar bit for bit.
 #include <immintrin.h>
 
 #include <algorithm>
 
-#include "runtime/ops.h"
+#include "core/signpack/kernels.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 AVX-512 header false positive
 #endif
 
-namespace bmx::rt {
+namespace bmx::kernels {
 
 namespace {
 constexpr int kRound = _MM_FROUND_CUR_DIRECTION;
@@ -25,7 +25,7 @@ inline std::uint64_t bits16(const float* scale, const float* x, const float* shi
 }
 }  // namespace
 
-void sign_pack_avx512(const float* in, std::int64_t pixels, std::int64_t c, std::int64_t in_ps,
+void sign_pack__avx512(const float* in, std::int64_t pixels, std::int64_t c, std::int64_t in_ps,
                       const float* scale, const float* shift, word_t* out) {
   const std::int64_t words = words_for_bits(c);
   const std::int64_t full = c / kWordBits;
@@ -56,4 +56,4 @@ void sign_pack_avx512(const float* in, std::int64_t pixels, std::int64_t c, std:
   }
 }
 
-}  // namespace bmx::rt
+}  // namespace bmx::kernels
