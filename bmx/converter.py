@@ -28,7 +28,7 @@ __all__ = ["FORMAT_VERSION", "FILE_IDENTIFIER", "ConversionError", "convert",
            "convert_symbol", "float_size_bytes", "main"]
 
 #: format version written into every file (``Model.version``); bump on incompatible change
-FORMAT_VERSION = 1
+from ._engine import FORMAT_VERSION, LIMITS  # defined once, in the C++ loader
 #: FlatBuffers file identifier (bytes 4..8 of every file)
 FILE_IDENTIFIER = b"BMX1"
 #: byte alignment of weight vectors inside the file (uint64 words, SIMD loads)
@@ -77,7 +77,7 @@ class _Graph:
     """The symbol graph as plain json nodes plus parameter values and inferred shapes."""
 
     def __init__(self, sym, params, input_shape, blocks=None):
-        import mxnet as mx
+        from ._mxnet import mx
         self.sym = sym
         self.json = json.loads(sym.tojson())
         self.nodes = self.json["nodes"]
@@ -142,7 +142,7 @@ class _Graph:
         ``feeds`` maps ``(nid, idx)`` of every external input to a numpy array; ``out`` is
         the ``(nid, idx)`` to return. Used to check what a quantizer subgraph computes.
         """
-        import mxnet as mx
+        from ._mxnet import mx
         new_nodes, remap, args = [], {}, {}
         for k, (key, val) in enumerate(feeds.items()):
             remap[key] = len(new_nodes)
@@ -174,7 +174,7 @@ class _Graph:
 
 
 def _net_graph(net, input_shape):
-    import mxnet as mx
+    from ._mxnet import mx
     from mxnet.gluon import HybridBlock
     from mxnet.gluon.parameter import DeferredInitializationError
     if not isinstance(net, HybridBlock):
@@ -263,7 +263,7 @@ def _check_symbol_json(path):
 
 
 def _symbol_graph(symbol_file, params_file, input_shape):
-    import mxnet as mx
+    from ._mxnet import mx
     for f in (symbol_file, params_file):
         if not os.path.isfile(f):
             raise ConversionError(f"file not found: {f}")
@@ -1256,10 +1256,10 @@ def _finish(g, input_shape, path, producer, mean, std):
 
 #: limits of the reader contract (src/schema/bmx_model.fbs), checked here so that the
 #: converter fails with a clear message instead of writing a file the engine rejects
-MAX_VALUES_OPS = 16384
-MAX_DIM = 1 << 20
-MAX_ELEMS = 1 << 28
-MAX_WINDOW = 4096
+MAX_VALUES_OPS = min(LIMITS["max_ops"], LIMITS["max_values"])
+MAX_DIM = LIMITS["max_dim"]
+MAX_ELEMS = LIMITS["max_elems"]
+MAX_WINDOW = LIMITS["max_window"]
 
 
 def _check_contract(ir, input_shape, mean, std):
@@ -1271,7 +1271,7 @@ def _check_contract(ir, input_shape, mean, std):
         dims = op.shape[1:]
         if any(d < 1 or d > MAX_DIM for d in dims) or int(np.prod(dims)) > MAX_ELEMS:
             raise ConversionError(f"{op.name!r}: value shape {(1,) + tuple(dims)} exceeds the "
-                                  f"format's limits (dimensions <= 2^20, <= 2^28 elements)")
+                                  f"format's limits (dimensions <= {MAX_DIM}, <= {MAX_ELEMS} elements)")
         for key in ("kernel", "stride", "dilation", "pad"):
             v = op.attrs.get(key)
             if v is not None and any(int(d) > MAX_WINDOW for d in v):
@@ -1486,7 +1486,7 @@ def _run(argv):
 def _param_mismatch(net, path):
     """Say how the arrays of ``path`` differ from ``net``'s parameters (the first shape that
     differs, with the option that sets it), or None when that is not the problem."""
-    import mxnet as mx
+    from ._mxnet import mx
     try:
         saved = mx.nd.load(path)
     except Exception:  # noqa: BLE001 - not a params file: let the caller report MXNet's line

@@ -282,7 +282,7 @@ import stat as _stat
 __all__ += ["Model", "ModelError", "validate_model", "FORMAT_VERSION"]
 
 #: most threads one Model may use per predict() call (bmx::Model::set_num_threads)
-MAX_THREADS = 1024
+MAX_THREADS = _engine.LIMITS["max_threads"]  # the C++ loader's bound
 #: model file format version this engine reads (``Model.version`` in the schema)
 FORMAT_VERSION = _engine.FORMAT_VERSION
 #: raised for a bad, corrupted or unsupported model file (a ValueError subclass)
