@@ -553,7 +553,7 @@ def _default_stem(model_spec, image_shape):
 
 def train(args, hooks=None):
     """Train as described by ``args`` (see :func:`build_parser`); returns the summary dict."""
-    import mxnet as mx
+    from ._mxnet import mx
     from mxnet import autograd, gluon, nd
 
     from . import optim  # noqa: F401 - registers 'radam' with MXNet

@@ -14,6 +14,7 @@ same graph with ``nn.Conv2D`` and no sign), ``pretrained=False`` (a path loads l
 parameters; True loads ``$MXNET_HOME/models/<name>.params`` or raises; nothing is
 downloaded).
 """
+from .._mxnet import mx as _mx  # noqa: F401 - names `pip install bmx[train]` if MXNet is missing
 from .binary_densenet import (BinaryDenseNet, DenseLayer, DenseNetBase, Transition,
                               binarydensenet28, binarydensenet37, binarydensenet37_dilated, binarydensenet45,
                               binarydensenet_flex, binarydensenet_spec, get_binarydensenet,

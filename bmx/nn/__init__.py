@@ -1,4 +1,5 @@
 """bmx.nn: Gluon binary layers with BMXNet-v2 semantics (Bethge et al., BMXNet 2, 2019)."""
+from .._mxnet import mx as _mx  # noqa: F401 - names `pip install bmx[train]` if MXNet is missing
 from .config import BinaryLayerConfig, binary_layer_config, set_binary_layer_config
 from .layers import (BinaryConvolution, QActivation, QConv2D, QDense, activated_conv,
                      set_binary_wd_mult)
