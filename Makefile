@@ -55,6 +55,12 @@ test-tsan: env
 fuzz: env
 	@bash scripts/fuzz.sh
 
+# The documentation site (MkDocs + mkdocstrings, numpydoc docstrings) into site/;
+# warnings are errors.
+.PHONY: docs
+docs: env
+	$(VENV)/bin/mkdocs build --strict
+
 demo: build
 	$(PY) -m bmx.demo
 

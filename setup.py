@@ -1,13 +1,14 @@
 """bmx: binary neural networks in MXNet Gluon with a fast C++ xnor-popcount engine.
 
 The compiled module ``bmx._engine`` is built by CMake (pybind11); see CMakeLists.txt.
+The package metadata is in pyproject.toml (PEP 517/621).
 """
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from setuptools import Extension, find_packages, setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = Path(__file__).resolve().parent
@@ -40,36 +41,23 @@ class CMakeBuild(build_ext):
         extra = os.environ.get("BMX_CMAKE_ARGS")
         if extra:
             args += extra.split()
-        gen = ["-G", "Ninja"] if _has_ninja() else []
+        # Name the ninja of this build every time: an isolated build (pip wheel .) runs one
+        # from a temporary environment, and a cached path to it breaks the next build here.
+        gen = ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={_has_ninja()}"] if _has_ninja() else []
         subprocess.check_call(["cmake", "-S", str(ROOT), "-B", str(build_dir)] + gen + args)
         jobs = str(os.cpu_count() or 2)
         subprocess.check_call(["cmake", "--build", str(build_dir), "--target", "_engine", "-j", jobs])
 
 
 def _has_ninja():
+    """Path of the ninja on PATH, or None."""
     from shutil import which
-    return which("ninja") is not None
+    return which("ninja")
 
 
+# Metadata, dependencies, extras and console scripts are in pyproject.toml; this file
+# only adds the CMake-built extension.
 setup(
-    name="bmx",
-    version="0.1.0",
-    description="Binary neural networks in MXNet Gluon with a fast xnor-popcount C++ engine",
-    long_description=(ROOT / "README.md").read_text() if (ROOT / "README.md").exists() else "",
-    long_description_content_type="text/markdown",
-    packages=find_packages(include=["bmx", "bmx.*"]),
     ext_modules=[CMakeExtension("bmx._engine")],
     cmdclass={"build_ext": CMakeBuild},
-    python_requires=">=3.9",
-    install_requires=["mxnet==1.9.1", "numpy==1.23.5", "tqdm", "flatbuffers"],
-    entry_points={
-        "console_scripts": [
-            "bmx-convert=bmx.converter:main",
-            "bmx-bench=bmx.bench:main",
-            "bmx-train=bmx.train:main",
-            "bmx-launch=bmx.launch:main",
-            "bmx-eval=bmx.evaluate:main",
-        ]
-    },
-    zip_safe=False,
 )

@@ -22,6 +22,7 @@ import numpy as np
 os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")  # quiet the probe evaluations
 
 from . import __version__
+from ._mxnet import MXNetMissingError
 from .convention import pack_bits
 
 __all__ = ["FORMAT_VERSION", "FILE_IDENTIFIER", "ConversionError", "convert",
@@ -1604,7 +1605,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     try:
         return _run(argv)
-    except (_UsageError, ConversionError, OSError) as e:
+    except (_UsageError, ConversionError, OSError, MXNetMissingError) as e:
         print(f"bmx-convert: error: {_first_line(e)}", file=sys.stderr)
         return 2
     except Exception as e:  # e.g. MXNetError from a model that cannot run this input

@@ -17,7 +17,7 @@ parameters or has no children; layers are recognised by their class
 (``nn.Conv2D`` / :class:`bmx.nn.QConv2D`, ``nn.Dense`` / :class:`bmx.nn.QDense`), never by
 their names. Counts are per sample (independent of the batch size of ``input_shape``).
 """
-import mxnet as mx
+from ._mxnet import mx
 import numpy as np
 from mxnet.gluon import nn
 

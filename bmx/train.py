@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 
+from ._mxnet import MXNetMissingError
 from .converter import _first_line  # one exception-to-message rule for the CLIs
 
 __all__ = ["main", "run", "build_parser", "parse_args", "build_model", "UsageError",
@@ -506,7 +507,7 @@ def run(argv=None, hooks=None):
     try:
         args = parse_args(argv)
         summary = train(args, hooks)
-    except (UsageError, DataError) as e:
+    except (UsageError, DataError, MXNetMissingError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB_PKGS=(libopenblas-dev libflatbuffers-dev flatbuffers-compiler libgtest-dev dataset-fashion-mnist)
+DEB_PKGS=(libopenblas-dev libflatbuffers-dev flatbuffers-compiler libgtest-dev dataset-fashion-mnist graphviz)
 missing=()
 for p in "${DEB_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -18,7 +18,7 @@ fi
 
 PY=${PYTHON:-python3}
 stamp=.venv/.bmx-env-stamp
-key=$(cat requirements.txt setup.py | sha256sum | cut -c1-16)
+key=$(cat requirements.txt setup.py pyproject.toml | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$key" ]; then
   exit 0
 fi

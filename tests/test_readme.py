@@ -18,6 +18,8 @@ BIN = os.path.dirname(sys.executable)
 NOT_RUN = {
     "make demo": "tests/test_demo.py::test_demo_default runs the same module (python -m bmx.demo)",
     "make test": "the suite itself: CI runs exactly this (.ci/run)",
+    "pip install .": "tests/test_packaging.py installs the wheel into a fresh venv without MXNet",
+    "pip install '.[train]'": "make env installs the same pins (requirements.txt) and the package",
 }
 
 
