@@ -79,13 +79,8 @@ def binarydensenet37_shapes(image=224):
 # ---------------------------------------------------------------------------------------
 # command line: bad input is one line on stderr and exit code 2
 
-class UsageError(Exception):
-    """Bad command-line input (reported as ``bmx-bench: error: ...``, exit code 2)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(message)
+from ._cli import ArgumentParser as _Parser  # noqa: E402
+from ._cli import UsageError  # noqa: E402
 
 
 def _int_at_least(lo):

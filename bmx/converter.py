@@ -10,7 +10,6 @@ BatchNorm where it is exact and writes the FlatBuffers file of ``src/schema/bmx_
 Anything it does not understand fails with a :class:`ConversionError` (a ValueError)
 naming the layer or operator.
 """
-import argparse
 import ast
 import json
 import os
@@ -22,6 +21,10 @@ import numpy as np
 os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")  # quiet the probe evaluations
 
 from . import __version__
+from ._cli import ArgumentParser as _Parser
+from ._cli import UsageError as _UsageError
+from ._cli import first_line as _first_line
+from ._cli import write_bytes_atomic as _write_atomic
 from ._mxnet import MXNetMissingError
 from .convention import pack_bits
 
@@ -62,16 +65,6 @@ def _parse_attr(v):
 def _node_attrs(node):
     raw = node.get("attrs") or node.get("attr") or node.get("param") or {}
     return {k: _parse_attr(v) for k, v in raw.items() if not k.startswith("__")}
-
-
-def _first_line(e):
-    """The informative line of an exception (MXNet errors start with a C++ traceback)."""
-    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    for ln in lines:
-        if ln.startswith("MXNetError:"):
-            return ln[len("MXNetError:"):].strip()
-    lines = [ln for ln in lines if not ln.startswith(("Traceback", "File ", "[bt]", "Stack trace"))]
-    return lines[0] if lines else type(e).__name__
 
 
 class _Graph:
@@ -1196,36 +1189,6 @@ def _serialize(ir, num_classes, producer, mean, std):
     return bytes(b.Output())
 
 
-def _write_atomic(path, data):
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(d):  # else the error would name the temp file
-        raise FileNotFoundError(2, "output directory does not exist", d)
-    # Not tempfile.mkstemp: its mode 0600 would survive the rename. O_EXCL with 0666 gives
-    # what a plain open() gives (the umask applies).
-    for _ in range(100):
-        tmp = os.path.join(d, f".{os.urandom(4).hex()}.bmx.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            break
-        except FileExistsError:
-            continue
-    else:
-        raise FileExistsError(f"cannot create a temporary file in {d}")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 # ----------------------------------------------------------------------------------------
 # Public API
 # ----------------------------------------------------------------------------------------
@@ -1367,15 +1330,6 @@ def float_size_bytes(params):
 # ----------------------------------------------------------------------------------------
 # CLI
 # ----------------------------------------------------------------------------------------
-
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise _UsageError(message)
-
 
 def _parse_shape(s):
     try:

@@ -15,7 +15,6 @@ Example
 -------
     bmx-eval examples/fashion_mnist/model.bmx --dataset fashion-mnist --out eval-out
 """
-import argparse
 import json
 import os
 import sys
@@ -25,13 +24,9 @@ import numpy as np
 PROG = "bmx-eval"
 
 
-class UsageError(Exception):
-    """Bad command-line input: one line on stderr, exit code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(message)
+from ._cli import ArgumentParser as _Parser  # noqa: E402
+from ._cli import UsageError  # noqa: E402
+from ._cli import first_line as _first_line  # noqa: E402
 
 
 def build_parser():
@@ -162,7 +157,6 @@ def evaluate(args):
 
 def main(argv=None):
     """Entry point of ``bmx-eval``: 0, or 2 with one line on stderr for bad input."""
-    from .converter import _first_line
     from .data import DataError
     try:
         args = build_parser().parse_args(argv)

@@ -7,7 +7,6 @@ graph (``--dot FILE``, ``--svg FILE``). The file is validated by the C++ loader 
 (:func:`bmx.engine.validate_model`), then decoded by :func:`bmx.convert_utils.read_model`;
 neither needs MXNet.
 """
-import argparse
 import errno
 import os
 import shutil
@@ -307,13 +306,8 @@ def write_svg(dot_source, path, dot_exe=None):
         raise RuntimeError(f"dot -Tsvg failed ({r.returncode}): {r.stderr.decode(errors='replace').strip()}")
 
 
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise _UsageError(message)
+from ._cli import ArgumentParser as _Parser  # noqa: E402
+from ._cli import UsageError as _UsageError  # noqa: E402
 
 
 def _parser():

@@ -27,22 +27,18 @@ import time
 import numpy as np
 
 from ._mxnet import MXNetMissingError
-from .converter import _first_line  # one exception-to-message rule for the CLIs
+from ._cli import ArgumentParser as _Parser
+from ._cli import UsageError  # noqa: F401 - part of this module's API
+from ._cli import atomic_write as _atomic_write
+from ._cli import first_line as _first_line
+from ._cli import read_json as _read_json
+from ._cli import write_json as _write_json
 
 __all__ = ["main", "run", "build_parser", "parse_args", "build_model", "UsageError",
            "lr_at"]
 
 PROG = "bmx-train"
 CHECKPOINT = "checkpoint.json"
-
-
-class UsageError(Exception):
-    """Bad command-line input: reported as one line on stderr, exit code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(message)
 
 
 def _positive_int(s):
@@ -351,34 +347,6 @@ def lr_at(step, steps_per_epoch, args):
 
 
 # --------------------------------------------------------------------------- files
-def _new_temp(d, base):
-    """Create an empty temp file next to the target, mode 0666 minus the umask (what a plain
-    open() gives: tempfile.mkstemp's 0600 would survive the rename)."""
-    for _ in range(100):
-        tmp = os.path.join(d, f".tmp-{os.urandom(4).hex()}-{base}")
-        try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"cannot create a temporary file in {d}")
-
-
-def _atomic_write(path, write_fn, binary=True):
-    """Write ``path`` through ``write_fn(tmp_path)`` and ``os.replace`` (atomic on POSIX)."""
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = _new_temp(d, os.path.basename(path))
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _export_atomic(net, out):
     """``net.export`` to ``out/model-symbol.json`` + ``model-0000.params`` through a temp
     directory and renames: a failure leaves the previous export intact (params renamed
@@ -392,14 +360,6 @@ def _export_atomic(net, out):
             os.replace(os.path.join(tmpdir, name), os.path.join(out, name))
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
-
-
-def _write_json(path, obj):
-    def w(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
-            f.write("\n")
-    _atomic_write(path, w)
 
 
 def _init_from(net, path, ctxs):
@@ -419,25 +379,6 @@ def _init_from(net, path, ctxs):
             raise UsageError(f"--init-from {path}: {sname} has shape {arr.shape}, the model's "
                              f"{name} {p.shape} (not the same structure)")
         p.set_data(arr.as_in_context(ctxs[0]))
-
-
-def _read_json(path):
-    """The JSON object in ``path``, or None when it is missing or unreadable."""
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 _RESUME_MUST_MATCH = ("model", "float_twin", "scaling", "init_from", "dataset", "image_size",
