@@ -39,7 +39,6 @@ def test_import_bmx_and_engine_do_not_load_mxnet():
     ("bmx.nn", "import bmx.nn"),
     ("bmx.model_zoo", "import bmx\nbmx.get_model('resnete18')"),
     ("bmx.convert", "import bmx\nbmx.convert(symbol_file='x-symbol.json', params_file='x.params', input_shape=(1, 3, 8, 8))"),
-    ("bmx-train", "from bmx.train import main\nmain(['--dataset', 'digits', '--epochs', '1'])"),
 ])
 def test_training_api_without_mxnet_names_the_extra(what, code):
     r = _no_mxnet(code)
@@ -47,6 +46,20 @@ def test_training_api_without_mxnet_names_the_extra(what, code):
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("bmx._mxnet.MXNetMissingError:"), r.stderr[-2000:]
     assert "pip install 'bmx[train]'" in last
+
+
+@pytest.mark.parametrize("prog,code", [
+    ("bmx-train", "from bmx.train import main\nsys.exit(main(['--dataset', 'digits', '--epochs', '1']))"),
+    ("bmx-convert", "from bmx.converter import main\nsys.exit(main(['resnete18', '-o', 'x.bmx']))"),
+])
+def test_clis_without_mxnet_say_so_in_one_line(prog, code, tmp_path):
+    """The CLIs report a missing MXNet like any bad input: one line, exit code 2."""
+    r = _run([sys.executable, "-c", "import sys; sys.modules['mxnet'] = None\n" + code],
+             cwd=tmp_path)
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: ")
+    assert "pip install 'bmx[train]'" in lines[0] and "Traceback" not in r.stderr
 
 
 def _wheel_metadata(whl):
