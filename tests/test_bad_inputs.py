@@ -1,4 +1,4 @@
-"""Hostile and mistaken inputs at every entry point (issue 8): each gets a clear error,
+"""Hostile and mistaken inputs at every entry point: each gets a clear error,
 never a crash, a hang or silent garbage.
 
 Entry points and the contract checked here:
