@@ -70,7 +70,7 @@ def _temp_debris(save_dir):
 # SIGKILL itself half-way through writing the named file of the second checkpoint.
 DRIVER = textwrap.dedent("""
     import os, signal, sys, time
-    from bmx import train
+    from bmx import _cli, train
     marker, kill_in_write, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
 
     def on_batch(epoch, i):
@@ -80,7 +80,7 @@ DRIVER = textwrap.dedent("""
             time.sleep(0.5)
 
     if kill_in_write != "-":
-        real = train._atomic_write
+        real = _cli.atomic_write  # the one atomic write (checkpoint files and JSON)
         seen = {}
 
         def atomic_write(path, write_fn, *a, **kw):
@@ -98,7 +98,7 @@ DRIVER = textwrap.dedent("""
                     os.kill(os.getpid(), signal.SIGKILL)
                 return real(path, dying, *a, **kw)
             return real(path, write_fn, *a, **kw)
-        train._atomic_write = atomic_write
+        train._atomic_write = _cli.atomic_write = atomic_write
 
     sys.exit(train.run(argv, hooks=train._Hooks(on_batch=on_batch)))
 """)
@@ -288,16 +288,18 @@ class _HalfWriter:
 
 
 def test_convert_write_failure_keeps_old_model(tmp_path, small_net, monkeypatch):
-    from bmx import converter, engine
+    from bmx import _cli, engine
     path = tmp_path / "model.bmx"
     old = bmx.convert(small_net, input_shape=(1, 3, 16, 16), path=path)
     assert path.read_bytes() == old
     listing = sorted(os.listdir(tmp_path))
-    real_fdopen = os.fdopen
-    monkeypatch.setattr(converter.os, "fdopen", lambda *a, **k: _HalfWriter(real_fdopen(*a, **k)))
+    real_open = open
+    # the files of the one atomic write (bmx._cli) fill the disk half-way
+    monkeypatch.setattr(_cli, "open", lambda *a, **k: _HalfWriter(real_open(*a, **k)),
+                        raising=False)
     with pytest.raises(OSError, match="No space left"):
         bmx.convert(small_net, input_shape=(1, 3, 8, 8), path=path)
-    monkeypatch.setattr(converter.os, "fdopen", real_fdopen)
+    monkeypatch.delattr(_cli, "open")
     assert path.read_bytes() == old
     assert sorted(os.listdir(tmp_path)) == listing
     assert engine.Model(str(path)).input_shape == (1, 3, 16, 16)
