@@ -1,6 +1,7 @@
 """bmx-bench models: output format and behaviour on tiny inputs (never asserts timings)."""
 import json
 
+import numpy as np
 import pytest
 
 from bmx import bench
@@ -19,9 +20,13 @@ def test_models_engine_only_json_with_profile(capsys):
     assert [(r["model"], r["threads"]) for r in rows] == [("resnete18", 1), ("resnete18", 2)]
     for r in rows:
         assert r["bmx_ms"] > 0 and len(r["bmx_samples_ms"]) == 2
+        # the reported time is the median (the default --stat) of the reported samples
+        assert r["bmx_ms"] == pytest.approx(float(np.median(r["bmx_samples_ms"])), rel=1e-12)
         assert isinstance(r["bmx_busy_threads"], int) and r["model_bytes"] > 0
         assert "mxnet_float_ms" not in r  # --no-mxnet
     assert rows[0]["bmx_scaling"] == pytest.approx(1.0)
+    assert rows[1]["bmx_scaling"] == pytest.approx(rows[0]["bmx_ms"] / rows[1]["bmx_ms"], rel=1e-12)
+    assert rows[0]["model_bytes"] == rows[1]["model_bytes"]
     assert doc["summary"][0]["model"] == "resnete18" and "2" in doc["summary"][0]["bmx_scaling"]
     profs = doc["profile"]
     assert [(p["model"], p["threads"]) for p in profs] == [("resnete18", 1), ("resnete18", 2)]

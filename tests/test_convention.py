@@ -50,6 +50,19 @@ def test_xnor_dot_equals_float_dot(k):
 
 
 def test_engine_module_is_real():
-    assert _engine.__version__
-    assert _engine.WORD_BITS == 64
-    assert isinstance(_engine.cpu_features(), str)
+    import bmx
+    assert _engine.__version__ == bmx.__version__
+    assert _engine.WORD_BITS == cv.WORD_BITS == 64
+    # the features the dispatcher sees, and the kernels it offers, say the same thing
+    feats = set(_engine.cpu_features().split(","))
+    assert feats and feats <= {"portable", "popcnt", "avx2", "avx512f", "avx512_vpopcntdq", "neon"}, feats
+    import bmx.engine
+    avail = dict(bmx.engine.list_kernels())
+    assert avail["bgemm_1x1__reference"] and avail["bgemm_4x4__scalar"]
+    for name, ok in avail.items():
+        if name.endswith("__avx2"):
+            assert ok == ("avx2" in feats), (name, feats)
+        if name.endswith("__avx512"):
+            assert ok == ("avx512_vpopcntdq" in feats), (name, feats)
+        if name.endswith("__popcnt"):
+            assert ok == ("popcnt" in feats), (name, feats)

@@ -14,9 +14,29 @@ import bmx
 from bmx import convention
 from bmx.converter import FILE_IDENTIFIER, FORMAT_VERSION, ConversionError, convert, convert_symbol
 from bmx.convert_utils import read_model, run_model
+from conftest import (assert_all_moved, assert_logits_match, param_snapshot,
+                      randomize_all_parameters)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
+EPS32 = float(np.finfo(np.float32).eps)  # 1.19e-7
+# Folded vectors (scale, shift, weights, bias) against the same formula in float64: the
+# converter computes in float64 too and stores float32, so they differ by the float32
+# rounding, <= eps32 / 2 relative (measured <= 6e-8): 2 eps32 is 4x that.
+STORE_RTOL = 2 * EPS32
+# The numpy interpreter of the file against Gluon on the tiny nets, relative to max|y|:
+# float32 rounding in a different order (interpreter: float64 sums; MXNet: float32), a
+# few ulps of the largest output, measured 4e-8 .. 2.4e-7. The nets are small enough that
+# no pre-sign value lies within rounding of 0 (test_bn_sign_fold counts them), so no bit
+# flips. 1e-6 is 4x the largest measured.
+RUN_TOL = 1e-6
+
+
+def _close(got, ref, tol=RUN_TOL):
+    """max|got - ref| <= tol * max|ref| (printed)."""
+    dev = np.abs(np.asarray(got) - ref).max() / np.abs(ref).max()
+    print(f"[interpreter vs gluon] max|diff|/max|y| = {dev:.2e}")
+    assert dev <= tol, dev
 
 
 def _init(net, shape, seed=0):
@@ -27,13 +47,12 @@ def _init(net, shape, seed=0):
 
 
 def _randomize_bn(net, seed=1):
-    """Non-trivial BatchNorm: random running statistics, gamma and beta."""
-    rs = np.random.RandomState(seed)
-    for p in net.collect_params().values():
-        if p.name.endswith(("running_mean", "beta")):
-            p.set_data(mx.nd.array(rs.normal(0, 0.5, p.shape)))
-        elif p.name.endswith(("running_var", "gamma")):
-            p.set_data(mx.nd.array(rs.uniform(0.5, 2.0, p.shape)))
+    """Every parameter away from its initial value (conftest.randomize_all_parameters):
+    BatchNorm statistics, gamma (some negative) and beta, the Dense and conv biases, the
+    weights; checked, so a dropped bias or shift cannot hide behind a zero."""
+    before = param_snapshot(net)
+    randomize_all_parameters(net, seed)
+    assert_all_moved(net, before)
     return net
 
 
@@ -125,7 +144,8 @@ def test_header_metadata_and_single_binary_conv_exact():
     for o, c, i, j in [(0, 0, 0, 0), (5, 69, 2, 2), (3, 64, 1, 0), (2, 63, 0, 2)]:
         word = int(bc["weight_bits"][o, i, j, c // 64])
         assert (word >> (c % 64)) & 1 == int(w[o, c, i, j] < 0)
-    assert int(bc["weight_bits"][0, 0, 0, 1]) >> 6 == 0  # tail bits are 0
+    # tail bits (channels 70..127 of the second word) are 0 in every row
+    assert not (bc["weight_bits"][..., 1] >> np.uint64(6)).any()
     gl = net(mx.nd.array(x)).asnumpy()
     got = run_model(data, x)
     oracle = _bconv_np(convention.sign(x), w, 1).reshape(2, -1)
@@ -179,16 +199,25 @@ def test_bn_sign_fold(fix_gamma):
     assert [o["type"] for o in _ops(data)] == ["Sign", "BinaryConv2D", "Pool2D", "Dense"]
     s, t = _bn_np(net.collect_params(), net[0].prefix, fix_gamma=fix_gamma, eps=1e-4)
     sign = _ops(data, "Sign")[0]["options"]
-    np.testing.assert_allclose(sign["scale"], s, rtol=1e-6)
-    np.testing.assert_allclose(sign["shift"], t, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(sign["scale"], s, rtol=STORE_RTOL)
+    np.testing.assert_allclose(sign["shift"], t, rtol=STORE_RTOL)
     x = _x(shape)
     ref = net(mx.nd.array(x)).asnumpy()
-    np.testing.assert_allclose(run_model(data, x), ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
-    # the bits are the ones of the numpy BN
+    _close(run_model(data, x), ref)
+    # The bits are those of the numpy BN (float64), except where its value is within the
+    # file's float32 rounding of 0: s and t stored in float32 and s * x + t rounded twice,
+    # |error| <= 1.5 eps32 (|s x| + |t|); 2 eps32 is the bound used.
     _, vals = run_model(data, x, return_values=True)
-    bn = x * s.reshape(1, -1, 1, 1) + t.reshape(1, -1, 1, 1)
-    agree = (vals[1] == convention.sign(bn)).mean()
-    assert agree > 0.999
+    sx = x * s.reshape(1, -1, 1, 1)
+    bn = sx + t.reshape(1, -1, 1, 1)
+    near = np.abs(bn) <= 2 * EPS32 * (np.abs(sx) + np.abs(t.reshape(1, -1, 1, 1)))
+    differ = vals[1] != convention.sign(bn)
+    print(f"\n[bn sign fold] {bn.size} bits, {int(near.sum())} within rounding of 0, "
+          f"{int(differ.sum())} differ")
+    assert not (differ & ~near).any(), np.argwhere(differ & ~near)[:5]
+    assert near.sum() <= 2  # ~1e-6 of the values' range around 0: expected none of 648
+    if not fix_gamma:
+        assert (s < 0).any()  # a negative BN scale among the folded channels
 
 
 def test_bn_after_binary_conv_folds_into_scale_shift_and_relu():
@@ -204,12 +233,12 @@ def test_bn_after_binary_conv_folds_into_scale_shift_and_relu():
     bc = _ops(data, "BinaryConv2D")[0]["options"]
     s, t = _bn_np(net.collect_params(), net[1].prefix)
     # y = BN(match) with match = (dot + K) / 2
-    np.testing.assert_allclose(bc["scale"], s, rtol=1e-6)
-    np.testing.assert_allclose(bc["shift"], t, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(bc["scale"], s, rtol=STORE_RTOL)
+    np.testing.assert_allclose(bc["shift"], t, rtol=STORE_RTOL)
     assert bc["activation"] == "relu" and bc["stride"] == [2, 2] and bc["pad"] == [1, 1]
     x = _x(shape)
     ref = net(mx.nd.array(x)).asnumpy()
-    np.testing.assert_allclose(run_model(data, x), ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+    _close(run_model(data, x), ref)
 
 
 @pytest.mark.parametrize("kw,a", [({"no_offset": True}, None), ({"scaling": "weight"}, "w")])
@@ -225,11 +254,13 @@ def test_binary_conv_output_forms(kw, a):
     w = net[0].qconv.weight.data().asnumpy()
     K = 6 * 9
     alpha = np.ones(4) if a is None else np.abs(w).mean(axis=(1, 2, 3))
+    # alpha = mean|W| over 54 weights: the converter sums in float64, the test in float32
+    # (numpy pairwise sums, ~2 ulps): measured 1.2e-7; 1e-6 is 8x
     np.testing.assert_allclose(bc["scale"], 2 * alpha, rtol=1e-6)
     np.testing.assert_allclose(bc["shift"], -alpha * K, rtol=1e-6)
     x = _x(shape)
     ref = net(mx.nd.array(x)).asnumpy()
-    np.testing.assert_allclose(run_model(data, x), ref, rtol=1e-5, atol=1e-4)
+    _close(run_model(data, x), ref)
 
 
 def test_bn_into_float_conv_weights_and_bias():
@@ -247,12 +278,12 @@ def test_bn_into_float_conv_weights_and_bias():
     s, t = _bn_np(net.collect_params(), net[1].prefix)
     w = net[0].weight.data().asnumpy()
     b = net[0].bias.data().asnumpy()
-    np.testing.assert_allclose(c["weight"], w * s.reshape(-1, 1, 1, 1), rtol=1e-6)
-    np.testing.assert_allclose(c["bias"], b * s + t, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(c["weight"], w * s.reshape(-1, 1, 1, 1), rtol=STORE_RTOL)
+    np.testing.assert_allclose(c["bias"], b * s + t, rtol=STORE_RTOL)
     assert c["activation"] == "relu" and c["groups"] == 2 and c["stride"] == [2, 2]
     x = _x(shape)
     ref = net(mx.nd.array(x)).asnumpy()
-    np.testing.assert_allclose(run_model(data, x), ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+    _close(run_model(data, x), ref)
 
 
 def test_unfoldable_bn_becomes_affine_with_relu():
@@ -273,7 +304,7 @@ def test_unfoldable_bn_becomes_affine_with_relu():
     assert _ops(data, "Pool2D")[1]["options"]["count_include_pad"] is False
     x = _x(shape)
     ref = net(mx.nd.array(x)).asnumpy()
-    np.testing.assert_allclose(run_model(data, x), ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+    _close(run_model(data, x), ref)
 
 
 @pytest.mark.parametrize("pool", [
@@ -292,6 +323,7 @@ def test_pooling_windows_match_mxnet(pool):
     net.add(nn.Conv2D(4, 1), pool, nn.Flatten())
     shape = (2, 3, 8, 9)
     _init(net, shape)
+    _randomize_bn(net)  # a nonzero conv bias: pooled windows of shifted values
     data = convert(net, shape)
     x = _x(shape)
     ref = net(mx.nd.array(x)).asnumpy()
@@ -300,7 +332,7 @@ def test_pooling_windows_match_mxnet(pool):
     partial = any((n + 2 * kw["pad"][d] - kw["kernel"][d]) % kw["stride"][d]
                   for d, n in enumerate(shape[2:]))
     assert p["ceil_mode"] == (kw["pooling_convention"] == "full" and partial)
-    np.testing.assert_allclose(run_model(data, x), ref, rtol=1e-5, atol=1e-6)
+    _close(run_model(data, x), ref)
 
 
 class _DenseUnit(nn.HybridBlock):
@@ -374,7 +406,7 @@ def test_concat_add_meliusnet_shuffle_graph():
     x = _x(shape)
     ref = net(mx.nd.array(x)).asnumpy()
     got = run_model(data, x)
-    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    _close(got, ref)
 
 
 class _Shared(nn.HybridBlock):
@@ -405,7 +437,7 @@ def test_shared_block_called_twice():
                                   bcs[1]["options"]["weight_bits"])
     x = _x(shape)
     ref = net(mx.nd.array(x)).asnumpy()
-    np.testing.assert_allclose(run_model(data, x), ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+    _close(run_model(data, x), ref)
 
 
 @pytest.mark.parametrize("name", ["binarydensenet28", "meliusnet_c"])
@@ -448,8 +480,8 @@ def test_mean_std_recorded_and_checked():
     net = _init(_head(nn.HybridSequential()), (1, 3, 4, 4))
     m = read_model(convert(net, (1, 3, 4, 4), mean=[123.68, 116.779, 103.939],
                            std=(58.393, 57.12, 57.375)))
-    np.testing.assert_allclose(m["mean"], [123.68, 116.779, 103.939], rtol=1e-6)
-    np.testing.assert_allclose(m["std"], [58.393, 57.12, 57.375], rtol=1e-6)
+    np.testing.assert_allclose(m["mean"], [123.68, 116.779, 103.939], rtol=STORE_RTOL)
+    np.testing.assert_allclose(m["std"], [58.393, 57.12, 57.375], rtol=STORE_RTOL)
     assert read_model(convert(net, (1, 3, 4, 4)))["mean"] is None
     with pytest.raises(ConversionError, match="one finite entry per input channel"):
         convert(net, (1, 3, 4, 4), mean=[1.0, 2.0])
@@ -611,5 +643,6 @@ def test_zoo_model_matches_numpy_interpreter(name):
     x = _x(shape)
     ref = net(mx.nd.array(x)).asnumpy()
     got = run_model(data, x)
-    assert (ref.argmax(1) == got.argmax(1)).all()
-    assert np.abs(got - ref).max() <= 1e-3 * np.abs(ref).max()
+    # whole networks: rounding, and rarely an inner sign flip (see tests/test_equivalence.py;
+    # 32x32 inputs: a flip measured up to 2.4e-5)
+    assert_logits_match(got, ref, 1e-6, 1e-4, f"{name} interpreter vs gluon")
