@@ -13,17 +13,6 @@ namespace bmx {
 
 namespace {
 
-// Split [0, n) over the pool in contiguous parts; tiny jobs stay on the calling thread.
-template <typename F>
-void pfor(ThreadPool* pool, std::int64_t n, std::int64_t min_per_task, F&& fn) {
-  if (n <= 0) return;
-  if (!pool || n < 2 * min_per_task) {
-    fn(std::int64_t{0}, n);
-    return;
-  }
-  parallel_for(pool, n, [&](std::int64_t b, std::int64_t e) { fn(b, e); });
-}
-
 std::size_t acc_bytes(const BConv2DShape& s, std::int64_t groups) {
   const std::int64_t out_pixels = s.batch * s.out_h() * s.out_w();
   return (static_cast<std::size_t>(out_pixels) * (s.out_c / groups) * sizeof(std::int32_t) + 63) / 64 * 64;

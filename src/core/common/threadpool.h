@@ -70,6 +70,16 @@ class ThreadPool {
 // Run on `pool` if given (and n > 1), else inline on the calling thread.
 void parallel_for(ThreadPool* pool, std::int64_t n,
                   const std::function<void(std::int64_t, std::int64_t)>& fn);
+// Split [0, n) over the pool in contiguous parts; tiny jobs stay on the calling thread.
+template <typename F>
+void pfor(ThreadPool* pool, std::int64_t n, std::int64_t min_per_task, F&& fn) {
+  if (n <= 0) return;
+  if (!pool || n < 2 * min_per_task) {
+    fn(std::int64_t{0}, n);
+    return;
+  }
+  parallel_for(pool, n, [&](std::int64_t b, std::int64_t e) { fn(b, e); });
+}
 // parallel_for_dynamic on `pool` if given, else fn(0, n) inline.
 void parallel_for_dynamic(ThreadPool* pool, std::int64_t n, std::int64_t grain,
                           const std::function<void(std::int64_t, std::int64_t)>& fn);

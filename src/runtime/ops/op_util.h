@@ -13,17 +13,6 @@
 
 namespace bmx::rt {
 
-// Split [0, n) over the pool in contiguous parts; tiny jobs stay on the calling thread.
-template <typename F>
-void pfor(ThreadPool* pool, std::int64_t n, std::int64_t min_per_task, F&& fn) {
-  if (n <= 0) return;
-  if (!pool || n < 2 * min_per_task) {
-    fn(std::int64_t{0}, n);
-    return;
-  }
-  parallel_for(pool, n, [&](std::int64_t b, std::int64_t e) { fn(b, e); });
-}
-
 inline float relu_if(float v, bool relu) { return relu ? std::max(v, 0.0f) : v; }
 
 // Row-major SGEMM C[m, n] (ldc) = A[m, k] (lda) * B (k x n, ldb; or n x k when trans_b);
