@@ -8,7 +8,7 @@ so the training API (:mod:`bmx.nn`, :mod:`bmx.model_zoo`, :func:`bmx.convert`,
 ``from bmx._mxnet import mx`` (a lazy module attribute, PEP 562) in place of
 ``import mxnet as mx``.
 """
-__all__ = ["MXNetMissingError", "require_mxnet", "INSTALL_HINT"]
+__all__ = ["MXNetMissingError", "require_mxnet", "INSTALL_HINT", "settle", "param_arrays"]
 
 #: what to run to get the training stack (quoted: the brackets are a shell glob)
 INSTALL_HINT = "pip install 'bmx[train]'"
@@ -53,6 +53,36 @@ def require_mxnet(feature="bmx's training API (bmx.nn, bmx.model_zoo, bmx.conver
             f"({e}): MXNet 1.9.1 needs numpy < 1.24; install the pinned training stack "
             f"with: {INSTALL_HINT}", name="mxnet") from e
     return mxnet
+
+
+def settle():
+    """Wait for all queued MXNet work, including in-place weight reorders.
+
+    In an inference pass, MXNet's oneDNN convolution queues an asynchronous in-place
+    reorder of its weight into a blocked layout *after* the operator has used it. A read
+    issued in that window (``asnumpy``, ``save_parameters``) can meet the array
+    mid-conversion and fail with "We can't generate TBlob for MKLDNN data". ``waitall``
+    closes the window: the reorder is queued while the convolution still runs, so the
+    engine is never idle between the two.
+    """
+    require_mxnet().nd.waitall()
+
+
+def param_arrays(params):
+    """Numpy copies of Gluon parameters, read after :func:`settle`.
+
+    Parameters
+    ----------
+    params : dict-like
+        name -> ``gluon.Parameter`` (``net.collect_params()`` or a plain dict).
+
+    Returns
+    -------
+    dict
+        name -> ``numpy.ndarray`` (a copy, in the parameter's dtype).
+    """
+    settle()
+    return {name: p.data().asnumpy() for name, p in params.items()}
 
 
 def __getattr__(name):

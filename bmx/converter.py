@@ -25,7 +25,7 @@ from ._cli import ArgumentParser as _Parser
 from ._cli import UsageError as _UsageError
 from ._cli import first_line as _first_line
 from ._cli import write_bytes_atomic as _write_atomic
-from ._mxnet import MXNetMissingError
+from ._mxnet import MXNetMissingError, param_arrays
 from .convention import pack_bits
 
 __all__ = ["FORMAT_VERSION", "FILE_IDENTIFIER", "ConversionError", "convert",
@@ -186,7 +186,8 @@ def _net_graph(net, input_shape):
     except RuntimeError as e:
         raise ConversionError(f"parameters of the network are not initialized: "
                               f"{_first_line(e)}") from None
-    values = {p.name: p.data().asnumpy().astype(np.float32) for p in params.values()}
+    # ParameterDict keys are the parameters' full names
+    values = {k: v.astype(np.float32) for k, v in param_arrays(params).items()}
     out = net(mx.sym.var("data"))
     if isinstance(out, (list, tuple)):
         if len(out) != 1:
@@ -1431,7 +1432,7 @@ def _run(argv):
             from .model_zoo.common import default_initializer
             net.initialize(default_initializer())
         data = convert(net, shp, args.output, **norm)
-        params = {p.name: p.data().asnumpy() for p in net.collect_params().values()}
+        params = param_arrays(net.collect_params())
     if args.symbol is None and args.params is None:
         print(f"note: no --params given: converted freshly initialized {args.model} weights")
     _report(params, data, args.output)
@@ -1510,7 +1511,7 @@ def _convert_run_dir(args):
     if args.best:
         net = _run_net(run_dir, run, targs)
         data = convert(net, shp, args.output, producer=producer, **norm)
-        params = {p.name: p.data().asnumpy() for p in net.collect_params().values()}
+        params = param_arrays(net.collect_params())
     else:
         sym, prm = (os.path.join(run_dir, f) for f in ("model-symbol.json", "model-0000.params"))
         for f in (sym, prm):

@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from ._mxnet import MXNetMissingError
+from ._mxnet import MXNetMissingError, settle
 from ._cli import ArgumentParser as _Parser
 from ._cli import UsageError  # noqa: F401 - part of this module's API
 from ._cli import atomic_write as _atomic_write
@@ -351,6 +351,7 @@ def _export_atomic(net, out):
     """``net.export`` to ``out/model-symbol.json`` + ``model-0000.params`` through a temp
     directory and renames: a failure leaves the previous export intact (params renamed
     first; the symbol of one run never changes)."""
+    settle()
     tmpdir = tempfile.mkdtemp(prefix=".tmp-export-", dir=out)
     try:
         net.export(os.path.join(tmpdir, "model"), epoch=0)
@@ -689,7 +690,7 @@ def train(args, hooks=None):
         if score > best.get("score", -math.inf):
             best = {"val_acc": val_acc, "epoch": epoch + 1, "score": score}
             if rank0:
-                _atomic_write(os.path.join(out, "best.params"), net.save_parameters)
+                _save_params(os.path.join(out, "best.params"), net)
         if rank0 and not args.quiet:
             val = ("no val split" if val_acc is None else
                    f"val loss {val_loss:.4f} acc {val_acc:.4f}")
@@ -807,8 +808,15 @@ class _DistSync:
         self._fence()
 
 
+def _save_params(path, net):
+    """``net.save_parameters`` to ``path``, atomically, once queued weight reorders from
+    an inference pass have finished (see :func:`bmx._mxnet.settle`)."""
+    settle()
+    _atomic_write(path, net.save_parameters)
+
+
 def _write_rank_params(out, net, rank):
-    _atomic_write(os.path.join(out, f"final-rank{rank}.params"), net.save_parameters)
+    _save_params(os.path.join(out, f"final-rank{rank}.params"), net)
 
 
 def _save_checkpoint(out, net, trainer, epoch, args, history, best):
@@ -817,7 +825,7 @@ def _save_checkpoint(out, net, trainer, epoch, args, history, best):
     tag = f"epoch{epoch + 1:04d}"
     files = {"params": f"ckpt-{tag}.params", "states": f"ckpt-{tag}.states",
              "rng": f"ckpt-{tag}.rng"}
-    _atomic_write(os.path.join(out, files["params"]), net.save_parameters)
+    _save_params(os.path.join(out, files["params"]), net)
     _atomic_write(os.path.join(out, files["states"]), trainer.save_states)
 
     def w_rng(tmp):

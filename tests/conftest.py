@@ -7,6 +7,8 @@ import mxnet as mx  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from bmx._mxnet import param_arrays  # noqa: E402
+
 
 @pytest.fixture
 def rng():
@@ -40,7 +42,7 @@ def pytest_sessionstart(session):
 
 def param_snapshot(net):
     """Copies of every parameter of ``net`` (name -> float32 numpy array)."""
-    return {k: p.data().asnumpy().copy() for k, p in net.collect_params().items()}
+    return param_arrays(net.collect_params())
 
 
 def randomize_all_parameters(net, seed, negative_gamma=0.25):
@@ -62,8 +64,9 @@ def randomize_all_parameters(net, seed, negative_gamma=0.25):
         Share of BatchNorm channels whose gamma becomes negative.
     """
     rs = np.random.RandomState(seed)
-    for name, p in net.collect_params().items():
-        v = p.data().asnumpy().astype(np.float64)
+    params = net.collect_params()
+    for name, v in param_arrays(params).items():
+        p, v = params[name], v.astype(np.float64)
         if name.endswith("running_mean"):
             v = v + rs.normal(0, 0.3, v.shape)
         elif name.endswith("running_var"):
@@ -85,8 +88,7 @@ def assert_all_moved(net, before, max_unchanged=1e-4):
     all but a ``max_unchanged`` share of its elements (a continuous perturbation leaves an
     element unchanged only when it is below half an ulp of it: probability ~1e-7), and no
     bias, beta or running mean is all zero, no gamma or running variance all one."""
-    for name, p in net.collect_params().items():
-        v = p.data().asnumpy()
+    for name, v in param_arrays(net.collect_params()).items():
         same = float((v == before[name]).mean())
         assert same <= max_unchanged, f"{name}: {same:.2%} of the elements kept their value"
         if name.endswith(("bias", "beta", "running_mean")):
