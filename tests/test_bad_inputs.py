@@ -105,6 +105,11 @@ BAD_FILES = {
     "version_0": (lambda d: _with_version(d, 0), r"version 0"),
     "version_2": (lambda d: _with_version(d, 2), r"unsupported model format version 2"),
     "version_max": (lambda d: _with_version(d, 0xFFFFFFFF), r"version 4294967295"),
+    # Data appended to a valid file: the verifier alone accepts it (FlatBuffers has no
+    # length field); the loader compares the file size with what the objects reach.
+    "appended_word": (lambda d: d + b"JUNK", r"4 bytes of trailing data"),
+    "appended_zeros": (lambda d: d + bytes(16), r"16 bytes of trailing data"),
+    "appended_copy": (lambda d: d + d, r"trailing data"),
 }
 
 

@@ -18,13 +18,6 @@ static_assert(FLATBUFFERS_LITTLEENDIAN, "bmx model files are little-endian; big-
 
 [[noreturn]] inline void fail(const std::string& msg) { throw Error(msg); }
 
-// a * b, rejected when it overflows or exceeds 64 x kMaxElems.
-inline std::int64_t mul(std::int64_t a, std::int64_t b, const std::string& what) {
-  std::int64_t r;
-  if (__builtin_mul_overflow(a, b, &r) || r > kMaxElems * 64) fail(what + ": size overflow");
-  return r;
-}
-
 inline std::string shape_str(const ValueInfo& v) {
   std::ostringstream s;
   if (v.rank == 4) s << "[1, " << v.c << ", " << v.h << ", " << v.w << "]";
@@ -38,6 +31,12 @@ class OpChecker {
   OpChecker(const Graph& g, const OpNode& op) : g_(g), op_(op) {}
   [[noreturn]] void fail(const std::string& msg) const { throw Error(op_.describe() + ": " + msg); }
 
+  // a * b, rejected when it overflows or exceeds 64 x kMaxElems.
+  std::int64_t mul(std::int64_t a, std::int64_t b, const char* what) const {
+    std::int64_t r;
+    if (__builtin_mul_overflow(a, b, &r) || r > kMaxElems * 64) fail(std::string(what) + ": size overflow");
+    return r;
+  }
   void arity(std::size_t n_in) const {
     if (op_.in.size() != n_in) {
       fail("expected " + std::to_string(n_in) + " input(s), got " + std::to_string(op_.in.size()));

@@ -15,6 +15,27 @@
 
 namespace bmx::rt {
 
+namespace {
+
+// The verifier (built with FLATBUFFERS_TRACK_VERIFIER_BUFFER_SIZE) reports the furthest
+// byte any verified object reaches, rounded up to 4. Past it a builder leaves at most the
+// alignment padding of the first object it wrote (zeros, less than the largest alignment
+// the converter asks for: 16 for weight vectors); anything else was appended to the file.
+constexpr std::size_t kMaxTailPadding = 16;
+
+void check_no_trailing_data(const std::uint8_t* buf, std::size_t size, std::size_t used) {
+  if (used == 0 || used > size) fail("corrupted model file (FlatBuffers verification failed)");
+  const std::size_t extra = size - used;
+  bool zeros = true;
+  for (std::size_t i = used; i < size; ++i) zeros &= buf[i] == 0;
+  if (extra >= kMaxTailPadding || !zeros) {
+    fail("model file has " + std::to_string(extra) + " bytes of trailing data after the model (" +
+         std::to_string(used) + " bytes)");
+  }
+}
+
+}  // namespace
+
 Graph load_graph(const void* data, std::size_t size, bool prepare) {
   if (!data || size == 0) fail("empty model buffer");
   if (size < 8) fail("model buffer too small (" + std::to_string(size) + " bytes)");
@@ -44,6 +65,7 @@ Graph load_graph(const void* data, std::size_t size, bool prepare) {
     fail("unsupported model format version " + std::to_string(g.version) + " (this bmx reads version " +
          std::to_string(kFormatVersion) + ")");
   }
+  check_no_trailing_data(buf, size, verifier.GetComputedSize());
   if (m->producer()) g.producer = m->producer()->str();
 
   // Values: rank 2 or 4 at batch 1, positive bounded dims.

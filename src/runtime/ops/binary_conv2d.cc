@@ -49,9 +49,9 @@ void load(const fb::Op* fop, OpNode& op, const Graph& g, bool prepare) {
   }
   check_conv_output(ck, p, op, x);
   const std::int64_t cg = x.c / op.groups, wg = words_for_bits(cg);
-  op.k_bits = mul(cg, op.kh * op.kw, "K");
+  op.k_bits = ck.mul(cg, op.kh * op.kw, "K");
   if (op.k_bits > kMaxReduction) ck.fail("reduction size too large");
-  const std::int64_t nwords = mul(mul(op.out_c, op.kh * op.kw, "weight_bits"), wg, "weight_bits");
+  const std::int64_t nwords = ck.mul(ck.mul(op.out_c, op.kh * op.kw, "weight_bits"), wg, "weight_bits");
   ck.bytes(p->weight_bits(), nwords * 8, "weight_bits", false);
   ck.floats(p->scale(), op.out_c, "scale", false);
   ck.floats(p->shift(), op.out_c, "shift", false);

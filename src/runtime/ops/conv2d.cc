@@ -227,8 +227,8 @@ void load(const fb::Op* fop, OpNode& op, const Graph& g, bool prepare) {
   read_conv_geometry(ck, p, op);
   check_conv_output(ck, p, op, x);
   const std::int64_t cg = x.c / op.groups, og = op.out_c / op.groups;
-  const std::int64_t nw = mul(mul(mul(op.out_c, cg, "weight"), op.kh, "weight"), op.kw, "weight");
-  if (mul(cg, op.kh * op.kw, "K") > kMaxReduction) ck.fail("reduction size too large");
+  const std::int64_t nw = ck.mul(ck.mul(ck.mul(op.out_c, cg, "weight"), op.kh, "weight"), op.kw, "weight");
+  if (ck.mul(cg, op.kh * op.kw, "K") > kMaxReduction) ck.fail("reduction size too large");
   ck.bytes(p->weight(), nw * 4, "weight", false);
   ck.bytes(p->bias(), op.out_c * 4, "bias", true);
   if (!all_finite_bytes(p->weight()) || !all_finite_bytes(p->bias())) ck.fail("weight or bias is not finite");

@@ -29,7 +29,7 @@ void load(const fb::Op* fop, OpNode& op, const Graph& g, bool prepare) {
   op.out_c = p->units();
   if (op.out_c < 1 || op.out_c > kMaxDim) ck.fail("units " + std::to_string(op.out_c) + " out of range");
   const std::int64_t f = x.c * x.h * x.w;
-  const std::int64_t nw = mul(op.out_c, f, "weight");
+  const std::int64_t nw = ck.mul(op.out_c, f, "weight");
   ck.bytes(p->weight(), nw * 4, "weight", false);
   ck.bytes(p->bias(), op.out_c * 4, "bias", true);
   if (!all_finite_bytes(p->weight()) || !all_finite_bytes(p->bias())) ck.fail("weight or bias is not finite");
