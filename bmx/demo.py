@@ -64,21 +64,37 @@ def _time_batch(fn, xs, repeat=5):
 
 
 def run(argv=None):
+    """The demo: train, score Gluon, convert, score the engine, report; returns the exit
+    code (0 only when the acceptance holds)."""
     args = _parser().parse_args(argv)
-    import mxnet as mx
-
-    import bmx
-    from bmx import train as bt
-    from bmx.converter import float_size_bytes
+    import mxnet  # noqa: F401 - loaded before the clock starts: total_time_s is the demo's work
+    import bmx.converter  # noqa: F401 - likewise
+    from bmx._cli import write_json
     from bmx.data import get_dataset
-    from bmx.train import _write_json
 
     t_start = time.time()
     out = args.out
     os.makedirs(out, exist_ok=True)
     train_dir = os.path.join(out, "train")
+    net, summary, train_s = _train(args, train_dir)
+    ds = get_dataset("digits", image_size=args.image_size)
+    gluon = _score_gluon(net, ds.test_x, ds.test_y)
+    model_path = os.path.join(out, "digits-binarydensenet.bmx")
+    sizes = _convert(net, ds, model_path)
+    engine = _score_engine(model_path, ds.test_x, ds.test_y, args.engine_threads)
+    # whole test split as one batch (amortizes per-call overhead; fairer to MXNet)
+    gluon["batch_ms"] = _time_batch(gluon.pop("predict"), ds.test_x)
+    engine["batch_ms"] = _time_batch(engine.pop("predict"), ds.test_x)
+    report = _report(args, ds, summary, train_s, gluon, engine, sizes, model_path, train_dir)
+    report["total_time_s"] = time.time() - t_start
+    write_json(os.path.join(out, "report.json"), report)
+    return _print_report(args, out, report)
 
-    # 1. train (bmx-train in-process: same code path as the CLI)
+
+def _train(args, train_dir):
+    """Step 1: bmx-train in-process (same code path as the CLI); returns the network, the
+    summary and the seconds it took."""
+    from bmx import train as bt
     targs = bt.parse_args(["--model", args.model, "--dataset", "digits", "--image-size",
                            str(args.image_size), "--epochs", str(args.epochs), "--batch-size",
                            "64", "--optimizer", "adam", "--lr", str(args.lr), "--lr-mode",
@@ -91,55 +107,63 @@ def run(argv=None):
     summary = bt.train(targs)
     train_s = time.time() - t0
     net = summary.pop("net")
+    return net, summary, train_s
 
-    ds = get_dataset("digits", image_size=args.image_size)
-    x_test, y_test = ds.test_x, ds.test_y
-    n_test = len(y_test)
-    shape = (1,) + ds.image_shape
 
-    # 2. Gluon (MXNet) accuracy and batch-1 latency
-    gl_logits = net(mx.nd.array(x_test)).asnumpy()
-    gl_pred = gl_logits.argmax(axis=1)
-    gluon_acc = float((gl_pred == y_test).mean())
+def _score_gluon(net, x_test, y_test):
+    """Step 2: Gluon (MXNet) logits, predictions, accuracy and batch-1 latency; ``predict``
+    for the batched timing."""
+    import mxnet as mx
+    logits = net(mx.nd.array(x_test)).asnumpy()
+    pred = logits.argmax(axis=1)
 
-    def gluon_predict(x):
+    def predict(x):
         return net(mx.nd.array(x)).asnumpy()
-    gluon_ms = _time_per_image(gluon_predict, x_test, repeat=3)
+    return {"logits": logits, "pred": pred, "acc": float((pred == y_test).mean()),
+            "ms": _time_per_image(predict, x_test, repeat=3), "predict": predict}
 
-    # 3. convert (BN folded, binary weights bit-packed)
-    model_path = os.path.join(out, "digits-binarydensenet.bmx")
+
+def _convert(net, ds, model_path):
+    """Step 3: convert (BN folded, binary weights bit-packed); the sizes of the packed file
+    and of the float parameters (without and with the BatchNorm statistics)."""
+    import bmx
+    from bmx.converter import float_size_bytes
     pre = ds.preprocess
-    bmx.convert(net, input_shape=shape, path=model_path, mean=pre["mean"], std=pre["std"])
-    packed = os.path.getsize(model_path)
+    bmx.convert(net, input_shape=(1,) + ds.image_shape, path=model_path, mean=pre["mean"],
+                std=pre["std"])
     params = {name: p.data() for name, p in net.collect_params().items()}
-    float_bytes = float_size_bytes(params)
-    float_all_bytes = 4 * sum(int(np.prod(p.shape)) for p in net.collect_params().values())
+    return {"packed": os.path.getsize(model_path), "float": float_size_bytes(params),
+            "float_all": 4 * sum(int(np.prod(p.shape)) for p in net.collect_params().values())}
 
-    # 4. engine
+
+def _score_engine(model_path, x_test, y_test, threads):
+    """Step 4: the C++ engine image by image: logits, predictions, accuracy and batch-1
+    latency; ``predict`` for the batched timing."""
     from bmx.engine import Model
-    engine = Model(model_path, num_threads=args.engine_threads)
-    en_logits = np.concatenate([np.asarray(engine.predict(x_test[i:i + 1])).reshape(1, -1)
-                                for i in range(n_test)])
-    en_pred = en_logits.argmax(axis=1)
-    engine_acc = float((en_pred == y_test).mean())
-    engine_ms = _time_per_image(lambda x: engine.predict(x), x_test, repeat=3)
-    # whole test split as one batch (amortizes per-call overhead; fairer to MXNet)
-    gluon_batch_ms = _time_batch(gluon_predict, x_test)
-    engine_batch_ms = _time_batch(engine.predict, x_test)
-    disagree = int((en_pred != gl_pred).sum())
-    max_logit_diff = float(np.abs(en_logits - gl_logits).max())
+    engine = Model(model_path, num_threads=threads)
+    logits = np.concatenate([np.asarray(engine.predict(x_test[i:i + 1])).reshape(1, -1)
+                             for i in range(len(y_test))])
+    pred = logits.argmax(axis=1)
+    return {"logits": logits, "pred": pred, "acc": float((pred == y_test).mean()),
+            "ms": _time_per_image(lambda x: engine.predict(x), x_test, repeat=3),
+            "predict": engine.predict}
 
-    ok_acc = gluon_acc >= MIN_ACCURACY
-    ok_match = disagree == 0
-    report = {
-        "gluon_test_accuracy": gluon_acc,
-        "engine_test_accuracy": engine_acc,
-        "float_size_bytes": float_bytes,
-        "packed_size_bytes": packed,
-        "gluon_ms_per_image": gluon_ms,
-        "engine_ms_per_image": engine_ms,
-        "gluon_ms_per_image_batched": gluon_batch_ms,
-        "engine_ms_per_image_batched": engine_batch_ms,
+
+def _report(args, ds, summary, train_s, gluon, engine, sizes, model_path, train_dir):
+    """Step 5: the contents of ``report.json`` (``total_time_s`` filled in last)."""
+    import mxnet as mx
+    y_test, n_test = ds.test_y, len(ds.test_y)
+    gl_pred, en_pred = gluon["pred"], engine["pred"]
+    disagree = int((en_pred != gl_pred).sum())
+    return {
+        "gluon_test_accuracy": gluon["acc"],
+        "engine_test_accuracy": engine["acc"],
+        "float_size_bytes": sizes["float"],
+        "packed_size_bytes": sizes["packed"],
+        "gluon_ms_per_image": gluon["ms"],
+        "engine_ms_per_image": engine["ms"],
+        "gluon_ms_per_image_batched": gluon["batch_ms"],
+        "engine_ms_per_image_batched": engine["batch_ms"],
         "test_images": n_test,
         "test_correct_gluon": int((gl_pred == y_test).sum()),
         "test_correct_engine": int((en_pred == y_test).sum()),
@@ -147,10 +171,11 @@ def run(argv=None):
         "gluon_predictions": gl_pred.tolist(),
         "engine_predictions": en_pred.tolist(),
         "labels": y_test.tolist(),
-        "max_abs_logit_difference": max_logit_diff,
-        "compression_ratio": float_bytes / packed,
-        "float_size_bytes_with_bn_statistics": float_all_bytes,
-        "speedup_engine_vs_gluon": gluon_ms / engine_ms if engine_ms > 0 else None,
+        "max_abs_logit_difference": float(np.abs(engine["logits"] - gluon["logits"]).max()),
+        "compression_ratio": sizes["float"] / sizes["packed"],
+        "float_size_bytes_with_bn_statistics": sizes["float_all"],
+        "speedup_engine_vs_gluon": (gluon["ms"] / engine["ms"] if engine["ms"] > 0
+                                    else None),
         "model": args.model,
         "stem": "thumbnail",
         "bits": 1,
@@ -172,30 +197,35 @@ def run(argv=None):
         "model_file": model_path,
         "train_dir": train_dir,
         "total_time_s": None,
-        "acceptance": {"gluon_accuracy_at_least_0.90": ok_acc,
-                       "engine_equals_gluon_on_every_test_image": ok_match},
+        "acceptance": {"gluon_accuracy_at_least_0.90": gluon["acc"] >= MIN_ACCURACY,
+                       "engine_equals_gluon_on_every_test_image": disagree == 0},
     }
-    report["total_time_s"] = time.time() - t_start
-    _write_json(os.path.join(out, "report.json"), report)
 
+
+def _print_report(args, out, report):
+    """The result table on stdout, failures on stderr; returns the exit code."""
+    r = report
+    n_test, disagree = r["test_images"], r["predictions_differing"]
     print()
     print("bmx demo: 1-bit BinaryDenseNet on digits (trained from scratch)")
     print(f"  model            {args.model} (thumbnail stem)")
-    print(f"  training         {args.epochs} epochs in {train_s:.1f} s")
-    print(f"  test accuracy    Gluon {gluon_acc:.4f}  engine {engine_acc:.4f}  "
-          f"({report['test_correct_gluon']} vs {report['test_correct_engine']} of {n_test}; "
-          f"{disagree} predictions differ)")
-    print(f"  size             float32 {float_bytes:,} B  packed {packed:,} B  "
-          f"({report['compression_ratio']:.1f}x smaller)")
-    print(f"  ms per image     Gluon {gluon_ms:.3f}  engine {engine_ms:.3f}  "
-          f"(batch 1; engine {args.engine_threads} thread)")
-    print(f"  batched          Gluon {gluon_batch_ms:.3f}  engine {engine_batch_ms:.3f}  "
-          f"(all {n_test} images in one call)")
+    print(f"  training         {args.epochs} epochs in {r['train_time_s']:.1f} s")
+    print(f"  test accuracy    Gluon {r['gluon_test_accuracy']:.4f}  engine "
+          f"{r['engine_test_accuracy']:.4f}  ({r['test_correct_gluon']} vs "
+          f"{r['test_correct_engine']} of {n_test}; {disagree} predictions differ)")
+    print(f"  size             float32 {r['float_size_bytes']:,} B  packed "
+          f"{r['packed_size_bytes']:,} B  ({r['compression_ratio']:.1f}x smaller)")
+    print(f"  ms per image     Gluon {r['gluon_ms_per_image']:.3f}  engine "
+          f"{r['engine_ms_per_image']:.3f}  (batch 1; engine {args.engine_threads} thread)")
+    print(f"  batched          Gluon {r['gluon_ms_per_image_batched']:.3f}  engine "
+          f"{r['engine_ms_per_image_batched']:.3f}  (all {n_test} images in one call)")
     print(f"  report           {os.path.join(out, 'report.json')}  "
-          f"(total {report['total_time_s']:.1f} s)")
+          f"(total {r['total_time_s']:.1f} s)")
+    ok_acc = r["acceptance"]["gluon_accuracy_at_least_0.90"]
+    ok_match = r["acceptance"]["engine_equals_gluon_on_every_test_image"]
     if not ok_acc:
-        print(f"bmx demo: FAILED: Gluon test accuracy {gluon_acc:.4f} < {MIN_ACCURACY}",
-              file=sys.stderr)
+        print(f"bmx demo: FAILED: Gluon test accuracy {r['gluon_test_accuracy']:.4f} < "
+              f"{MIN_ACCURACY}", file=sys.stderr)
     if not ok_match:
         print(f"bmx demo: FAILED: engine and Gluon predict different classes for {disagree} "
               f"of {n_test} test images", file=sys.stderr)

@@ -89,10 +89,10 @@ def gluon_logits(run_dir, x, best=False, batch=500):
     """Logits of the Gluon network of a bmx-train run (exported last epoch, or best.params)."""
     import mxnet as mx
     if best:
-        from .converter import _run_net
+        from .converter.cli import run_net
         with open(os.path.join(run_dir, "run.json")) as f:
             run = json.load(f)
-        net = _run_net(run_dir, run, run["args"])
+        net = run_net(run_dir, run, run["args"])
     else:
         import warnings
         with warnings.catch_warnings():

@@ -4,7 +4,7 @@ Bethge et al., "BMXNet 2" (2019). Prints what the file holds (format version, pr
 input and output shapes, the recorded mean/std, one line per op with its output shape,
 bit width, weight bytes and multiply-accumulates) and draws the network as a Graphviz
 graph (``--dot FILE``, ``--svg FILE``). The file is validated by the C++ loader first
-(:func:`bmx.engine.validate_model`), then decoded by :func:`bmx.convert_utils.read_model`;
+(:func:`bmx.engine.validate_model`), then decoded by :func:`bmx.modelfile.read_model`;
 neither needs MXNet.
 """
 import errno
@@ -37,7 +37,7 @@ def load(path):
     Returns
     -------
     dict
-        :func:`bmx.convert_utils.read_model`'s dict (``version``, ``producer``, ``values``,
+        :func:`bmx.modelfile.read_model`'s dict (``version``, ``producer``, ``values``,
         ``inputs``, ``outputs``, ``ops``, ``num_classes``, ``mean``, ``std``, ``size``).
 
     Raises
@@ -56,7 +56,7 @@ def load(path):
     with open(path, "rb") as f:
         data = f.read()
     from . import engine
-    from .convert_utils.reader import read_model
+    from .modelfile.reader import read_model
     engine.validate_model(data)  # the C++ verifier: the Python reader trusts the offsets
     return read_model(data)
 
@@ -135,7 +135,7 @@ def summarize(model):
     Parameters
     ----------
     model : dict
-        As returned by :func:`load` or :func:`bmx.convert_utils.read_model`.
+        As returned by :func:`load` or :func:`bmx.modelfile.read_model`.
 
     Returns
     -------

@@ -106,21 +106,6 @@ def launch(command, num_workers, num_servers=1, timeout=None, port=None, host="1
             e["BMX_LAUNCH_INDEX"] = str(i)  # launch order; MXNet assigns the kvstore rank
         procs.append(_Proc(role, i, command, e, prefix_output))
 
-    def stop_all():
-        for p in procs:
-            p.stop(signal.SIGTERM)
-        t_end = time.time() + 5
-        while time.time() < t_end and any(p.poll() is None for p in procs):
-            time.sleep(0.05)
-        for p in procs:
-            p.stop(signal.SIGKILL)
-        for p in procs:
-            try:
-                p.popen.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-        _join(procs)
-
     deadline = None if not timeout else time.time() + timeout
     try:
         start("scheduler", 0)
@@ -128,39 +113,64 @@ def launch(command, num_workers, num_servers=1, timeout=None, port=None, host="1
             start("server", i)
         for i in range(num_workers):
             start("worker", i)
-        workers = [p for p in procs if p.role == "worker"]
-        workers_done_at = None
-        while True:
-            for p in procs:
-                rc = p.poll()
-                if rc is not None and rc != 0:
-                    _say(f"{p.name} exited with code {rc}; stopping the other processes")
-                    stop_all()
-                    return rc if rc > 0 else 128 - rc  # killed by signal -rc
-            if all(p.poll() is not None for p in procs):
-                _join(procs)
-                return 0
-            now = time.time()
-            if workers_done_at is None and all(p.poll() is not None for p in workers):
-                workers_done_at = now
-            if workers_done_at is not None and now - workers_done_at > grace:
-                left = ", ".join(p.name for p in procs if p.poll() is None)
-                _say(f"workers finished but {left} did not exit within {grace:g} s; stopping them")
-                stop_all()
-                return 0
-            if deadline is not None and now > deadline:
-                left = ", ".join(p.name for p in procs if p.poll() is None)
-                _say(f"timeout after {timeout:g} s ({left} still running); stopping everything")
-                stop_all()
-                return 124
-            time.sleep(0.05)
+        return _supervise(procs, grace, timeout, deadline)
     except KeyboardInterrupt:
         _say("interrupted; stopping every process")
-        stop_all()
+        _stop_all(procs)
         return 130
     except BaseException:
-        stop_all()
+        _stop_all(procs)
         raise
+
+
+def _supervise(procs, grace, timeout, deadline):
+    """Wait for the job; return its exit code. The first process that fails stops the
+    others (its code, or 128 + N when killed by signal N); scheduler and servers still
+    running ``grace`` seconds after the last worker are stopped (0); past ``deadline``
+    everything is stopped (124)."""
+    workers = [p for p in procs if p.role == "worker"]
+    workers_done_at = None
+    while True:
+        for p in procs:
+            rc = p.poll()
+            if rc is not None and rc != 0:
+                _say(f"{p.name} exited with code {rc}; stopping the other processes")
+                _stop_all(procs)
+                return rc if rc > 0 else 128 - rc  # killed by signal -rc
+        if all(p.poll() is not None for p in procs):
+            _join(procs)
+            return 0
+        now = time.time()
+        if workers_done_at is None and all(p.poll() is not None for p in workers):
+            workers_done_at = now
+        if workers_done_at is not None and now - workers_done_at > grace:
+            left = ", ".join(p.name for p in procs if p.poll() is None)
+            _say(f"workers finished but {left} did not exit within {grace:g} s; stopping them")
+            _stop_all(procs)
+            return 0
+        if deadline is not None and now > deadline:
+            left = ", ".join(p.name for p in procs if p.poll() is None)
+            _say(f"timeout after {timeout:g} s ({left} still running); stopping everything")
+            _stop_all(procs)
+            return 124
+        time.sleep(0.05)
+
+
+def _stop_all(procs):
+    """SIGTERM to every process group, SIGKILL to what is left after 5 s, then reap."""
+    for p in procs:
+        p.stop(signal.SIGTERM)
+    t_end = time.time() + 5
+    while time.time() < t_end and any(p.poll() is None for p in procs):
+        time.sleep(0.05)
+    for p in procs:
+        p.stop(signal.SIGKILL)
+    for p in procs:
+        try:
+            p.popen.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+    _join(procs)
 
 
 def check_command(command):

@@ -15,7 +15,7 @@ each kind the format has, 3x4x4 input, 3 classes), from a prefix of its ops (als
 and smaller) or from a two- or three-value model built for one bound (sizes that overflow,
 reductions that are too large). The base is written directly with the FlatBuffers builder
 and the generated code in ``bmx/fb/`` (no MXNet), with weights that are multiples of 1/8,
-so the engine's output equals ``bmx.convert_utils.run_model``'s exactly; the replay tests
+so the engine's output equals ``bmx.modelfile.run_model``'s exactly; the replay tests
 check that every model the files come from loads and runs, so each file's failure is its
 own fault. The expected messages are written from the loader's source, not recorded from
 its output.
@@ -59,7 +59,7 @@ FILE_IDENTIFIER = b"BMX1"
 FORMAT_VERSION = 1            # kFormatVersion (bmx/engine.h)
 MAX_DIM = 1 << 20             # loader.cc kMaxDim
 MAX_WINDOW = 4096             # loader.cc kMaxWindow
-WEIGHT_ALIGN = 16             # as bmx/converter.py writes weight vectors
+WEIGHT_ALIGN = 16             # as bmx/converter/serialize.py writes weight vectors
 VERIFY = "corrupted model file (FlatBuffers verification failed)"
 ERROR = "ModelError"          # bmx.engine.ModelError, bmx::Error in C++
 
@@ -107,7 +107,7 @@ def _adder(field):
 # empty list is an empty vector.
 
 def _bytes_vec(b, data):
-    # As bmx/converter.py: raw little-endian bytes, the data aligned to 16 in the buffer.
+    # As bmx/converter/serialize.py: raw little-endian bytes, the data aligned to 16 in the buffer.
     data = bytes(data)
     b.StartVector(1, len(data), WEIGHT_ALIGN)
     b.head = b.head - len(data)
@@ -140,7 +140,7 @@ def _options(b, table, opts):
         raise ValueError(f"{table}: no fields {sorted(unknown)}")
     made = {}
     # Vectors first (they may not be built inside a table), weights before parameters as
-    # bmx/converter.py does: the first op's weight then ends the buffer.
+    # bmx/converter/serialize.py does: the first op's weight then ends the buffer.
     for want in ("raw", "fvec", "ivec"):
         for f, kind in fields:
             v = opts.get(f)
@@ -423,6 +423,13 @@ def buffer_cases(cp, base):
         "load_graph: size % 4", "the valid file without its last byte")
     add("buf_plus_2_bytes", base + b"\0\0", f"truncated model file ({n + 2} bytes is not a multiple of 4)",
         "load_graph: size % 4", "the valid file with two zero bytes appended")
+    add("buf_plus_4_bytes", base + b"JUNK",
+        "bytes of trailing data after the model",
+        "load_graph: trailing data (verifier's computed size)", "the valid file with 'JUNK' appended (the verifier alone accepts it)")
+    add("buf_plus_16_zero_bytes", base + bytes(16),
+        "bytes of trailing data after the model",
+        "load_graph: trailing data (more zeros than builder padding)",
+        "the valid file with 16 zero bytes appended")
     # With the identifier intact and everything else zero, the root table has an empty
     # vtable: it verifies, and every field takes its default (version 0).
     add("buf_zero_body", base[:8] + bytes(n - 8),
@@ -754,7 +761,7 @@ def conv_cases(cp):
     mu("conv_weight_size_overflow",
        _chain(_opt(0, "out_channels", MAX_DIM), _opt(0, "kernel", [MAX_WINDOW, MAX_WINDOW]),
               _opt(0, "pad", [2048, 2048]), _set(["values", 1, "shape"], big_out)),
-       "weight: size overflow", "Conv2D: weight size arithmetic",
+       "(Conv2D): weight: size overflow", "Conv2D: weight size arithmetic",
        "2^20 output channels, 4096x4096 kernel, pad 2048 (output [1, 2^20, 5, 5] recorded): 2^45 weights")
     mu("conv_reduction_too_large",
        _chain(_set(["values", 0, "shape"], [1, 65536, 1, 1]), _opt(0, "kernel", [256, 256]),
@@ -803,7 +810,7 @@ def bconv_cases(cp):
     mu("bconv_weight_bits_size_overflow",
        _chain(_opt(k, "out_channels", MAX_DIM), _opt(k, "kernel", [MAX_WINDOW, MAX_WINDOW]),
               _opt(k, "pad", [2048, 2048]), _set(["values", 3, "shape"], [1, MAX_DIM, 5, 5])),
-       "weight_bits: size overflow", "BinaryConv2D: weight size arithmetic",
+       "(BinaryConv2D): weight_bits: size overflow", "BinaryConv2D: weight size arithmetic",
        "2^20 output channels, 4096x4096 kernel, pad 2048 (output [1, 2^20, 5, 5] recorded): 2^44 words")
 
     # K too large needs a wide Bits input: a three-value model of its own.
@@ -822,7 +829,7 @@ def bconv_cases(cp):
            "a Sign of 65536 channels into a 256x256 binary conv: K = 2^32 bits")
     # The same with a 4096x4096 kernel: K = 2^40 overflows the size arithmetic first.
     wide["ops"][1]["options"].update(kernel=[MAX_WINDOW, MAX_WINDOW], pad=[2048, 2048])
-    cp.add("bconv_reduction_size_overflow", serialize(wide), "K: size overflow",
+    cp.add("bconv_reduction_size_overflow", serialize(wide), "(BinaryConv2D): K: size overflow",
            "BinaryConv2D: weight size arithmetic",
            "a Sign of 65536 channels into a 4096x4096 binary conv: K = 2^40 bits")
     nb = C * 9 * 8
@@ -1073,7 +1080,7 @@ def other_op_cases(cp):
            "inputs": [0], "outputs": [1],
            "ops": [{"name": "fc", "type": OO.Dense, "table": "Dense", "options": dict(units=MAX_DIM),
                     "inputs": [0], "outputs": [1]}]}
-    cp.add("dense_weight_size_overflow", serialize(big), "weight: size overflow", "Dense: weight size arithmetic",
+    cp.add("dense_weight_size_overflow", serialize(big), "(Dense): weight: size overflow", "Dense: weight size arithmetic",
            "2^20 units on 2^15 input features: 2^35 weights")
     nw = CLASSES * 2 * C * 4
     w = base_model()["ops"][12]["options"]["weight"]

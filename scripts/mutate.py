@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Mutation testing of bmx: inject one-line faults, one at a time, and check the tests fail.
 
-Each mutation replaces one exact line fragment in the converter (``bmx/converter.py``),
+Each mutation replaces one exact line fragment in the converter (``bmx/converter/``),
 the runtime (``src/runtime/**``) or the kernels (``src/core/**`` and the convention header
 they share) with a plausible bug: an off-by-one in padding, the sign convention flipped, a
 threshold compared with ``<=`` instead of ``<``, a BatchNorm fold with the wrong sign, a
@@ -71,53 +71,53 @@ class Mutation:
 M = Mutation
 MUTATIONS = [
     # ------------------------------------------------------------------ converter (Python)
-    M("bn_fold_shift_sign", "bmx/converter.py",
+    M("bn_fold_shift_sign", "bmx/converter/build_ops.py",
       "shift = beta - mean * scale", "shift = beta + mean * scale",
       "BN fold sign error: test_converter::test_bn_sign_fold (shift vs numpy), "
       "test_bn_after_binary_conv_folds_into_scale_shift_and_relu, every Gluon comparison"),
-    M("bn_fold_no_eps", "bmx/converter.py",
+    M("bn_fold_no_eps", "bmx/converter/build_ops.py",
       "scale = gamma / np.sqrt(var + eps)", "scale = gamma / np.sqrt(var)",
       "scale off by ~eps/2var (5e-5 with eps=1e-4): test_converter::test_bn_sign_fold "
       "(scale compared at rtol 1e-6)"),
-    M("bn_fix_gamma_ignored", "bmx/converter.py",
+    M("bn_fix_gamma_ignored", "bmx/converter/build_ops.py",
       'if a.get("fix_gamma", True):', "if False:",
       "stored gamma used although MXNet uses 1: test_converter::test_bn_sign_fold[True] "
       "(gamma randomized away from 1)"),
-    M("conv_bias_dropped_in_bn_fold", "bmx/converter.py",
+    M("conv_bias_dropped_in_bn_fold", "bmx/converter/passes.py",
       'op.attrs["b"] = (b * s + t).astype(np.float32)', 'op.attrs["b"] = (0 * b * s + t).astype(np.float32)',
       "float conv bias lost when BN folds into it: "
       "test_converter::test_bn_into_float_conv_weights_and_bias"),
-    M("dense_bias_dropped", "bmx/converter.py",
+    M("dense_bias_dropped", "bmx/converter/build_ops.py",
       'b=None if b is None else b.copy(), units=int(a["num_hidden"]))',
       'b=None, units=int(a["num_hidden"]))',
       "Dense bias not written: every test whose Dense bias is randomized "
       "(test_converter::test_bn_sign_fold onwards, test_engine_model, test_equivalence); "
       "with zero-initialized biases this mutation survived"),
-    M("bconv_wrong_K", "bmx/converter.py",
+    M("bconv_wrong_K", "bmx/converter/build_blocks.py",
       "K = W.shape[1] * kernel[0] * kernel[1]", "K = W.shape[1] * kernel[0] * kernel[1] + 1",
       "shift of the (dot + K) / 2 offset wrong by one channel: "
       "test_converter::test_binary_conv_output_forms, test_bn_after_binary_conv..."),
-    M("bconv_bn_fold_shift_sign", "bmx/converter.py",
+    M("bconv_bn_fold_shift_sign", "bmx/converter/passes.py",
       'op.attrs["shift"] = op.attrs["shift"] * s + t', 'op.attrs["shift"] = op.attrs["shift"] * s - t',
       "BN after a binary conv folded with -t: "
       "test_converter::test_bn_after_binary_conv_folds_into_scale_shift_and_relu"),
-    M("bconv_bn_fold_abs_scale", "bmx/converter.py",
+    M("bconv_bn_fold_abs_scale", "bmx/converter/passes.py",
       'op.attrs["scale"] = op.attrs["scale"] * s', 'op.attrs["scale"] = op.attrs["scale"] * abs(s)',
       "a negative BN scale (gamma < 0) folded as positive: caught only because the tests "
       "randomize gamma with random signs: test_bn_after_binary_conv..., test_engine_model"),
-    M("sign_fold_shift_dropped", "bmx/converter.py",
+    M("sign_fold_shift_dropped", "bmx/converter/passes.py",
       'op.attrs["shift"] = src.attrs["shift"].copy()', 'op.attrs["shift"] = 0 * src.attrs["shift"]',
       "BN -> sign folded without its shift: test_converter::test_bn_sign_fold"),
-    M("pool_count_include_pad_flipped", "bmx/converter.py",
+    M("pool_count_include_pad_flipped", "bmx/converter/build_ops.py",
       'count_include_pad=bool(a.get("count_include_pad", True)))',
       'count_include_pad=not a.get("count_include_pad", True))',
       "average pooling divides by the wrong window size at borders: "
       "test_converter::test_pooling_windows_match_mxnet[avg3-pad-excl]"),
-    M("weight_pack_kh_kw_swapped", "bmx/converter.py",
+    M("weight_pack_kh_kw_swapped", "bmx/converter/serialize.py",
       "Wt = np.transpose(np.asarray(W), (0, 2, 3, 1))", "Wt = np.transpose(np.asarray(W), (0, 3, 2, 1))",
       "binary filters stored transposed: "
       "test_converter::test_header_metadata_and_single_binary_conv_exact (bit positions)"),
-    M("probe_sign_of_zero", "bmx/converter.py",
+    M("probe_sign_of_zero", "bmx/converter/build_blocks.py",
       "return np.where(x < 0, -1.0, 1.0).astype(np.float32)",
       "return np.where(x <= 0, -1.0, 1.0).astype(np.float32)",
       "the converter's own sign (used to check what a quantizer computes) gives sign(0) = "

@@ -70,6 +70,18 @@ def test_baseline_is_trained_once_per_seed_and_shared():
                                              os.path.join("d", "bottleneck", "seed0")]
 
 
+def test_plan_of_selected_configs_keeps_their_float_twin():
+    args = ablation.parse_args(["--configs", "a/tclip0.5", "f/from-float", "--seeds", "1"])
+    assert args.experiments == ["a", "f"]
+    plan = ablation.build_plan(args.experiments, args.seeds, configs=args.configs)
+    assert [pr.rel_dir for pr in plan] == [os.path.join(*p, "seed1") for p in
+                                           (("a", "tclip0.5"), ("f", "float-twin"),
+                                            ("f", "from-float"))]
+    assert plan[2].depends_on == plan[1].rel_dir
+    with pytest.raises(ablation.AblationError, match="no configuration 'a/tclip9'"):
+        ablation.parse_args(["--configs", "a/tclip9"])
+
+
 def test_commands_parse_with_bmx_train(tmp_path):
     from bmx.train import build_parser
     runs = str(tmp_path)

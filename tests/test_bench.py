@@ -7,10 +7,11 @@ import math
 import pytest
 
 from bmx import bench, engine
+from bmx.bench import gemm
 
 
 def test_bdn37_shapes():
-    shapes = bench.binarydensenet37_shapes()
+    shapes = gemm.binarydensenet37_shapes()
     assert len(shapes) == 6 + 8 + 12 + 6
     assert shapes[0] == {"name": "stage1.layer0", "c_in": 64, "h": 56, "w": 56, "M": 64, "K": 576, "N": 3136}
     assert max(s["K"] for s in shapes) == 896 * 9  # last dense layer of stage 3

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from bmx import bench
+from bmx.bench import models as bench_models
 
 KINDS = ("packing", "binary_conv", "float_conv", "bn_threshold", "pool", "concat", "other")
 
@@ -41,7 +42,7 @@ def test_models_engine_only_json_with_profile(capsys):
         assert (first["M"], first["N"], first["K"]) == (64, 64, 576)
         assert layers[-1]["M"] == 512 and layers[-1]["K"] == 512 * 9
         assert all(l["gmacs"] > 0 and l["gemm_gmacs"] > 0 for l in layers)
-        assert p["binary_conv_summary"]["target"] == bench.LAYER_RATE_TARGET
+        assert p["binary_conv_summary"]["target"] == bench_models.LAYER_RATE_TARGET
 
 
 @pytest.mark.slow
@@ -67,7 +68,7 @@ def test_models_json_with_mxnet_counts_threads(capsys):
 
 
 def test_mxnet_env_sets_every_thread_knob():
-    env = bench._mxnet_env(2)
+    env = bench_models._mxnet_env(2)
     for k in ("OMP_NUM_THREADS", "MXNET_OMP_MAX_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         assert env[k] == "2"
     assert env["MXNET_CPU_WORKER_NTHREADS"] == "1"

@@ -10,7 +10,7 @@ import pytest
 
 import bmx
 from bmx.converter import main
-from bmx.convert_utils import read_model, run_model
+from bmx.modelfile import read_model, run_model
 
 os.environ.setdefault("MXNET_SUBGRAPH_VERBOSE", "0")
 SHAPE = (1, 3, 16, 16)
@@ -136,9 +136,9 @@ def test_inspect_module(trained, tmp_path):
     out = tmp_path / "m.bmx"
     assert main(["--symbol", str(d / "x-symbol.json"), "--params", str(d / "x-0000.params"),
                  "-o", str(out), "--input-shape", "1,3,16,16"]) == 0
-    r = subprocess.run([sys.executable, "-m", "bmx.convert_utils", str(out)],
+    r = subprocess.run([sys.executable, "-m", "bmx.modelfile", str(out)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "BinaryConv2D" in r.stdout and "format version 1" in r.stdout
-    r = subprocess.run([sys.executable, "-m", "bmx.convert_utils", str(d / "p.params")],
+    r = subprocess.run([sys.executable, "-m", "bmx.modelfile", str(d / "p.params")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "not a bmx model file" in r.stderr

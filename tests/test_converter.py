@@ -13,7 +13,7 @@ from mxnet.gluon import nn
 import bmx
 from bmx import convention
 from bmx.converter import FILE_IDENTIFIER, FORMAT_VERSION, ConversionError, convert, convert_symbol
-from bmx.convert_utils import read_model, run_model
+from bmx.modelfile import read_model, run_model
 from conftest import (assert_all_moved, assert_logits_match, param_snapshot,
                       randomize_all_parameters)
 

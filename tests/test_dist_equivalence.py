@@ -1,6 +1,6 @@
 """dist_sync data parallelism computes what one process computes: 2 workers with batch B
-each (bmx.train._DistSync over MXNet's parameter server, started by bmx.launch) against one
-process with batch 2B on the same samples in the same order (Li et al., "Scaling
+each (bmx.train.dist._DistSync over MXNet's parameter server, started by bmx.launch)
+against one process with batch 2B on the same samples in the same order (Li et al., "Scaling
 Distributed Machine Learning with the Parameter Server", 2014; Goyal et al., "Accurate,
 Large Minibatch SGD", 2017: the summed gradient of the two halves is the gradient of the
 whole batch).
@@ -35,7 +35,7 @@ WORKER = textwrap.dedent("""
     from mxnet import autograd, gluon, nd
     sys.path.insert(0, sys.argv[2])
     from test_dist_equivalence import B, STEPS, WORKERS, LR, MOMENTUM, make_net
-    from bmx.train import _DistSync
+    from bmx.train.dist import _DistSync
 
     d = sys.argv[1]
     kv = mx.kv.create("dist_sync")

@@ -2,7 +2,7 @@
 
 Bethge et al., "BMXNet 2" (2019). Models are converted with :func:`bmx.convert` from zoo
 networks whose BatchNorm statistics are randomised (so folding is not trivial); the
-oracles are Gluon ``net(x)`` and :func:`bmx.convert_utils.run_model`.
+oracles are Gluon ``net(x)`` and :func:`bmx.modelfile.run_model`.
 
 Every parameter of the zoo networks is moved away from its initial value (conftest):
 zero biases and betas, unit gammas and zero running means hide folding faults.
@@ -17,7 +17,7 @@ import pytest
 from mxnet.gluon import nn
 
 import bmx
-from bmx.convert_utils import run_model
+from bmx.modelfile import run_model
 from bmx.engine import FORMAT_VERSION, Model, ModelError, validate_model
 from bmx.fb.Model import Model as FbModel
 from conftest import (assert_all_moved, assert_logits_match, param_snapshot,

@@ -138,7 +138,7 @@ def test_resnete_on_28x28_ceil_mode_pooling():
     _engine()
     net, x = _build("resnete18", 28, train_steps=1, classes=10, stem="thumbnail")
     data = convert(net, (1, 3, 28, 28))
-    from bmx.convert_utils import read_model
+    from bmx.modelfile import read_model
     pools = [o for o in read_model(data)["ops"] if o["type"] == "Pool2D"]
     assert any(o["options"]["ceil_mode"] for o in pools)
     _compare("resnete18", net, x, 28)

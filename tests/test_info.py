@@ -14,7 +14,7 @@ from mxnet.gluon import nn
 
 import bmx
 from bmx import info
-from bmx.convert_utils import read_model
+from bmx.modelfile import read_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IN_SHAPE = (1, 3, 8, 8)

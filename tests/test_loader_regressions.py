@@ -182,7 +182,7 @@ def _prefixes(manifest):
 def test_base_models_load_and_match_the_numpy_interpreter(gen, manifest):
     """Each file is one fault away from a valid model: the models they were made from load,
     run, and agree with the plain-numpy interpreter of the format."""
-    from bmx.convert_utils import run_model
+    from bmx.modelfile import run_model
     prefixes = _prefixes(manifest)
     assert None in prefixes and len(prefixes) >= 5
     x = gen.base_input(batch=2)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from bmx import train as bt
+from bmx.train.cli import _Hooks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ("binarydensenet_flex:block_config=(1,1),growth_rate=16,init_features=16,"
@@ -222,7 +223,7 @@ def test_resume_equals_uninterrupted_run(tmp_path, capsys):
     def interrupt(epoch, batch):
         if epoch == 1 and batch == 7:
             raise KeyboardInterrupt
-    rc, err = _run(capsys, argv + ["--save-dir", str(cut)], hooks=bt._Hooks(interrupt))
+    rc, err = _run(capsys, argv + ["--save-dir", str(cut)], hooks=_Hooks(interrupt))
     assert rc == 130 and "--resume" in err
     assert json.load(open(cut / "checkpoint.json"))["epoch"] == 0
     p = subprocess.run([sys.executable, "-m", "bmx.train"] + argv + ["--save-dir", str(cut),
@@ -275,7 +276,7 @@ def test_distillation_from_float_teacher(tmp_path, capsys):
     rc, err = _run(capsys, student + ["--save-dir", str(tmp_path / "s"), "--teacher", TINY,
                                       "--teacher-params", t_params, "--distill-alpha", "0.9",
                                       "--distill-temperature", str(T)],
-                   hooks=bt._Hooks(on_batch=keep_epoch_params))
+                   hooks=_Hooks(on_batch=keep_epoch_params))
     assert rc == 0, err
     rows = list(csv.DictReader(open(tmp_path / "s" / "log.csv")))
     assert len(rows) == 4 and all(math.isfinite(float(r["train_loss"])) for r in rows)

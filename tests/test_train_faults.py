@@ -71,6 +71,8 @@ def _temp_debris(save_dir):
 DRIVER = textwrap.dedent("""
     import os, signal, sys, time
     from bmx import _cli, train
+    from bmx.train import checkpoint
+    from bmx.train.cli import _Hooks
     marker, kill_in_write, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
 
     def on_batch(epoch, i):
@@ -80,7 +82,9 @@ DRIVER = textwrap.dedent("""
             time.sleep(0.5)
 
     if kill_in_write != "-":
-        real = _cli.atomic_write  # the one atomic write (checkpoint files and JSON)
+        # the one atomic write: checkpoint files through bmx.train.checkpoint's name for
+        # it, JSON (checkpoint.json) through bmx._cli.write_json
+        real = _cli.atomic_write
         seen = {}
 
         def atomic_write(path, write_fn, *a, **kw):
@@ -98,9 +102,9 @@ DRIVER = textwrap.dedent("""
                     os.kill(os.getpid(), signal.SIGKILL)
                 return real(path, dying, *a, **kw)
             return real(path, write_fn, *a, **kw)
-        train._atomic_write = _cli.atomic_write = atomic_write
+        checkpoint._atomic_write = _cli.atomic_write = atomic_write
 
-    sys.exit(train.run(argv, hooks=train._Hooks(on_batch=on_batch)))
+    sys.exit(train.run(argv, hooks=_Hooks(on_batch=on_batch)))
 """)
 
 
@@ -208,7 +212,7 @@ def _half_then_fail(write_fn):
 
 
 def test_train_atomic_write_failure_keeps_old_file(tmp_path):
-    from bmx import train
+    from bmx.train import checkpoint
     target = tmp_path / "checkpoint.json"
     target.write_text('{"epoch": 0}\n')
     listing = sorted(os.listdir(tmp_path))
@@ -218,11 +222,11 @@ def test_train_atomic_write_failure_keeps_old_file(tmp_path):
             f.write('{"epoch": 1, "padding": "' + "x" * 10000 + '"}\n')
 
     with pytest.raises(OSError, match="No space left"):
-        train._atomic_write(str(target), _half_then_fail(write_new))
+        checkpoint._atomic_write(str(target), _half_then_fail(write_new))
     assert target.read_text() == '{"epoch": 0}\n'
     assert sorted(os.listdir(tmp_path)) == listing
     # and a write that succeeds replaces the file completely
-    train._atomic_write(str(target), write_new)
+    checkpoint._atomic_write(str(target), write_new)
     assert json.loads(target.read_text())["epoch"] == 1
     assert sorted(os.listdir(tmp_path)) == listing
 
@@ -230,10 +234,12 @@ def test_train_atomic_write_failure_keeps_old_file(tmp_path):
 def test_checkpoint_write_failure_in_training_keeps_previous(tmp_path, monkeypatch):
     """bmx.train.run in process with the second checkpoint's .params write failing
     half-way: the run fails, the first checkpoint is untouched and complete, no temp files;
-    --resume then finishes the run."""
+    --resume then finishes the run. The fault goes where the checkpoint files are written
+    (bmx.train.checkpoint looks up its _atomic_write)."""
     from bmx import train
+    from bmx.train import checkpoint
     save = tmp_path / "run"
-    real = train._atomic_write
+    real = checkpoint._atomic_write
     calls = {"params": 0}
 
     def flaky(path, write_fn, *a, **kw):
@@ -243,10 +249,11 @@ def test_checkpoint_write_failure_in_training_keeps_previous(tmp_path, monkeypat
                 return real(path, _half_then_fail(write_fn), *a, **kw)
         return real(path, write_fn, *a, **kw)
 
-    monkeypatch.setattr(train, "_atomic_write", flaky)
+    monkeypatch.setattr(checkpoint, "_atomic_write", flaky)
     with pytest.raises(OSError, match="No space left"):
         train.run(_args(save, 2))
-    monkeypatch.setattr(train, "_atomic_write", real)
+    assert calls["params"] == 2  # the fault was injected
+    monkeypatch.setattr(checkpoint, "_atomic_write", real)
     ck, files = _checkpoint(save)
     assert ck["epoch"] == 0
     _assert_loadable(files["params"])
@@ -326,7 +333,7 @@ def test_atomic_writes_keep_normal_permissions(tmp_path, small_net):
     """Temp file + rename must not change what a plain open() would give: mode 0666 minus
     the umask (tempfile.mkstemp creates 0600, which makes model files and checkpoints
     unreadable to the group/others who are meant to use them)."""
-    from bmx import train
+    from bmx.train import checkpoint
     umask = os.umask(0o022)
     try:
         path = tmp_path / "model.bmx"
@@ -336,7 +343,7 @@ def test_atomic_writes_keep_normal_permissions(tmp_path, small_net):
         def w(tmp):
             with open(tmp, "w") as f:
                 f.write("{}\n")
-        train._atomic_write(str(ck), w)
+        checkpoint._atomic_write(str(ck), w)
         modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (path, ck)}
     finally:
         os.umask(umask)

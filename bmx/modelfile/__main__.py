@@ -1,4 +1,4 @@
-"""``python -m bmx.convert_utils FILE.bmx``: print a summary of a bmx model file."""
+"""``python -m bmx.modelfile FILE.bmx``: print a summary of a bmx model file."""
 import sys
 
 from .reader import describe
@@ -7,7 +7,7 @@ from .reader import describe
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m bmx.convert_utils FILE.bmx", file=sys.stderr)
+        print("usage: python -m bmx.modelfile FILE.bmx", file=sys.stderr)
         return 2
     try:
         text = describe(argv[0])

@@ -20,12 +20,15 @@ import sys
 import tempfile
 import time
 
+from .common import int_at_least, loadavg
+
 #: the network bmx-train trains by default
 DEFAULT_MODEL = ("binarydensenet_flex:block_config=(2,2,2),growth_rate=32,init_features=32,"
                  "reduction=2")
 
 
-def add_parser(sub, int_at_least):
+def add_parser(sub):
+    """Add the ``train`` subcommand to ``sub`` (argparse subparsers)."""
     p = sub.add_parser(
         "train", help="training images/s: a binary network and its float twin, fresh processes",
         description="One epoch of bmx-train per model in a fresh process (no validation "
@@ -72,11 +75,18 @@ def _one(args, float_twin):
 
 
 def run(args):
+    """Run the ``train`` benchmark; returns the result document (also printed).
+
+    Raises
+    ------
+    RuntimeError
+        When a bmx-train process fails.
+    """
     rows = [_one(args, False)]
     if args.float_twin:
         rows.append(_one(args, True))
     doc = {"dataset": args.dataset, "model": args.model, "batch_size": args.batch_size,
-           "images": args.images, "loadavg": list(os.getloadavg()), "rows": rows}
+           "images": args.images, "loadavg": loadavg(), "rows": rows}
     if len(rows) == 2:
         doc["binary_over_float_time"] = rows[1]["images_per_s_wall"] / rows[0]["images_per_s_wall"]
     if args.json:
