@@ -301,15 +301,19 @@ class PlannedRun:
     depends_on: str = None   # rel_dir of the run whose best.params initialise this one
 
 
-def build_plan(experiments, seeds, with_xnor=False):
+def build_plan(experiments, seeds, with_xnor=False, configs=None):
     """Seed-major list of :class:`PlannedRun`, each equal run once per seed, a float twin
-    before the run initialised from it."""
+    before the run initialised from it. ``configs``: only these ``"exp/config"`` names
+    (and the float twins they are initialised from)."""
     plan = []
     for seed in seeds:
         index = {}
         for key in experiments:
             exp = EXPERIMENTS[key]
+            wanted = _with_dependencies(exp, key, configs)
             for c in planned_configs(exp, with_xnor):
+                if wanted is not None and c.name not in wanted:
+                    continue
                 rel = os.path.join(run_home(key, c), f"seed{seed}")
                 if rel not in index:
                     dep = None
@@ -320,6 +324,16 @@ def build_plan(experiments, seeds, with_xnor=False):
                     plan.append(index[rel])
                 index[rel].users.append((key, c))
     return plan
+
+
+def _with_dependencies(exp, key, configs):
+    """The config names of ``exp`` selected by ``configs`` (None: all), with the configs
+    they are initialised from."""
+    if configs is None:
+        return None
+    names = {c.split("/", 1)[1] for c in configs if c.split("/", 1)[0] == key}
+    return names | {exp.config(n).run.init_from for n in names
+                    if exp.config(n).run.init_from is not None}
 
 
 def command(pr, protocol, runs_dir, resume=False):
@@ -547,6 +561,9 @@ def build_parser():
                    choices=sorted(EXPERIMENTS), metavar="EXP",
                    help=f"subset of {', '.join(sorted(EXPERIMENTS))}")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="seeds to run")
+    p.add_argument("--configs", nargs="+", default=None, metavar="EXP/CONFIG",
+                   help="only these configurations (e.g. a/tclip0.5), with the runs they "
+                        "are initialised from; default: every configuration")
     p.add_argument("--train-images", type=int, default=PROTOCOL["train_images"],
                    help="train on the first N training images")
     p.add_argument("--epochs", type=int, default=PROTOCOL["epochs"], help="epochs per run")
@@ -575,6 +592,13 @@ def parse_args(argv=None):
     if not args.images_per_s > 0:
         raise AblationError("--images-per-s must be > 0")
     args.experiments = [k for k in sorted(EXPERIMENTS) if k in set(args.experiments)]
+    for c in args.configs or []:
+        key, _, name = c.partition("/")
+        if key not in EXPERIMENTS or name not in {x.name for x in EXPERIMENTS[key].configs}:
+            raise AblationError(f"--configs: no configuration {c!r} (write EXP/CONFIG, "
+                                "e.g. a/tclip0.5; --dry-run lists them)")
+    if args.configs:
+        args.experiments = sorted({c.split("/", 1)[0] for c in args.configs})
     return args
 
 
@@ -616,7 +640,7 @@ def _main(argv):
     lock = None if args.dry_run else _lock(runs_dir)
     entries = load_results(out, protocol)
     done = {(e["experiment"], e["config"], e["seed"]) for e in entries}
-    plan = build_plan(args.experiments, args.seeds, args.with_xnor)
+    plan = build_plan(args.experiments, args.seeds, args.with_xnor, args.configs)
 
     stats = {}
     for pr in plan:
