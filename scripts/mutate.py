@@ -143,7 +143,8 @@ MUTATIONS = [
     M("pool_count_include_pad_ignored", "src/runtime/ops/pool2d.cc",
       "op.count_include_pad = p->count_include_pad();", "op.count_include_pad = !p->count_include_pad();",
       "average pool border windows divided by the wrong count: "
-      "test_equivalence::test_resnete_on_28x28_ceil_mode_pooling (partial ceil-mode windows)"),
+      "test_converter::test_pooling_windows_match_mxnet (engine vs MXNet per pooling form)",
+      tests=["tests/test_converter.py"] + RUNTIME_TESTS),
     M("sign_shift_is_scale", "src/runtime/ops/sign.cc",
       "copy_floats(p->shift(), op.shift);", "copy_floats(p->scale(), op.shift);",
       "BN -> sign thresholds loaded with the wrong vector: every engine test with a folded "
@@ -193,9 +194,8 @@ MUTATIONS = [
       "(portable level)"),
     M("grouped_tail_mask_all_ones", "src/core/bconv2d_grouped/bconv2d_grouped.cc",
       "const word_t mask = tail_mask(cg);", "const word_t mask = ~word_t{0};",
-      "grouped binary conv keeps bits past C_in/groups: tests with groups and C_in/g % 64 != 0 "
-      "(tests/cpp/test_bconv2d_grouped.cc with --ctest; test_equivalence's grouped case has "
-      "C_in/g = 64, so the Python suite may miss it)"),
+      "grouped binary conv keeps bits past C_in/groups: "
+      "test_equivalence::test_single_binary_conv_exact_integers (C_in/g = 35 and 32)"),
     M("fconv_avx512_fmsub", "src/core/fconv2d/fconv2d__avx512.cc",
       "static Reg fmadd(Reg a, Reg b, Reg c) { return _mm512_fmadd_ps(a, b, c); }",
       "static Reg fmadd(Reg a, Reg b, Reg c) { return _mm512_fmsub_ps(a, b, c); }",

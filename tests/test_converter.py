@@ -333,6 +333,9 @@ def test_pooling_windows_match_mxnet(pool):
                   for d, n in enumerate(shape[2:]))
     assert p["ceil_mode"] == (kw["pooling_convention"] == "full" and partial)
     _close(run_model(data, x), ref)
+    # the C++ engine's windows too (border counts with and without the padding)
+    from bmx import engine
+    _close(np.asarray(engine.Model(data).predict(x)), ref)
 
 
 class _DenseUnit(nn.HybridBlock):

@@ -233,6 +233,8 @@ def test_dispatch_levels_bit_identical(name, kw, tmp_path):
     (64, 64, 3, 1, 2, 2, 1, 8),
     (130, 32, 1, 1, 0, 1, 1, 5),
     (128, 64, 3, 1, 1, 1, 2, 6),
+    (70, 12, 3, 1, 1, 1, 2, 6),    # groups with C_in/g = 35: the tail mask of each group
+    (96, 24, 3, 2, 1, 1, 3, 7),    # C_in/g = 32
     (65, 9, 5, 2, 2, 1, 1, 11),
 ])
 def test_single_binary_conv_exact_integers(cin, cout, k, stride, pad, dil, groups, hw):
