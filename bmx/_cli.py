@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-__all__ = ["UsageError", "ArgumentParser", "first_line", "atomic_write", "write_bytes_atomic",
+__all__ = ["UsageError", "int_at_least", "ArgumentParser", "first_line", "atomic_write", "write_bytes_atomic",
            "write_json", "read_json"]
 
 
@@ -102,3 +102,16 @@ def read_json(path):
             return json.load(f)
     except (OSError, ValueError):
         return None
+
+
+def int_at_least(lo):
+    """Argparse type: an integer >= ``lo``."""
+    def conv(s):
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {s!r}")
+        return v
+    return conv

@@ -16,21 +16,9 @@ except ImportError:  # pragma: no cover - threadpoolctl is in the dev environmen
 import numpy as np
 
 
+
 # ---------------------------------------------------------------------------------------
 # argument types: a bad value is one line on stderr and exit code 2
-
-def int_at_least(lo):
-    """Argparse type: an integer >= ``lo``."""
-    def conv(s):
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {s!r}")
-        return v
-    return conv
-
 
 def float_at_least(lo):
     """Argparse type: a number >= ``lo`` (NaN rejected)."""

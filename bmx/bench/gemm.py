@@ -11,8 +11,8 @@ import time
 
 import numpy as np
 
-from .._cli import UsageError
-from .common import (blas_info, cpu_name, int_at_least, loadavg, median_time, one_blas_thread,
+from .._cli import UsageError, int_at_least
+from .common import (blas_info, cpu_name, loadavg, median_time, one_blas_thread,
                      statistic)
 
 #: targets of the per-layer kernels (single thread vs numpy float32 GEMM with one BLAS thread)

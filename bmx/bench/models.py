@@ -13,8 +13,8 @@ import sys
 
 import numpy as np
 
-from .._cli import UsageError
-from .common import cpu_name, float_at_least, int_at_least, loadavg, time_runs
+from .._cli import UsageError, int_at_least
+from .common import cpu_name, float_at_least, loadavg, time_runs
 from .gemm import gemm_rate
 
 #: networks measured by default (batch 1, 224x224)

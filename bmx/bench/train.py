@@ -20,7 +20,8 @@ import sys
 import tempfile
 import time
 
-from .common import int_at_least, loadavg
+from .._cli import int_at_least
+from .common import loadavg
 
 #: the network bmx-train trains by default
 DEFAULT_MODEL = ("binarydensenet_flex:block_config=(2,2,2),growth_rate=32,init_features=32,"

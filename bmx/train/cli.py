@@ -9,29 +9,14 @@ import sys
 
 from .._cli import ArgumentParser as _Parser
 from .._cli import UsageError
+from .._cli import int_at_least
 from .._mxnet import MXNetMissingError
 
 PROG = "bmx-train"
 
 
-def _positive_int(s):
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}")
-    return v
-
-
-def _nonneg_int(s):
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}")
-    return v
+_positive_int = int_at_least(1)
+_nonneg_int = int_at_least(0)
 
 
 def _float(lo=None, hi=None, lo_open=False, hi_open=False, allow_inf=False):
