@@ -21,7 +21,8 @@ import numpy as np
 from . import _engine
 
 __all__ = ["pack_bits", "binary_gemm", "binary_conv2d", "pack_filters", "PackedFilters", "time_binary_gemm",
-           "time_binary_conv2d", "list_kernels", "auto_kernel", "cpu_features", "WORD_BITS"]
+           "time_binary_conv2d", "list_kernels", "auto_kernel", "cpu_features", "sign_pack",
+           "list_sign_pack_kernels", "WORD_BITS"]
 
 __version__ = _engine.__version__
 WORD_BITS = _engine.WORD_BITS
@@ -254,6 +255,41 @@ def auto_kernel():
 def cpu_features():
     """Bethge et al., BMXNet 2 (2019): CPU features the dispatcher sees (e.g. ``'popcnt,avx2'``)."""
     return _engine.cpu_features()
+
+
+def sign_pack(x, scale, shift, kernel="auto"):
+    """Bethge et al., BMXNet 2 (2019): the Sign op of a binary layer with its BatchNorm folded.
+
+    Bit ``c`` of row ``p`` is ``scale[c] * x[p, c] + shift[c] < 0`` (float32 multiply, then
+    add, each rounded; NaN gives bit 0), packed as :func:`pack_bits` packs the last axis.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``(pixels, channels)`` float32 rows.
+    scale, shift : numpy.ndarray
+        ``(channels,)`` float32.
+    kernel : str
+        ``'auto'`` (the one the runtime uses here) or a name from
+        :func:`list_sign_pack_kernels`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(pixels, ceil(channels / 64))`` uint64.
+    """
+    return _engine.sign_pack(_as_array(x, "x"), _as_array(scale, "scale"), _as_array(shift, "shift"), str(kernel))
+
+
+def list_sign_pack_kernels():
+    """Bethge et al., BMXNet 2 (2019): the fused BatchNorm + sign + packing kernels of this build.
+
+    Returns
+    -------
+    list of (str, bool)
+        ``(name, available)``, portable kernel first; the runtime uses the last available one.
+    """
+    return [(str(n), bool(a)) for n, a in _engine.list_sign_pack_kernels()]
 
 
 def _as_array(a, what):

@@ -186,8 +186,13 @@ MUTATIONS = [
       "return _cvtmask16_u32(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ));",
       "return _cvtmask16_u32(_mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LE_OQ));",
       "folded BN threshold compared with <= (sign(0) = -1) in the AVX-512 sign kernel: only "
-      "exact zeros of scale * x + shift differ; tests/cpp/test_signpack.cc (run with "
-      "--ctest); the Python suite is not expected to kill it"),
+      "exact zeros of scale * x + shift differ; test_kernels::test_sign_pack_kernels_vs_numpy "
+      "(every sign-pack kernel this CPU runs, with exact zeros; skipped where AVX-512 is absent)"),
+    M("signpack_avx2_threshold_le", "src/core/signpack/signpack__avx2.cc",
+      "_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_LT_OQ));",
+      "_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_LE_OQ));",
+      "the AVX2 sign kernel's threshold compared with <=: test_kernels::test_sign_pack_kernels_vs_numpy "
+      "(sign_pack__avx2, exact zeros)"),
     M("signpack_scalar_shift_sign", "src/core/signpack/signpack.cc",
       "const float v = scale[ch] * x[ch] + shift[ch];", "const float v = scale[ch] * x[ch] - shift[ch];",
       "portable sign kernel applies -shift: test_equivalence::test_dispatch_levels_agree_with_gluon "

@@ -17,6 +17,8 @@ KERNELS = [name for name, ok in engine.list_kernels() if ok]
 K_VALUES = [1, 63, 64, 65, 127, 128, 129, 4608]
 MN_VALUES = [1, 3, 7, 17, 33]
 
+SIGN_PACK_KERNELS = [name for name, ok in engine.list_sign_pack_kernels() if ok]
+
 
 def pm1(rng, shape):
     return np.where(rng.random(shape) < 0.5, -1.0, 1.0).astype(np.float32)
@@ -48,6 +50,51 @@ def test_pack_bits_every_bit_and_tail(k):
         np.testing.assert_array_equal(engine.pack_bits(x)[0], want, err_msg=f"k={k} pos={pos}")
     all_neg = engine.pack_bits(-np.ones((1, k), np.float32))[0]
     assert int(all_neg[-1]) == (1 << (k % 64 or 64)) - 1, "tail bits past k must be 0"
+
+
+@pytest.mark.parametrize("kernel", SIGN_PACK_KERNELS)
+@pytest.mark.parametrize("c", [1, 15, 16, 17, 63, 64, 65, 127, 128, 129, 200])
+def test_sign_pack_kernels_vs_numpy(kernel, c):
+    """Folded BatchNorm + sign: every kernel equals numpy's float32 ``scale * x + shift < 0``.
+
+    About a third of the values ``scale * x + shift`` are exact zeros (bit 0: sign(0) = +1)
+    in full and partial words; rows of -0.0 and NaN (bit 0) and of tiny values of either sign.
+    """
+    seed = 7000 + c
+    rng = np.random.default_rng(seed)
+    pixels = 12
+    scale = (rng.choice([-2.0, -0.5, 0.25, 1.0, 4.0], c) * rng.uniform(1, 1.5, c)).astype(np.float32)
+    pow2 = rng.random(c) < 0.5
+    scale[pow2] = np.float32(2.0) ** rng.integers(-3, 4, np.count_nonzero(pow2))
+    shift = rng.standard_normal(c).astype(np.float32)
+    x = rng.standard_normal((pixels, c)).astype(np.float32)
+    # With scale a power of two, x = -shift / scale is exact and scale * x + shift == 0.
+    zero = (rng.random((pixels, c)) < 0.66) & pow2
+    x[zero] = np.broadcast_to(-shift / scale, (pixels, c))[zero]
+    x[-3, :] = -0.0
+    x[-2, :] = np.nan
+    x[-1, :] = np.float32(1e-30) * rng.choice([-1.0, 1.0], c).astype(np.float32)
+    v = scale * x + shift
+    assert c < 16 or np.count_nonzero(v == 0) >= pixels * c // 5, "the test needs exact zeros"
+    want = convention.pack_bits(np.where(v < 0, -1.0, 1.0).astype(np.float32))
+    got = engine.sign_pack(x, scale, shift, kernel=kernel)
+    assert got.dtype == np.uint64 and got.shape == (pixels, convention.words_for_bits(c))
+    np.testing.assert_array_equal(got, want, err_msg=f"kernel={kernel} seed={seed}")
+
+
+def test_sign_pack_errors():
+    x = np.zeros((2, 3), np.float32)
+    s = np.ones(3, np.float32)
+    with pytest.raises(ValueError, match="unknown kernel 'nope'"):
+        engine.sign_pack(x, s, s, kernel="nope")
+    with pytest.raises(ValueError, match="length 3"):
+        engine.sign_pack(x, s[:2], s)
+    with pytest.raises(ValueError, match="2-D"):
+        engine.sign_pack(x[0], s, s)
+    unavailable = [n for n, ok in engine.list_sign_pack_kernels() if not ok]
+    if unavailable:
+        with pytest.raises(ValueError, match="does not run on this CPU"):
+            engine.sign_pack(x, s, s, kernel=unavailable[0])
 
 
 def test_pack_bits_special_values():

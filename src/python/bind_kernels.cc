@@ -25,6 +25,7 @@
 #include "core/bitpack/reference.h"
 #include "core/common/scratch.h"
 #include "core/common/threadpool.h"
+#include "core/signpack/signpack.h"
 #include "python/bindings.h"
 
 namespace py = pybind11;
@@ -527,6 +528,30 @@ py::array_t<word_t> pack_rows_f32(py::array_t<float, py::array::c_style | py::ar
   return out;
 }
 
+// One sign-pack kernel by name on (pixels, c) float32 rows: bit c of row p = (scale[c] *
+// x[p, c] + shift[c] < 0). Tests run every kernel this CPU has against numpy.
+py::array_t<word_t> sign_pack_named(py::array_t<float, py::array::c_style> x, py::array_t<float, py::array::c_style> scale,
+                                    py::array_t<float, py::array::c_style> shift, const std::string& kernel) {
+  if (x.ndim() != 2) fail("sign_pack: expected a 2-D float32 array (pixels, channels)");
+  const std::int64_t pixels = x.shape(0), c = x.shape(1);
+  if (scale.ndim() != 1 || scale.shape(0) != c || shift.ndim() != 1 || shift.shape(0) != c)
+    fail("sign_pack: scale and shift must be 1-D float32 arrays of length " + std::to_string(c));
+  const SignPackKernel* k = kernel == "auto" ? &sign_pack_best_kernel() : nullptr;
+  std::string known;
+  for (const auto& cand : sign_pack_kernels()) {
+    known += std::string(known.empty() ? "" : ", ") + cand.name;
+    if (kernel == cand.name) k = &cand;
+  }
+  if (!k) fail("sign_pack: unknown kernel '" + kernel + "' (known: auto, " + known + ")");
+  if (!k->available()) fail(std::string("sign_pack: kernel ") + k->name + " does not run on this CPU");
+  py::array_t<word_t> out({static_cast<py::ssize_t>(pixels), static_cast<py::ssize_t>(words_for_bits(c))});
+  {
+    py::gil_scoped_release nogil;
+    k->run(x.data(), pixels, c, c, scale.data(), shift.data(), out.mutable_data());
+  }
+  return out;
+}
+
 }  // namespace
 
 void bind_kernels(py::module_& m) {
@@ -577,6 +602,16 @@ void bind_kernels(py::module_& m) {
         return out;
       },
       "Every bgemm kernel compiled into this build as (name, available on this CPU).");
+  m.def(
+      "list_sign_pack_kernels",
+      [] {
+        std::vector<std::tuple<std::string, bool>> out;
+        for (const auto& k : sign_pack_kernels()) out.emplace_back(k.name, k.available());
+        return out;
+      },
+      "Every fused BatchNorm + sign + packing kernel compiled into this build as (name, available).");
+  m.def("sign_pack", &sign_pack_named, py::arg("x"), py::arg("scale"), py::arg("shift"), py::arg("kernel") = "auto",
+        "Bits (scale * x + shift < 0) of (pixels, c) float32 rows packed into uint64 words, by one named kernel.");
   m.def(
       "auto_kernel", [] { return std::string(bgemm_kernel("auto").name); },
       "Name of the kernel that kernel='auto' dispatches to on this CPU.");
