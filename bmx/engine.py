@@ -315,12 +315,14 @@ import errno as _errno
 import os as _os
 import stat as _stat
 
-__all__ += ["Model", "ModelError", "validate_model", "FORMAT_VERSION"]
+__all__ += ["Model", "ModelError", "validate_model", "FORMAT_VERSION", "MIN_FORMAT_VERSION"]
 
 #: most threads one Model may use per predict() call (bmx::Model::set_num_threads)
 MAX_THREADS = _engine.LIMITS["max_threads"]  # the C++ loader's bound
-#: model file format version this engine reads (``Model.version`` in the schema)
+#: the newest model file format version this engine reads (``Model.version`` in the schema)
 FORMAT_VERSION = _engine.FORMAT_VERSION
+#: the oldest one (files of MIN_FORMAT_VERSION .. FORMAT_VERSION load)
+MIN_FORMAT_VERSION = _engine.MIN_FORMAT_VERSION
 #: raised for a bad, corrupted or unsupported model file (a ValueError subclass)
 ModelError = _engine.ModelError
 

@@ -35,7 +35,8 @@ constexpr std::size_t kMaxArenaBytes = 64u << 20;    // activations at batch 1
   std::abort();
 }
 
-// Rough cost of one predict() at batch 1: float MACs, binary MACs / 32, data movement.
+// Rough cost of one predict() at batch 1: float MACs, binary MACs / 32, data movement
+// (the element count of inputs and output: the linear ops, e.g. MeanAbsChannels and Mul).
 inline double predict_cost(const rt::Graph& g) {
   double macs = 0;
   for (const rt::OpNode& op : g.ops) {
@@ -54,6 +55,9 @@ inline double predict_cost(const rt::Graph& g) {
         break;
       case rt::OpType::Dense:
         macs += out * x.c * x.h * x.w;
+        break;
+      case rt::OpType::BinaryDense:
+        macs += out * x.c * x.h * x.w / 32.0 + out;
         break;
       default:
         for (int v : op.in) macs += static_cast<double>(g.values[v].c) * g.values[v].h * g.values[v].w;

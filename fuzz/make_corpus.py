@@ -1,10 +1,12 @@
 """Seed corpus for the model-loader fuzzer (fuzz/fuzz_loader.cc).
 
 Converts small members of the model zoo (the zoo's own constructors and blocks, thumbnail
-stem, 16x16 and 32x32 inputs, BatchNorm statistics randomised so no fold is trivial) with
-``bmx.convert``, then writes hand-mutated variants of one of them: truncations, a wrong
-file identifier, an unknown format version, an all-zero body, and byte flips in the
-header, the tables and the weights. Deterministic (fixed seeds).
+stem, 16x16 and 32x32 inputs, BatchNorm statistics randomised so no fold is trivial) and
+two tiny format-version-2 nets, a binary classifier (binary dense layers on 4-D and 2-D
+values) and an XNOR-Net convolution, with ``bmx.convert``, then writes hand-mutated
+variants of the smallest zoo model: truncations, a wrong file identifier, unknown format
+versions, an all-zero body, and byte flips in the header, the tables and the weights; and
+the two version-2 nets labelled version 1. Deterministic (fixed seeds).
 
 Usage: python fuzz/make_corpus.py OUT_DIR [--full]
   --full  also converts the named zoo models (binarydensenet28, resnete18, meliusnet22)
@@ -65,6 +67,70 @@ def convert_one(ctor, kwargs, hw, seed, classes=10):
     return bmx.convert(net, input_shape=(1, 3, hw, hw))
 
 
+def convert_binary_classifier(seed, hw=6, classes=10):
+    """A float conv stem, then QDense on its binarized 4-D features (C = 70, not a whole
+    number of words) and QDense on the binarized 2-D output of the first: two BinaryDense
+    ops, the second reading 2-D Bits (format version 2)."""
+    import mxnet as mx
+    from mxnet.gluon import nn
+    import bmx
+    from bmx import model_zoo
+    mx.random.seed(seed)
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(70, 3, strides=2, padding=1), nn.BatchNorm(), bmx.nn.QActivation(),
+            bmx.nn.QDense(33), nn.BatchNorm(), bmx.nn.QActivation(), bmx.nn.QDense(classes))
+    net.initialize(model_zoo.default_initializer())
+    net(mx.nd.zeros((1, 3, hw, hw)))
+    _randomise_bn(net, np.random.default_rng(seed))
+    return bmx.convert(net, input_shape=(1, 3, hw, hw))
+
+
+def convert_xnor_net(seed, hw=8, classes=10):
+    """A float conv stem and one XNOR-Net convolution between BatchNorms (Sign ->
+    BinaryConv2D, MeanAbsChannels -> Pool2D avg -> Mul in the file, format version 2), then
+    global pooling and a float classifier."""
+    import mxnet as mx
+    from mxnet.gluon import nn
+    import bmx
+    from bmx import model_zoo
+    mx.random.seed(seed)
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(16, 3, padding=1), nn.BatchNorm(),
+            bmx.nn.activated_conv(8, 3, padding=1, approximation="xnor"), nn.BatchNorm(),
+            nn.GlobalAvgPool2D(), nn.Dense(classes))
+    net.initialize(model_zoo.default_initializer())
+    net(mx.nd.zeros((1, 3, hw, hw)))
+    _randomise_bn(net, np.random.default_rng(seed))
+    return bmx.convert(net, input_shape=(1, 3, hw, hw))
+
+
+def _expect_version_2(data, ops):
+    """The seed is the version-2 file it is meant to be: it loads, says version 2 and has `ops`."""
+    from bmx import engine
+    from bmx.modelfile import read_model
+    engine.validate_model(data)
+    m = read_model(data)
+    missing = set(ops) - {op["type"] for op in m["ops"]}
+    if m["version"] != 2 or missing:
+        raise SystemExit(f"expected a version-2 file with {sorted(ops)}, got version {m['version']} "
+                         f"without {sorted(missing)}")
+
+
+def _version_pos(data):
+    """Byte offset of Model.version (the root table's field 0), or None when not written."""
+    root = struct.unpack_from("<I", data, 0)[0]
+    vtab = root - struct.unpack_from("<i", data, root)[0]
+    vsize = struct.unpack_from("<H", data, vtab)[0]
+    voff = struct.unpack_from("<H", data, vtab + 4)[0] if vsize > 4 else 0
+    return root + voff if voff else None
+
+
+def with_version(data, version):
+    b = bytearray(data)
+    struct.pack_into("<I", b, _version_pos(data), version)
+    return bytes(b)
+
+
 def mutations(data):
     """Hand-mutated variants of a valid model file: name -> bytes."""
     out = {}
@@ -76,17 +142,13 @@ def mutations(data):
     out["bad_identifier"] = data[:4] + b"XMB1" + data[8:]
     out["zero_body"] = data[:8] + bytes(n - 8)
     out["extended"] = data + bytes(16)
-    # Format version: the root table's first scalar field holding kFormatVersion (1).
-    root = struct.unpack_from("<I", data, 0)[0]
-    vtab = root - struct.unpack_from("<i", data, root)[0]
-    vsize = struct.unpack_from("<H", data, vtab)[0]
-    if vsize > 4:
-        voff = struct.unpack_from("<H", data, vtab + 4)[0]  # field 0: version
-        if voff:
-            for v in (0, 2, 0xFFFFFFFF):
-                b = bytearray(data)
-                struct.pack_into("<I", b, root + voff, v)
-                out[f"version_{v}"] = bytes(b)
+    # Format version: the root table's field 0, the lowest version that expresses the model
+    # (1 without version-2 ops); readers take MIN_FORMAT_VERSION .. FORMAT_VERSION. Below,
+    # above (a future format) and the largest uint32.
+    from bmx.engine import FORMAT_VERSION
+    if _version_pos(data) is not None:
+        for v in (0, FORMAT_VERSION + 1, 0xFFFFFFFF):
+            out[f"version_{v}"] = with_version(data, v)
     rng = np.random.default_rng(7)
     for i, off in enumerate(sorted(set(rng.integers(0, n, 24).tolist()) | {0, 4, 8, 12, 16, n // 2})):
         b = bytearray(data)
@@ -113,6 +175,16 @@ def main(argv=None):
         with open(os.path.join(args.out, f"mut_{name}.bmx"), "wb") as f:
             f.write(data)
     print(f"{len(mutations(base))} mutated variants of a {len(base)}-byte model")
+    # Version-2 seeds, each also labelled version 1 (refused: it uses what version 2 added)
+    for name, convert, seed, ops in (("binary_classifier_6", convert_binary_classifier, 150, ["BinaryDense"]),
+                                     ("xnor_net_8", convert_xnor_net, 160, ["MeanAbsChannels", "Mul"])):
+        data = convert(seed=seed)
+        _expect_version_2(data, ops)
+        with open(os.path.join(args.out, f"{name}.bmx"), "wb") as f:
+            f.write(data)
+        with open(os.path.join(args.out, f"mut_{name}_version_1.bmx"), "wb") as f:
+            f.write(with_version(data, 1))
+        print(f"{name}.bmx: {len(data)} bytes (and labelled version 1)")
     if args.full:
         for i, (name, hw) in enumerate(FULL.items()):
             data = convert_one(name, {}, hw, seed=200 + i)

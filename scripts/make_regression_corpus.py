@@ -11,30 +11,39 @@ file (see :func:`dumps_manifest`)::
                    "source": "generated"}
 
 Every file is one fault away from a valid base model (:func:`base_model`: 13 ops, one of
-each kind the format has, 3x4x4 input, 3 classes), from a prefix of its ops (also valid,
-and smaller) or from a two- or three-value model built for one bound (sizes that overflow,
-reductions that are too large). The base is written directly with the FlatBuffers builder
-and the generated code in ``bmx/fb/`` (no MXNet), with weights that are multiples of 1/8,
-so the engine's output equals ``bmx.modelfile.run_model``'s exactly; the replay tests
-check that every model the files come from loads and runs, so each file's failure is its
-own fault. The expected messages are written from the loader's source, not recorded from
-its output.
+each kind of format version 1, 3x4x4 input, 3 classes, written as version 1), from the
+version-2 bases of :func:`bdense_model` (BinaryDense on 4-D Bits of 70 channels, then a
+2-D Sign -> BinaryDense chain) and :func:`xnor_model` (an XNOR-Net convolution as the
+converter writes it: Sign -> BinaryConv2D, MeanAbsChannels -> Pool2D avg, Mul), from a
+prefix of their ops (also valid, and smaller) or from a two- or three-value model built
+for one bound (sizes that overflow, reductions that are too large). A few files must load
+(``"error": "none"``): a version-2 label on a model without version-2 ops, and the
+BinaryDense and XNOR bases. The bases are written directly with the FlatBuffers builder
+and the generated code in ``bmx/fb/`` (no MXNet), with weights that are multiples of 1/8
+(and, for the XNOR base, an input whose averages divide exactly: :func:`xnor_input`), so
+the engine's output equals ``bmx.modelfile.run_model``'s exactly; the replay tests check that every model the files come from loads and runs, so
+each file's failure is its own fault. The expected messages are written from the loader's
+source, not recorded from its output.
 
 Groups of files (name prefixes): ``buf_`` buffer size and identifier; ``trunc_``,
 ``flip_`` and ``corrupt_`` truncations, single-bit flips and overwritten words of a valid
 file that FlatBuffers verification rejects (positions found by walking the buffer, so each
-hits a known offset, length, alignment or string terminator); ``model_`` version, values, inputs/outputs, ops, output,
-num_classes, mean/std; ``op_`` the per-op checks shared by every op (type, options, arity
-of the lists, indices, order); then one prefix per op kind (``conv_``, ``bconv_``,
-``sign_``, ``affine_``, ``relu_``, ``pool_``, ``concat_``, ``add_``, ``addlast_``,
-``shuffle_``, ``dense_``, ``flatten_``).
+hits a known offset, length, alignment or string terminator); ``model_`` version (0,
+absent, the future FORMAT_VERSION + 1, 2^32 - 1; 2 loads), values, inputs/outputs, ops,
+output, num_classes, mean/std; ``op_`` the per-op checks shared by every op (type,
+options, arity of the lists, indices, order); then one prefix per op kind (``conv_``,
+``bconv_``, ``sign_``, ``affine_``, ``relu_``, ``pool_``, ``concat_``, ``add_``,
+``addlast_``, ``shuffle_``, ``dense_``, ``flatten_``, ``bdense_``; ``bdense_`` also holds
+what version 2 added, used in a file that says version 1: a BinaryDense, a 2-D Bits value),
+and ``xnor_`` for the two other ops of version 2, MeanAbsChannels (``xnor_mac_``) and Mul
+(``xnor_mul_``), each also in a file that says version 1.
 
 Entries whose ``source`` is not ``generated`` (minimised fuzz finds added by hand, see
 fuzz/README.md) and their files are kept as they are when the corpus is regenerated.
 
 Usage: python scripts/make_regression_corpus.py [OUT_DIR] [--check]
   --check  also load every file with bmx.engine (needs the compiled extension) and fail
-           unless each is rejected with its expected message and the base model runs.
+           unless each loads or is rejected as its entry says and the base models run.
 """
 import argparse
 import copy
@@ -56,7 +65,10 @@ from bmx.fb.OpOptions import OpOptions as OO  # noqa: E402
 DEFAULT_OUT = os.path.join(ROOT, "tests", "data", "fuzz-regressions")
 MANIFEST = "manifest.json"
 FILE_IDENTIFIER = b"BMX1"
-FORMAT_VERSION = 1            # kFormatVersion (bmx/engine.h)
+FORMAT_VERSION = 2            # kFormatVersion (bmx/engine.h): the newest version read
+MIN_FORMAT_VERSION = 1        # kMinFormatVersion: the oldest (2 adds BinaryDense,
+                              # MeanAbsChannels, Mul, 2-D Bits)
+READS = f"this bmx reads versions {MIN_FORMAT_VERSION} to {FORMAT_VERSION}"
 MAX_DIM = 1 << 20             # loader.cc kMaxDim
 MAX_WINDOW = 4096             # loader.cc kMaxWindow
 WEIGHT_ALIGN = 16             # as bmx/converter/serialize.py writes weight vectors
@@ -88,6 +100,10 @@ TABLES = {
     "ChannelShuffle": [("groups", "int")],
     "Dense": [("units", "int"), ("weight", "raw"), ("bias", "raw")],
     "Flatten": [],
+    "BinaryDense": [("units", "int"), ("weight_bits", "raw"), ("scale", "fvec"), ("shift", "fvec"),
+                    ("activation", "byte")],
+    "MeanAbsChannels": [],
+    "Mul": [],
 }
 # Generated Add* function name of a field (bmx/fb/<Table>.py).
 _ADDER = {"global": "Global_"}
@@ -292,7 +308,7 @@ def base_model(upto=None):
         if upto == 1 or not 0 <= upto < len(ops):
             raise ValueError(f"no valid prefix of the base model ends at op {upto}")
         ops, values, num_classes = ops[:upto + 1], values[:upto + 2], 0
-    return {"version": FORMAT_VERSION, "producer": "bmx corpus base", "values": values,
+    return {"version": MIN_FORMAT_VERSION, "producer": "bmx corpus base", "values": values,
             "inputs": [0], "outputs": [len(values) - 1], "ops": ops, "num_classes": num_classes,
             "mean": [120.0, 110.0, 100.0], "std": [60.0, 58.0, 56.0]}
 
@@ -304,6 +320,135 @@ def base_input(batch=2):
 
 def base_bytes():
     return serialize(base_model())
+
+
+# The version-2 base: a BinaryDense on a 4-D Bits value whose channels (70) end mid-word,
+# then the 2-D chain Sign -> BinaryDense.
+BD_C, BD_HW, BD_UNITS = 70, 2, 5
+BD_OPS = ["sign0", "bdense1", "sign2", "bdense3"]
+BD_TYPES = ["Sign", "BinaryDense", "Sign", "BinaryDense"]
+
+
+def _bdense_words(units, c, hw, salt):
+    # +-1 weights [units, C, H, W] (Gluon's [units, C*H*W] in NCHW order), packed as
+    # [units, H, W, words(C)] (bit 1 iff w < 0, tail bits 0).
+    w = np.sign(np.asarray(dyadic(units * c * hw * hw, salt), np.float32) + 0.0625)
+    w = w.reshape(units, c, hw, hw)
+    return pack_bits(np.transpose(w, (0, 2, 3, 1)), axis=-1).astype("<u8")
+
+
+def bdense_model(upto=None):
+    """The valid version-2 model of the ``bdense_`` files.
+
+    data [1,70,2,2] -> Sign -> BinaryDense(5, ReLU) [1,5] -> Sign (scale/shift, 2-D Bits
+    [1,5]) -> BinaryDense(3) [1,3]. Value i + 1 is the output of op i. ``upto`` = 1: ops
+    0-1 only (the 4-D BinaryDense's output is the model output), also valid.
+    """
+    def v(name, shape, kind=F):
+        return {"name": name, "shape": list(shape), "kind": kind}
+
+    def op(name, table, inputs, output, **options):
+        return {"name": name, "type": getattr(OO, table), "table": table, "options": options,
+                "inputs": list(inputs), "outputs": [output]}
+
+    s4 = (1, BD_C, BD_HW, BD_HW)
+    values = [v("data", s4), v("sign0", s4, B), v("bdense1", (1, BD_UNITS)), v("sign2", (1, BD_UNITS), B),
+              v("bdense3", (1, CLASSES))]
+    ops = [
+        op("sign0", "Sign", [0], 1),
+        op("bdense1", "BinaryDense", [1], 2, units=BD_UNITS,
+           weight_bits=_bdense_words(BD_UNITS, BD_C, BD_HW, 5).tobytes(),
+           scale=[0.25, -0.125, 0.5, 0.375, -0.25], shift=[-30.0, 20.0, -70.0, -50.0, 40.0], activation=RELU),
+        op("sign2", "Sign", [2], 3, scale=[1.0, -1.0, 0.5, -2.0, 1.0], shift=[-4.0, 2.5, -1.0, 6.0, -8.0]),
+        op("bdense3", "BinaryDense", [3], 4, units=CLASSES,
+           weight_bits=_bdense_words(CLASSES, BD_UNITS, 1, 6).tobytes(),
+           scale=[1.5, -0.75, 0.625], shift=[0.5, 1.25, -2.0], activation=NONE_ACT),
+    ]
+    num_classes = CLASSES
+    if upto is not None:
+        if upto != 1:
+            raise ValueError(f"no valid prefix of the BinaryDense base ends at op {upto}")
+        ops, values, num_classes = ops[:upto + 1], values[:upto + 2], 0
+    return {"version": 2, "producer": "bmx corpus base (BinaryDense)", "values": values,
+            "inputs": [0], "outputs": [len(values) - 1], "ops": ops, "num_classes": num_classes}
+
+
+def bdense_input(batch=2):
+    """A dyadic NCHW input for the BinaryDense base."""
+    return np.asarray(dyadic(batch * BD_C * BD_HW * BD_HW, 11), np.float32).reshape(batch, BD_C, BD_HW, BD_HW)
+
+
+# The version-2 base of an XNOR-Net convolution (the converter's five ops) on 70 channels.
+XN_C, XN_HW, XN_OUT = 70, 5, 4
+XN_OPS = ["sign0", "bconv1", "mac2", "pool3", "mul4", "mul5"]
+XN_TYPES = ["Sign", "BinaryConv2D", "MeanAbsChannels", "Pool2D", "Mul", "Mul"]
+
+
+def xnor_model(upto=None):
+    """The valid version-2 model of the ``xnor_`` files.
+
+    data [1,70,5,5] -> Sign -> BinaryConv2D 3x3 pad 1 [1,4,5,5]; data -> MeanAbsChannels
+    [1,1,5,5] -> Pool2D avg 3x3 pad 1 (count_include_pad) -> Mul(bconv1, pool3) (the
+    broadcast over channels) -> Mul(mul4, bconv1) (two full shapes). Value i + 1 is the
+    output of op i. ``upto`` = 1..4: ops 0..upto only, also valid.
+    """
+    def v(name, shape, kind=F):
+        return {"name": name, "shape": list(shape), "kind": kind}
+
+    def op(name, table, inputs, output, **options):
+        return {"name": name, "type": getattr(OO, table), "table": table, "options": options,
+                "inputs": list(inputs), "outputs": [output]}
+
+    s_in, s_out, s_one = (1, XN_C, XN_HW, XN_HW), (1, XN_OUT, XN_HW, XN_HW), (1, 1, XN_HW, XN_HW)
+    values = [v("data", s_in), v("sign0", s_in, B), v("bconv1", s_out), v("mac2", s_one), v("pool3", s_one),
+              v("mul4", s_out), v("mul5", s_out)]
+    w = np.sign(np.asarray(dyadic(XN_OUT * XN_C * 9, 13), np.float32) + 0.0625).reshape(XN_OUT, XN_C, 3, 3)
+    words = pack_bits(np.transpose(w, (0, 2, 3, 1)), axis=-1).astype("<u8")  # [C_out, 3, 3, 2]
+    scale = [0.25, -0.125, 0.5, 0.25]
+    ops = [
+        op("sign0", "Sign", [0], 1),
+        # match counts are near K / 2 = 315: shifts centre the outputs on 0
+        op("bconv1", "BinaryConv2D", [1], 2, out_channels=XN_OUT, in_channels=XN_C, kernel=[3, 3], stride=[1, 1],
+           pad=[1, 1], dilation=[1, 1], groups=1, weight_bits=words.tobytes(), scale=scale,
+           shift=[-s * 316 for s in scale], activation=NONE_ACT),
+        op("mac2", "MeanAbsChannels", [0], 3),
+        op("pool3", "Pool2D", [3], 4, type=AVG_POOL, kernel=[3, 3], stride=[1, 1], pad=[1, 1],
+           count_include_pad=True, **{"global": False}),
+        op("mul4", "Mul", [2, 4], 5),
+        op("mul5", "Mul", [5, 2], 6),
+    ]
+    if upto is not None:
+        if not 1 <= upto < len(ops) - 1:
+            raise ValueError(f"no valid prefix of the XNOR base ends at op {upto}")
+        ops, values = ops[:upto + 1], values[:upto + 2]
+    return {"version": 2, "producer": "bmx corpus base (XNOR conv)", "values": values,
+            "inputs": [0], "outputs": [len(values) - 1], "ops": ops, "num_classes": 0}
+
+
+def xnor_square_model():
+    """Valid too: the XNOR base's ops 0-1, then Mul(bconv1, bconv1): a Mul with no
+    MeanAbsChannels before it (so that the version-1 label trips the Mul's check)."""
+    m = xnor_model(1)
+    m["values"].append({"name": "square2", "shape": [1, XN_OUT, XN_HW, XN_HW], "kind": F})
+    m["ops"].append({"name": "square2", "type": OO.Mul, "table": "Mul", "options": {}, "inputs": [2, 2],
+                     "outputs": [3]})
+    m["outputs"] = [3]
+    return m
+
+
+def xnor_input(batch=2):
+    """An NCHW input for the XNOR base whose mean magnitudes pool exactly.
+
+    Pixel p has magnitudes a_p + 1/16 and a_p - 1/16 on alternate channels (random signs),
+    a_p = 9/16 * k, k in 1..4: the channel mean is a_p, every 3x3 window sum is 9 * (a
+    multiple of 1/16), so both divisions (by 70, by 9) are exact and the engine's multiply
+    by the float reciprocal rounds to the same value as run_model's division.
+    """
+    k = 1 + (np.asarray(dyadic(batch * XN_HW * XN_HW, 14)) * 8).astype(np.int64) % 4
+    a = (9.0 / 16.0) * k.reshape(batch, 1, XN_HW, XN_HW)
+    delta = np.where(np.arange(XN_C) % 2 == 0, 1.0, -1.0).reshape(1, XN_C, 1, 1) / 16.0
+    sign = np.sign(np.asarray(dyadic(batch * XN_C * XN_HW * XN_HW, 15)) + 0.0625)
+    return (sign.reshape(batch, XN_C, XN_HW, XN_HW) * (a + delta)).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------
@@ -351,14 +496,14 @@ class Corpus:
         self.entries[fname] = {"error": error, "message": message, "check": check,
                                "description": description, "base": base, "source": "generated"}
 
-    def mutate(self, name, fn, message, check, description, upto=None):
+    def mutate(self, name, fn, message, check, description, upto=None, error=ERROR):
         """A case made by editing a copy of the base model, or of its ops 0..upto (default:
         ``self.upto``) when the fault lies there: smaller files, the same checks."""
         upto = self.upto if upto is None else upto
         upto = None if upto == len(BASE_OPS) - 1 else upto
         m = copy.deepcopy(base_model(upto))
         fn(m)
-        self.add(name, serialize(m), message, check, description,
+        self.add(name, serialize(m), message, check, description, error=error,
                  base="base model" if upto is None else f"base ops 0-{upto}")
 
 
@@ -433,7 +578,7 @@ def buffer_cases(cp, base):
     # With the identifier intact and everything else zero, the root table has an empty
     # vtable: it verifies, and every field takes its default (version 0).
     add("buf_zero_body", base[:8] + bytes(n - 8),
-        "unsupported model format version 0 (this bmx reads version 1)",
+        f"unsupported model format version 0 ({READS})",
         "load_graph: version (after verification of an all-default root table)",
         "root offset and identifier kept, every other byte zero")
 
@@ -542,12 +687,24 @@ def model_cases(cp):
     nv = 2  # values of ops 0-0
     mu = cp.mutate
     mu("model_version_absent", _set(["version"], None),
-       "unsupported model format version 0 (this bmx reads version 1)",
+       f"unsupported model format version 0 ({READS})",
        "load_graph: version", "Model.version not written (default 0)")
-    mu("model_version_2", _set(["version"], 2), "unsupported model format version 2 (this bmx reads version 1)",
-       "load_graph: version", "Model.version = 2, a future format")
-    mu("model_version_max", _set(["version"], 0xFFFFFFFF), "unsupported model format version 4294967295",
+    # The builder omits a field equal to its default: an explicit 0 is patched into a file
+    # that has the field.
+    data = bytearray(serialize(base_model(0)))
+    struct.pack_into("<I", data, _Tab(data, _u32(data, 0)).field(0), 0)
+    cp.add("model_version_0", data, f"unsupported model format version 0 ({READS})", "load_graph: version",
+           "Model.version written as 0 (the field present, below the oldest version)", base="bytes of base ops 0-0")
+    future = FORMAT_VERSION + 1
+    mu(f"model_version_{future}", _set(["version"], future),
+       f"unsupported model format version {future} ({READS})",
+       "load_graph: version", f"Model.version = {future}, a future format")
+    mu("model_version_max", _set(["version"], 0xFFFFFFFF), f"unsupported model format version 4294967295 ({READS})",
        "load_graph: version", "Model.version = 2^32 - 1")
+    mu(f"model_version_{FORMAT_VERSION}_loads", _set(["version"], FORMAT_VERSION), "",
+       "load_graph: version (every version read loads)",
+       f"the whole base, written as version 1, relabelled {FORMAT_VERSION}: it uses nothing newer, so it loads",
+       error="none", upto=len(BASE_OPS) - 1)
     mu("model_values_absent", _set(["values"], None), "model has no values", "load_graph: values present",
        "Model.values not written")
     mu("model_values_empty", _set(["values"], []), "model has no values", "load_graph: values present",
@@ -574,8 +731,10 @@ def model_cases(cp):
     mu("model_value_too_many_elements", _set(["values", 1, "shape"], [1, MAX_DIM, 512, 1]),
        "value 1 'conv0': too many elements (536870912)", "load_graph: elements per value",
        "value 1 is [1, 2^20, 512, 1]: 2^29 elements, every dimension in range")
-    mu("model_value_bits_rank_2", _set(["values", 13, "kind"], B), "value 13 'dense12': Bits values must be 4-D",
-       "load_graph: Bits values 4-D", "the [1, 3] logits value is marked Bits", upto=12)
+    mu("model_value_bits_rank_2", _set(["values", 13, "kind"], B),
+       "value 13 'dense12': Bits values must be 4-D in format version 1",
+       "load_graph: Bits values 4-D in version 1", "the [1, 3] logits value is marked Bits in a version-1 file",
+       upto=12)
     big = [1, MAX_DIM, 256, 1]  # 2^28 elements: the most one value may have
     mu("model_values_too_large_in_total",
        _chain(_set(["values", 1, "shape"], big), _set(["values", 3, "shape"], big)),
@@ -638,8 +797,9 @@ def op_cases(cp):
     mu("op_type_none", _set(["ops", k, "type"], OO.NONE),
        f"{where}: unknown or missing op type 0 (file written by a newer bmx?)", "load_graph: op type",
        "op 5's union type is NONE (its options table is still there)")
-    mu("op_type_13", _set(["ops", k, "type"], 13), f"{where}: unknown or missing op type 13",
-       "load_graph: op type", "op 5's union type is 13, one past the last op kind")
+    past = max(v for n, v in vars(OO).items() if not n.startswith("_")) + 1
+    mu(f"op_type_{past}", _set(["ops", k, "type"], past), f"{where}: unknown or missing op type {past}",
+       "load_graph: op type", f"op 5's union type is {past}, one past the last op kind")
     mu("op_options_absent", _set(["ops", k, "options"], None), f"{where}: missing options",
        "load_graph: op options present", "op 5 says Relu but has no options table")
     one_out = f"{D(k)}: must have exactly one output"
@@ -814,7 +974,7 @@ def bconv_cases(cp):
        "2^20 output channels, 4096x4096 kernel, pad 2048 (output [1, 2^20, 5, 5] recorded): 2^44 words")
 
     # K too large needs a wide Bits input: a three-value model of its own.
-    wide = {"version": FORMAT_VERSION, "producer": "bmx regression corpus",
+    wide = {"version": MIN_FORMAT_VERSION, "producer": "bmx regression corpus",
             "values": [{"name": "data", "shape": [1, 65536, 1, 1], "kind": F},
                        {"name": "bits", "shape": [1, 65536, 1, 1], "kind": B},
                        {"name": "y", "shape": [1, 1, 2, 2], "kind": F}],
@@ -911,8 +1071,7 @@ def other_op_cases(cp):
     d = D(1)
     mu("sign_arity_2", _set(["ops", 1, "inputs"], [1, 1]), f"{d}: expected 1 input(s), got 2", "Sign: arity",
        "the Sign has two inputs")
-    _input_kind_cases(cp, "Sign", "sign")
-    _input_rank_cases(cp, "Sign", "sign")
+    _input_kind_cases(cp, "Sign", "sign")  # 2-D inputs are valid: see bdense_cases
     mu("sign_shift_absent", _opt(1, "shift", None), f"{d}: shift has 0 floats, expected {C}",
        "Sign: scale/shift size",
        "scale without shift")
@@ -1005,7 +1164,7 @@ def other_op_cases(cp):
     _input_rank_cases(cp, "Concat", "concat")
     mu("concat_spatial_differs", _set(["ops", 7, "inputs"], [7, 6]), f"{d}: input 1 has a different spatial size",
        "Concat: same spatial size", "concatenates a 2x2 and a 4x4 value")
-    wide = {"version": FORMAT_VERSION, "producer": "bmx regression corpus",
+    wide = {"version": MIN_FORMAT_VERSION, "producer": "bmx regression corpus",
             "values": [{"name": "data", "shape": [1, MAX_DIM, 1, 1], "kind": F},
                        {"name": "cat", "shape": [1, MAX_DIM, 1, 1], "kind": F}],
             "inputs": [0], "outputs": [1],
@@ -1074,7 +1233,7 @@ def other_op_cases(cp):
        "units not written (default 0)")
     mu("dense_units_too_big", _opt(12, "units", MAX_DIM + 1), f"{d}: units {MAX_DIM + 1} out of range",
        "Dense: units range", "units 2^20 + 1")
-    big = {"version": FORMAT_VERSION, "producer": "bmx regression corpus",
+    big = {"version": MIN_FORMAT_VERSION, "producer": "bmx regression corpus",
            "values": [{"name": "data", "shape": [1, 1, 128, 256], "kind": F},
                       {"name": "fc", "shape": [1, MAX_DIM], "kind": F}],
            "inputs": [0], "outputs": [1],
@@ -1118,6 +1277,215 @@ def other_op_cases(cp):
     _output_case(cp, "flatten", 11, [1, 2 * C, 1, 1], F, [1, 2 * C])
 
 
+def bdense_cases(cp):
+    """BinaryDense's checks (ops/binary_dense.cc) and what format version 2 added, on the
+    version-2 base of :func:`bdense_model`: ops 0-1 (the 4-D BinaryDense, op 1) or all of
+    it (the 2-D chain, ops 2-3)."""
+    def mu(name, fn, message, check, description, upto=1, error=ERROR):
+        m = copy.deepcopy(bdense_model(upto))
+        fn(m)
+        cp.add(name, serialize(m), message, check, description, error=error,
+               base="bdense base" if upto is None else f"bdense base ops 0-{upto}")
+
+    def bd(k):
+        return desc(k, BD_OPS[k], BD_TYPES[k])
+    d, k, u = bd(1), 1, BD_UNITS
+    s4 = [1, BD_C, BD_HW, BD_HW]
+    cp.add("bdense_valid", serialize(bdense_model()), "", "valid: BinaryDense base loads and runs",
+           f"the BinaryDense base itself: 4-D Bits input of {BD_C} channels, then Sign -> BinaryDense on 2-D "
+           "values", error="none", base="bdense base")
+    # What version 2 added, in a file that says 1
+    mu("bdense_in_version_1", _set(["version"], 1),
+       "needs model format version 2, the file says 1", "BinaryDense: format version",
+       "the 4-D BinaryDense in a file labelled version 1")
+    mu("bdense_bits_2d_in_version_1", _set(["version"], 1),
+       "value 3 'sign2': Bits values must be 4-D in format version 1", "load_graph: Bits values 4-D in version 1",
+       "the whole base labelled version 1: the 2-D Bits output of the second Sign is refused first", upto=None)
+    mu("bdense_arity_2", _set(["ops", k, "inputs"], [1, 1]), f"{d}: expected 1 input(s), got 2",
+       "BinaryDense: arity", "the BinaryDense reads the Bits value twice")
+    mu("bdense_arity_0", _set(["ops", k, "inputs"], []), f"{d}: expected 1 input(s), got 0",
+       "BinaryDense: arity", "the BinaryDense has an empty inputs vector")
+    mu("bdense_input_float", _set(["ops", k, "inputs"], [0]),
+       f"{d}: input 0 'data' must be Bits, is {shape_str(s4)}", "BinaryDense: input kind",
+       "the 4-D BinaryDense reads the Float model input instead of the Sign")
+    mu("bdense_2d_input_float", _set(["ops", 3, "inputs"], [2]),
+       f"{bd(3)}: input 0 'bdense1' must be Bits, is {shape_str([1, u])}", "BinaryDense: input kind",
+       "the 2-D BinaryDense reads the Float output of the first BinaryDense instead of the Sign", upto=None)
+    mu("bdense_units_absent", _opt(k, "units", None), f"{d}: units 0 out of range", "BinaryDense: units range",
+       "units not written (default 0)")
+    mu("bdense_units_negative", _opt(k, "units", -1), f"{d}: units -1 out of range", "BinaryDense: units range",
+       "units -1")
+    mu("bdense_units_too_big", _opt(k, "units", MAX_DIM + 1), f"{d}: units {MAX_DIM + 1} out of range",
+       "BinaryDense: units range", "units 2^20 + 1")
+    mu("bdense_activation_2", _opt(k, "activation", 2), f"{d}: unknown activation", "BinaryDense: activation",
+       "activation 2 (neither None nor Relu)")
+    # units * H * W rows of weights overflow the size arithmetic before any vector is read.
+    big = {"version": FORMAT_VERSION, "producer": "bmx regression corpus",
+           "values": [{"name": "data", "shape": [1, 1, 256, 256], "kind": F},
+                      {"name": "bits", "shape": [1, 1, 256, 256], "kind": B},
+                      {"name": "fc", "shape": [1, MAX_DIM], "kind": F}],
+           "inputs": [0], "outputs": [2],
+           "ops": [{"name": "sign", "type": OO.Sign, "table": "Sign", "options": {}, "inputs": [0], "outputs": [1]},
+                   {"name": "fc", "type": OO.BinaryDense, "table": "BinaryDense", "options": dict(units=MAX_DIM),
+                    "inputs": [1], "outputs": [2]}]}
+    cp.add("bdense_weight_bits_size_overflow", serialize(big), "(BinaryDense): weight_bits: size overflow",
+           "BinaryDense: weight size arithmetic", "2^20 units on a [1, 1, 256, 256] Bits input: 2^36 weight rows")
+    words = np.frombuffer(bdense_model(1)["ops"][k]["options"]["weight_bits"], "<u8")
+    nb = words.nbytes  # units * H * W rows of words(70) = 2 words
+    mu("bdense_weight_bits_short", _opt(k, "weight_bits", words[:-1].tobytes()),
+       f"{d}: weight_bits has {nb - 8} bytes, expected {nb}", "BinaryDense: weight_bits size",
+       "the packed weights lack their last word")
+    mu("bdense_weight_bits_absent", _opt(k, "weight_bits", None), f"{d}: weight_bits has 0 bytes, expected {nb}",
+       "BinaryDense: weight_bits size", "no weight_bits vector")
+    flat = (BD_C * BD_HW * BD_HW + 63) // 64 * 8  # bytes per unit
+    mu("bdense_weight_bits_packed_flat", _opt(k, "weight_bits", bytes(u * flat)),
+       f"{d}: weight_bits has {u * flat} bytes, expected {nb}", "BinaryDense: weight_bits size",
+       "weights packed as [units, words(C*H*W)] instead of [units, H, W, words(C)]")
+    mu("bdense_scale_absent", _opt(k, "scale", None), f"{d}: scale has 0 floats, expected {u}",
+       "BinaryDense: scale size", "no scale (it is required)")
+    mu("bdense_scale_short", _opt(k, "scale", [1.0] * (u - 1)), f"{d}: scale has {u - 1} floats, expected {u}",
+       "BinaryDense: scale size", "scale has one entry too few")
+    mu("bdense_shift_long", _opt(k, "shift", [0.0] * (u + 1)), f"{d}: shift has {u + 1} floats, expected {u}",
+       "BinaryDense: shift size", "shift has one entry too many")
+    mu("bdense_shift_absent", _opt(k, "shift", None), f"{d}: shift has 0 floats, expected {u}",
+       "BinaryDense: shift size", "no shift (it is required)")
+    mu("bdense_scale_nan", _opt(k, "scale", [0.25, float("nan"), 0.5, 0.375, -0.25]),
+       f"{d}: scale or shift is not finite", "BinaryDense: finite scale/shift", "scale 1 is NaN")
+    mu("bdense_shift_inf", _opt(k, "shift", [-30.0, 20.0, -70.0, -50.0, float("inf")]),
+       f"{d}: scale or shift is not finite", "BinaryDense: finite scale/shift", "shift 4 is +Inf")
+
+    # Tail bits: 70 channels use bits 0..5 of each row's second word.
+    def with_bit(row, word, bit, upto=1, op=k, c=BD_C):
+        w = np.frombuffer(bdense_model(upto)["ops"][op]["options"]["weight_bits"], "<u8").copy()
+        w[row * ((c + 63) // 64) + word] |= np.uint64(1) << np.uint64(bit)
+        return _opt(op, "weight_bits", w.tobytes())
+    tail = "(tail bits must be 0)"
+    mu("bdense_tail_bit_70", with_bit(7, 1, BD_C - 64),
+       f"{d}: weight_bits row 7 has bits set past the input's channels = {BD_C} {tail}",
+       "BinaryDense: zero tail bits", f"bit {BD_C - 64} of row 7's second word (channel {BD_C} of {BD_C}) set")
+    mu("bdense_tail_bit_127", with_bit(0, 1, 63),
+       f"{d}: weight_bits row 0 has bits set past the input's channels = {BD_C} {tail}",
+       "BinaryDense: zero tail bits", "bit 63 of row 0's second word set")
+    mu("bdense_2d_tail_bit_5", with_bit(2, 0, u, upto=None, op=3, c=u),
+       f"{bd(3)}: weight_bits row 2 has bits set past the input's channels = {u} {tail}",
+       "BinaryDense: zero tail bits", f"bit {u} of row 2 set in the 2-D BinaryDense ({u} input channels)",
+       upto=None)
+    # The recorded output: [1, units] Float
+    mu("bdense_output_units_mismatch", _set(["values", 2, "shape"], [1, u - 1]),
+       f"{d}: output 'bdense1' is recorded as {shape_str([1, u - 1])} but the op computes {shape_str([1, u])}",
+       "BinaryDense: output shape", f"the output recorded with {u - 1} units")
+    mu("bdense_output_recorded_4d", _set(["values", 2, "shape"], [1, u, 1, 1]),
+       f"{d}: output 'bdense1' is recorded as {shape_str([1, u, 1, 1])} but the op computes {shape_str([1, u])}",
+       "BinaryDense: output shape", "the output recorded 4-D, as a 1x1 conv's would be")
+    mu("bdense_output_recorded_bits", _set(["values", 2, "kind"], B),
+       f"{d}: output 'bdense1' is recorded as {shape_str([1, u], B)} but the op computes {shape_str([1, u])}",
+       "BinaryDense: output shape", "the output (read by the next Sign) is marked Bits", upto=None)
+    # 2-D Bits elsewhere: the Sign of a 2-D value keeps its rank; a binary conv wants 4-D.
+    mu("sign_2d_output_recorded_4d", _set(["values", 3, "shape"], [1, u, 1, 1]),
+       f"{bd(2)}: output 'sign2' is recorded as {shape_str([1, u, 1, 1], B)} but the op computes "
+       f"{shape_str([1, u], B)}", "Sign: output shape", "the Sign of a [1, 5] value recorded as [1, 5, 1, 1] Bits",
+       upto=None)
+    mu("bconv_input_rank_2", _retype(3, "BinaryConv2D", None, out_channels=CLASSES, in_channels=u, kernel=[1, 1]),
+       f"{desc(3, 'bdense3', 'BinaryConv2D')}: input 0 'sign2' must be 4-D, is {shape_str([1, u], B)}",
+       "BinaryConv2D: input rank", "op 3 retyped as BinaryConv2D: it reads the 2-D Bits output of the Sign",
+       upto=None)
+
+
+def xnor_cases(cp):
+    """MeanAbsChannels' and Mul's checks (ops/mean_abs_channels.cc, ops/mul.cc), on the
+    version-2 base of :func:`xnor_model` or a prefix of its ops; the 2-D inputs they need
+    come from the version-1 base relabelled version 2 (which loads, see model_cases)."""
+    def mu(name, fn, message, check, description, upto=None, error=ERROR):
+        m = copy.deepcopy(xnor_model(upto))
+        fn(m)
+        cp.add(name, serialize(m), message, check, description, error=error,
+               base="xnor base" if upto is None else f"xnor base ops 0-{upto}")
+
+    def v2(name, fn, message, check, description):
+        m = copy.deepcopy(base_model())
+        _chain(_set(["version"], FORMAT_VERSION), fn)(m)
+        cp.add(name, serialize(m), message, check, description, base=f"base model relabelled version {FORMAT_VERSION}")
+
+    def xd(k):
+        return desc(k, XN_OPS[k], XN_TYPES[k])
+    s_in, s_out, s_one = [1, XN_C, XN_HW, XN_HW], [1, XN_OUT, XN_HW, XN_HW], [1, 1, XN_HW, XN_HW]
+    cp.add("xnor_valid", serialize(xnor_model()), "", "valid: XNOR conv base loads and runs",
+           f"the XNOR conv base itself: Sign -> BinaryConv2D and MeanAbsChannels -> Pool2D avg on {XN_C} "
+           "channels, a broadcast Mul and a full-shape Mul", error="none", base="xnor base")
+
+    # MeanAbsChannels (op 2: data -> [1, 1, 5, 5])
+    d = xd(2)
+    mu("xnor_mac_in_version_1", _set(["version"], 1), f"{d}: needs model format version 2, the file says 1",
+       "MeanAbsChannels: format version", "ops 0-2 (Sign, BinaryConv2D, MeanAbsChannels) labelled version 1",
+       upto=2)
+    mu("xnor_mac_arity_2", _set(["ops", 2, "inputs"], [0, 0]), f"{d}: expected 1 input(s), got 2",
+       "MeanAbsChannels: arity", "the MeanAbsChannels reads the input twice", upto=2)
+    mu("xnor_mac_arity_0", _set(["ops", 2, "inputs"], []), f"{d}: expected 1 input(s), got 0",
+       "MeanAbsChannels: arity", "the MeanAbsChannels has an empty inputs vector", upto=2)
+    mu("xnor_mac_input_bits", _set(["ops", 2, "inputs"], [1]),
+       f"{d}: input 0 'sign0' must be Float, is {shape_str(s_in, B)}", "MeanAbsChannels: input kind",
+       "the MeanAbsChannels reads the Bits output of the Sign instead of the input", upto=2)
+    v2("xnor_mac_input_rank_2", _retype(12, "MeanAbsChannels", [12]),
+       f"{desc(12, 'dense12', 'MeanAbsChannels')}: input 0 'flatten11' must be 4-D, is {shape_str([1, 2 * C])}",
+       "MeanAbsChannels: input rank",
+       f"op 12 retyped as MeanAbsChannels in the base labelled version {FORMAT_VERSION}: it reads the 2-D "
+       "output of the Flatten")
+    for case, fn, shape, kind, what in (
+            ("all_channels", _set(["values", 3, "shape"], s_in), s_in, F,
+             "the output recorded with the input's channels, as an element-wise abs would be"),
+            ("recorded_2d", _set(["values", 3, "shape"], [1, 1]), [1, 1], F, "the output recorded as [1, 1]"),
+            ("recorded_bits", _set(["values", 3, "kind"], B), s_one, B,
+             "the output (read by the Pool2D) is marked Bits")):
+        mu(f"xnor_mac_output_{case}", fn,
+           f"{d}: output 'mac2' is recorded as {shape_str(shape, kind)} but the op computes {shape_str(s_one)}",
+           "MeanAbsChannels: output shape", what, upto=3)
+
+    # Mul (op 4: Mul(bconv1, pool3), b broadcast; op 5: Mul(mul4, bconv1), full shapes)
+    d, d5 = xd(4), xd(5)
+    m = xnor_square_model()
+    m["version"] = 1
+    cp.add("xnor_mul_in_version_1", serialize(m),
+           f"{desc(2, 'square2', 'Mul')}: needs model format version 2, the file says 1", "Mul: format version",
+           "Sign -> BinaryConv2D -> Mul(bconv1, bconv1) labelled version 1 (no MeanAbsChannels before the Mul)",
+           base="xnor base ops 0-1 and a Mul")
+    mu("xnor_mul_arity_1", _set(["ops", 4, "inputs"], [2]), f"{d}: expected 2 input(s), got 1", "Mul: arity",
+       "the broadcast Mul has one input", upto=4)
+    mu("xnor_mul_arity_3", _set(["ops", 4, "inputs"], [2, 4, 4]), f"{d}: expected 2 input(s), got 3", "Mul: arity",
+       "the broadcast Mul has three inputs", upto=4)
+    mu("xnor_mul_input_0_bits", _set(["ops", 4, "inputs"], [1, 4]),
+       f"{d}: input 0 'sign0' must be Float, is {shape_str(s_in, B)}", "Mul: input kind",
+       "the broadcast Mul's first input is the Bits output of the Sign", upto=4)
+    mu("xnor_mul_input_1_bits", _set(["ops", 5, "inputs"], [5, 1]),
+       f"{d5}: input 1 'sign0' must be Float, is {shape_str(s_in, B)}", "Mul: input kind",
+       "the full-shape Mul's second input is the Bits output of the Sign")
+    shapes = "Mul: second input of the first's shape or one channel"
+
+    def against(b, a):
+        return f"the second input must have the first's shape or one channel, is {shape_str(b)} against {shape_str(a)}"
+    mu("xnor_mul_b_fewer_channels", _set(["ops", 5, "inputs"], [0, 2]), f"{d5}: {against(s_out, s_in)}", shapes,
+       f"the full-shape Mul multiplies the {XN_C}-channel input by the {XN_OUT}-channel binary conv output")
+    mu("xnor_mul_b_more_channels", _set(["ops", 5, "inputs"], [5, 0]), f"{d5}: {against(s_in, s_out)}", shapes,
+       f"the full-shape Mul multiplies a {XN_OUT}-channel value by the {XN_C}-channel input")
+    mu("xnor_mul_operands_swapped", _set(["ops", 4, "inputs"], [4, 2]), f"{d}: {against(s_out, s_one)}", shapes,
+       "Mul(pool3, bconv1): the one-channel value first (only the second input is broadcast)", upto=4)
+    for case, stride, hw in (("height", [2, 1], [3, XN_HW]), ("width", [1, 2], [XN_HW, 3])):
+        mu(f"xnor_mul_{case}_differs",
+           _chain(_opt(3, "stride", stride), _set(["values", 4, "shape"], [1, 1] + hw)),
+           f"{d}: {against([1, 1] + hw, s_out)}", shapes,
+           f"the Pool2D has stride {stride} (output recorded {hw[0]}x{hw[1]}): the scale map misses the "
+           f"conv's {XN_HW}x{XN_HW}", upto=4)
+    v2("xnor_mul_ranks_differ", _retype(12, "Mul", [12, 11]),
+       f"{desc(12, 'dense12', 'Mul')}: {against([1, 2 * C, 1, 1], [1, 2 * C])}", shapes,
+       f"op 12 retyped as Mul of its [1, {2 * C}] input and the [1, {2 * C}, 1, 1] value 11 (same channels), "
+       f"in the base labelled version {FORMAT_VERSION}")
+    mu("xnor_mul_output_b_shape", _set(["values", 5, "shape"], s_one),
+       f"{d}: output 'mul4' is recorded as {shape_str(s_one)} but the op computes {shape_str(s_out)}",
+       "Mul: output shape", "the broadcast Mul's output recorded with the second input's one channel", upto=4)
+    mu("xnor_mul_output_recorded_bits", _set(["values", 5, "kind"], B),
+       f"{d}: output 'mul4' is recorded as {shape_str(s_out, B)} but the op computes {shape_str(s_out)}",
+       "Mul: output shape", "the broadcast Mul's output (read by the next Mul) is marked Bits")
+
+
 def build():
     """All generated cases: (files {name: bytes}, manifest entries {name: entry})."""
     cp = Corpus()
@@ -1129,6 +1497,8 @@ def build():
     conv_cases(cp)
     bconv_cases(cp)
     other_op_cases(cp)
+    bdense_cases(cp)
+    xnor_cases(cp)
     cp.upto = None
     return cp.files, cp.entries
 
@@ -1179,8 +1549,9 @@ def check(out_dir, entries):
     """Load every file with bmx.engine; return a list of mismatches (empty: all as expected)."""
     from bmx import engine
     bad = []
-    m = engine.Model(base_bytes())
-    m.predict(base_input())
+    engine.Model(base_bytes()).predict(base_input())
+    engine.Model(serialize(bdense_model())).predict(bdense_input())
+    engine.Model(serialize(xnor_model())).predict(xnor_input())
     for name, e in entries.items():
         with open(os.path.join(out_dir, name), "rb") as f:
             data = f.read()
@@ -1212,7 +1583,7 @@ def main(argv=None):
             print(line, file=sys.stderr)
         if bad:
             return 1
-        print("every file is rejected with its expected message; the base model runs")
+        print("every file is loaded or rejected as expected; the base models run")
     return 0
 
 

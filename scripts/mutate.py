@@ -124,6 +124,27 @@ MUTATIONS = [
       "-1: the probe of every QActivation then disagrees with MXNet's -> ConversionError in "
       "every converter test"),
     # ------------------------------------------------------------------ runtime (C++)
+    M("bdense_kernel_one_pixel", "src/runtime/ops/binary_dense.cc",
+      "op.kh = x.h, op.kw = x.w;", "op.kh = 1, op.kw = 1;",
+      "binary dense over a 4-D input reads only its first pixel: "
+      "test_converter::test_binary_dense_exact_integers (4d case)",
+      tests=["tests/test_converter.py"]),
+    M("bdense_relu_dropped", "src/runtime/ops/binary_dense.cc",
+      "o.relu = op.relu;", "o.relu = false;",
+      "binary dense ignores its folded ReLU: test_converter::test_binary_dense_folds_bn_relu_and_chains",
+      tests=["tests/test_converter.py"]),
+    M("mul_no_broadcast", "src/runtime/ops/mul.cc",
+      "const bool bcast = c.value(op.in[1]).c == 1;", "const bool bcast = false;",
+      "XNOR input scale read as a full-shape value: test_converter::test_xnor_conv_becomes_sign_bconv_times_input_scale",
+      tests=["tests/test_converter.py"]),
+    M("meanabs_no_abs", "src/runtime/ops/mean_abs_channels.cc",
+      "s += std::fabs(v[ch]);", "s += v[ch];",
+      "XNOR input magnitude without |x|: test_converter::test_xnor_conv_becomes_sign_bconv_times_input_scale",
+      tests=["tests/test_converter.py"]),
+    M("bdense_converter_nchw_order", "bmx/converter/serialize.py",
+      "W = np.asarray(at[\"W\"]).reshape((at[\"units\"],) + tuple(at[\"in_chw\"]))",
+      "W = np.asarray(at[\"W\"]).reshape((at[\"units\"],) + tuple(at[\"in_chw\"])[::-1]).transpose(0, 3, 2, 1)",
+      "binary dense weights packed in the wrong flatten order: test_converter::test_binary_dense_exact_integers"),
     M("dense_bias_ignored", "src/runtime/ops/dense.cc",
       "if (p->bias() && p->bias()->size()) std::memcpy(", "if (false && p->bias()) std::memcpy(",
       "engine drops the Dense bias: test_engine_model::test_engine_matches_gluon_and_interpreter, "

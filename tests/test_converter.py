@@ -12,8 +12,9 @@ from mxnet.gluon import nn
 
 import bmx
 from bmx import convention
-from bmx.converter import FILE_IDENTIFIER, FORMAT_VERSION, ConversionError, convert, convert_symbol
+from bmx.converter import FILE_IDENTIFIER, ConversionError, convert, convert_symbol
 from bmx.modelfile import read_model, run_model
+from bmx.engine import MIN_FORMAT_VERSION
 from conftest import (assert_all_moved, assert_logits_match, param_snapshot,
                       randomize_all_parameters)
 
@@ -130,7 +131,7 @@ def test_header_metadata_and_single_binary_conv_exact():
     data = convert(net, shape, producer="unit-test")
     assert data[4:8] == FILE_IDENTIFIER
     m = read_model(data)
-    assert m["version"] == FORMAT_VERSION and m["producer"] == "unit-test"
+    assert m["version"] == MIN_FORMAT_VERSION and m["producer"] == "unit-test"
     assert m["values"][m["inputs"][0]]["shape"] == [1, 70, 5, 4]
     assert m["num_classes"] == 6 * 5 * 4
     ops = [o["type"] for o in m["ops"]]
@@ -261,6 +262,104 @@ def test_binary_conv_output_forms(kw, a):
     x = _x(shape)
     ref = net(mx.nd.array(x)).asnumpy()
     _close(run_model(data, x), ref)
+
+
+def _bdense_np(x_pm1, w):
+    """Independent oracle: the match count (dot + K) / 2 of +-1 inputs (flattened NCHW)
+    with sign(w), as exact integers."""
+    xs = x_pm1.reshape(len(x_pm1), -1).astype(np.int64)
+    ws = convention.sign(w).astype(np.int64)
+    return (xs @ ws.T + ws.shape[1]) // 2
+
+
+@pytest.mark.parametrize("shape,flat", [((2, 70, 2, 3), False), ((3, 1, 1, 1), True),
+                                        ((3, 64, 1, 1), True), ((3, 5, 13, 1), True),
+                                        ((2, 129, 1, 1), True)],
+                         ids=["4d-70x2x3", "2d-1", "2d-64", "2d-65", "2d-129"])
+def test_binary_dense_exact_integers(shape, flat):
+    """QActivation -> QDense (1-bit): the file's BinaryDense gives Gluon's integers exactly
+    (a 4-D input read in NCHW flatten order; 2-D inputs after Flatten, across word
+    boundaries), packs sign(W) as [units, H, W, words(C)] and needs format version 2."""
+    net = nn.HybridSequential()
+    if flat:
+        net.add(nn.Flatten())
+    net.add(bmx.nn.QActivation(), bmx.nn.QDense(7))
+    _init(net, shape)
+    x = _x(shape)
+    x.reshape(-1)[::11] = 0.0  # sign(0) = +1
+    data = convert(net, shape)
+    m = read_model(data)
+    assert m["version"] == 2 == bmx.engine.FORMAT_VERSION
+    assert [o["type"] for o in m["ops"]] == ["Flatten"] * flat + ["Sign", "BinaryDense"]
+    bd = _ops(data, "BinaryDense")[0]["options"]
+    w = net[-1].weight.data().asnumpy()
+    chw = (int(np.prod(shape[1:])), 1, 1) if flat else shape[1:]
+    want_bits = convention.pack_bits(np.transpose(w.reshape((7,) + chw), (0, 2, 3, 1)), axis=-1)
+    np.testing.assert_array_equal(bd["weight_bits"], want_bits)
+    want = _bdense_np(convention.sign(x), w).astype(np.float32)
+    np.testing.assert_array_equal(net(mx.nd.array(x)).asnumpy(), want)
+    np.testing.assert_array_equal(run_model(data, x), want)
+    np.testing.assert_array_equal(bmx.engine.Model(data).predict(x), want)
+
+
+@pytest.mark.parametrize("head", ["bn_relu", "binary_classifier"])
+def test_binary_dense_folds_bn_relu_and_chains(head):
+    """BatchNorm and ReLU after a binary dense layer fold into its scale/shift; a fully
+    binary classifier (QDense -> BN -> QActivation -> QDense on 2-D values) converts.
+    Gluon, the file's interpreter and the engine agree on trained-looking parameters."""
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(6, 3, padding=1), nn.BatchNorm(), bmx.nn.QActivation())
+    if head == "bn_relu":
+        net.add(bmx.nn.QDense(9), nn.BatchNorm(), nn.Activation("relu"), nn.Dense(5))
+        kinds = ["Conv2D", "Sign", "BinaryDense", "Dense"]
+    else:
+        net.add(bmx.nn.QDense(70), nn.BatchNorm(), bmx.nn.QActivation(),
+                bmx.nn.QDense(5, no_offset=True))
+        kinds = ["Conv2D", "Sign", "BinaryDense", "Sign", "BinaryDense"]
+    shape = (4, 3, 5, 5)
+    _init(net, shape)
+    _randomize_bn(net)
+    data = convert(net, shape)
+    assert [o["type"] for o in _ops(data)] == kinds
+    bd = _ops(data, "BinaryDense")[0]["options"]
+    assert bd["activation"] == ("relu" if head == "bn_relu" else None)
+    s, t = _bn_np(net.collect_params(), net[4].prefix)
+    np.testing.assert_allclose(bd["scale"], s, rtol=STORE_RTOL)
+    np.testing.assert_allclose(bd["shift"], t, rtol=STORE_RTOL)
+    x = _x(shape)
+    ref = net(mx.nd.array(x)).asnumpy()
+    _close(run_model(data, x), ref)
+    _close(bmx.engine.Model(data).predict(x), ref)
+
+
+def test_binary_dense_from_exported_symbol(tmp_path):
+    """Without block objects (an exported -symbol.json) the binary dense layer is found
+    by its computed weight and gives the Gluon net's weights, scale and shift."""
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(5, 3), nn.BatchNorm(), bmx.nn.QActivation(), bmx.nn.QDense(6),
+            nn.BatchNorm(), nn.Dense(3))
+    shape = (1, 2, 5, 5)
+    _init(net, shape)
+    _randomize_bn(net)
+    net.hybridize()
+    net(mx.nd.zeros(shape))
+    net.export(str(tmp_path / "d"))
+    got = convert_symbol(tmp_path / "d-symbol.json", tmp_path / "d-0000.params", shape)
+    assert [o["type"] for o in _ops(got)] == ["Conv2D", "Sign", "BinaryDense", "Dense"]
+    want = _ops(convert(net, shape), "BinaryDense")[0]["options"]
+    for key in ("weight_bits", "scale", "shift"):
+        np.testing.assert_array_equal(_ops(got, "BinaryDense")[0]["options"][key], want[key])
+    x = _x((3,) + shape[1:])
+    _close(run_model(got, x), net(mx.nd.array(x)).asnumpy())
+
+
+def test_models_without_new_ops_keep_format_version_1():
+    """A writer records the lowest version that expresses the model: files without binary
+    dense layers or 2-D binarized values stay readable by version-1 readers."""
+    net = nn.HybridSequential()
+    net.add(bmx.nn.BinaryConvolution(4, kernel_size=3, padding=1), nn.Flatten())
+    _init(net, (1, 3, 4, 4))
+    assert read_model(convert(net, (1, 3, 4, 4)))["version"] == bmx.engine.MIN_FORMAT_VERSION == 1
 
 
 def test_bn_into_float_conv_weights_and_bias():
@@ -561,11 +660,49 @@ def test_error_kbit_in_exported_symbol(tmp_path):
         convert_symbol(tmp_path / "k-symbol.json", tmp_path / "k-0000.params", shape)
 
 
-def test_error_xnor_scaling():
+@pytest.mark.parametrize("act", [None, "relu"])
+def test_xnor_conv_becomes_sign_bconv_times_input_scale(act):
+    """XNOR-Net scaling: Sign -> BinaryConv2D (scale 2 mean|W|, shift -K mean|W|) times
+    avg_pool(mean_c |x|) over the conv's windows (MeanAbsChannels -> Pool2D -> Mul), then
+    the block's ReLU; the interpreter and the engine give Gluon's outputs."""
     net = nn.HybridSequential()
-    with bmx.nn.set_binary_layer_config(approximation="xnor"):
-        net.add(bmx.nn.activated_conv(4, 3, padding=1))
-    _err(_head(net), (1, 3, 6, 6), "xnor")
+    net.add(nn.BatchNorm(), bmx.nn.activated_conv(5, 3, padding=1, stride=2, approximation="xnor",
+                                                  activation=act), nn.BatchNorm())
+    _head(net)
+    shape = (3, 7, 9, 9)
+    _init(net, shape)
+    _randomize_bn(net)
+    data = convert(net, shape)
+    m = read_model(data)
+    assert m["version"] == 2
+    assert [o["type"] for o in m["ops"]] == (
+        ["Affine", "Sign", "BinaryConv2D", "MeanAbsChannels", "Pool2D", "Mul"] + ["Relu"] * (act == "relu")
+        + ["Affine", "Pool2D", "Dense"])
+    bc = _ops(data, "BinaryConv2D")[0]["options"]
+    alpha = np.abs(net[1].qconv.weight.data().asnumpy().astype(np.float64)).mean(axis=(1, 2, 3))
+    np.testing.assert_allclose(bc["scale"], 2 * alpha, rtol=STORE_RTOL)
+    np.testing.assert_allclose(bc["shift"], -alpha * 7 * 9, rtol=STORE_RTOL)
+    pool = _ops(data, "Pool2D")[0]["options"]
+    assert (pool["type"], pool["kernel"], pool["stride"], pool["pad"], pool["count_include_pad"]) == \
+        ("avg", [3, 3], [2, 2], [1, 1], True)
+    x = _x(shape)
+    ref = net(mx.nd.array(x)).asnumpy()
+    _close(run_model(data, x), ref)
+    _close(bmx.engine.Model(data).predict(x), ref)
+
+
+def test_error_xnor_in_exported_symbol(tmp_path):
+    """An exported symbol has no block object that says a conv is an XNOR conv: refused."""
+    net = nn.HybridSequential()
+    net.add(bmx.nn.activated_conv(4, 3, padding=1, approximation="xnor"))
+    _head(net)
+    shape = (1, 3, 6, 6)
+    _init(net, shape)
+    net.hybridize()
+    net(mx.nd.zeros(shape))
+    net.export(str(tmp_path / "x"))
+    with pytest.raises(ConversionError, match="XNOR-Net conv converts from the Gluon net"):
+        convert_symbol(tmp_path / "x-symbol.json", tmp_path / "x-0000.params", shape)
 
 
 def test_error_zero_padding_binary_conv():
@@ -584,10 +721,16 @@ def test_error_non_finite_weights():
         convert(net, (1, 3, 6, 6))
 
 
-def test_error_binary_dense():
+def test_error_kbit_binary_dense():
     net = nn.HybridSequential()
-    net.add(nn.Flatten(), bmx.nn.QActivation(), bmx.nn.QDense(5))
-    _err(net, (1, 3, 4, 4), "QDense")
+    net.add(nn.Flatten(), bmx.nn.QActivation(), bmx.nn.QDense(5, bits=2, in_units=48))
+    _err(net, (1, 3, 4, 4), "QDense", "2-bit")
+
+
+def test_error_binary_dense_without_sign():
+    net = nn.HybridSequential()
+    net.add(nn.Flatten(), bmx.nn.QDense(5))
+    _err(net, (1, 3, 4, 4), "binary dense layer", "sign")
 
 
 def test_error_binary_conv_without_sign():

@@ -94,15 +94,19 @@ def test_exported_values_are_read_only_ints():
     with pytest.raises(TypeError):
         lim["max_dim"] = 1
     assert isinstance(_engine.FORMAT_VERSION, int) and _engine.FORMAT_VERSION >= 1
+    assert isinstance(_engine.MIN_FORMAT_VERSION, int) and 1 <= _engine.MIN_FORMAT_VERSION <= _engine.FORMAT_VERSION
 
 
-def test_format_version_is_the_one_read():
-    ok = _relu_chain([1, 1, 2, 2], 1)
-    assert _error(ok) == ""
-    for version in (_engine.FORMAT_VERSION + 1, _engine.FORMAT_VERSION - 1):
+def test_format_versions_read():
+    """Files of every version from MIN_FORMAT_VERSION to FORMAT_VERSION load; others are
+    refused with the range this reader reads."""
+    lo, hi = _engine.MIN_FORMAT_VERSION, _engine.FORMAT_VERSION
+    for version in range(lo, hi + 1):
+        assert _error(_model([[1, 1, 2, 2]] * 2, [(OpOptions.Relu, [0], 1, None)], version=version)) == ""
+    for version in (hi + 1, lo - 1, 2 ** 32 - 1):
         err = _error(_model([[1, 1, 2, 2]] * 2, [(OpOptions.Relu, [0], 1, None)], version=version))
         assert f"unsupported model format version {version}" in err
-        assert f"reads version {_engine.FORMAT_VERSION}" in err
+        assert f"reads versions {lo} to {hi}" in err
 
 
 def test_max_window():

@@ -107,11 +107,12 @@ def test_every_check_of_the_loader_has_a_file(manifest):
         "Conv2D": ["arity", "input kind", "input rank", "kernel/stride/pad/dilation", "out_channels range",
                    "groups divide channels", "activation", "window fits the padded input", "output shape",
                    "weight size arithmetic", "reduction size", "weight size", "bias size", "finite weights"],
-        "BinaryConv2D": ["arity", "input kind", "kernel/stride/pad/dilation", "in_channels", "out_channels range",
+        "BinaryConv2D": ["arity", "input kind", "input rank", "kernel/stride/pad/dilation", "in_channels",
+                         "out_channels range",
                          "groups divide channels", "activation", "window fits the padded input", "output shape",
                          "reduction size", "weight size arithmetic", "weight_bits size", "scale size", "shift size",
                          "finite scale/shift", "zero tail bits"],
-        "Sign": ["arity", "input kind", "input rank", "scale/shift size", "finite scale/shift", "output shape"],
+        "Sign": ["arity", "input kind", "scale/shift size", "finite scale/shift", "output shape"],
         "Affine": ["arity", "input kind", "scale/shift size", "finite scale/shift", "activation", "output shape"],
         "Relu": ["arity", "input kind", "output shape"],
         "Pool2D": ["arity", "input kind", "input rank", "type", "kernel/stride/pad", "pad < kernel",
@@ -124,9 +125,16 @@ def test_every_check_of_the_loader_has_a_file(manifest):
         "Dense": ["arity", "input kind", "units range", "weight size arithmetic", "weight size", "bias size",
                   "finite weights", "output shape"],
         "Flatten": ["arity", "input kind", "output shape"],
+        "BinaryDense": ["format version", "arity", "input kind", "units range", "activation",
+                        "weight size arithmetic", "weight_bits size", "scale size", "shift size",
+                        "finite scale/shift", "zero tail bits", "output shape"],
+        "MeanAbsChannels": ["format version", "arity", "input kind", "input rank", "output shape"],
+        "Mul": ["format version", "arity", "input kind", "second input of the first's shape or one channel",
+                "output shape"],
     }
     graph = ["empty buffer", "size < 8", "file identifier", "size % 4", "version", "values present", "value kind",
-             "value rank", "value batch 1", "value dimension range", "Bits values 4-D", "elements per value",
+             "value rank", "value batch 1", "value dimension range", "Bits values 4-D in version 1",
+             "elements per value",
              "total value bytes", "one input", "one output", "input index", "output index", "input 4-D Float",
              "ops present", "op type", "op options present", "one op output", "op inputs present",
              "op inputs <= 4096", "op input index", "topological order", "op output index",
@@ -199,3 +207,52 @@ def test_base_models_load_and_match_the_numpy_interpreter(gen, manifest):
     logits, values = run_model(gen.serialize(gen.base_model()), x, return_values=True)
     assert (values[2] > 0).any() and (values[2] < 0).any()
     assert np.unique(logits).size == logits.size
+
+
+def test_bdense_bases_load_and_match_the_numpy_interpreter(gen, manifest):
+    """The version-2 base of the ``bdense_`` files (BinaryDense on 4-D Bits of 70 channels,
+    then Sign -> BinaryDense on 2-D values) and its prefix load, run, and agree exactly with
+    the plain-numpy interpreter; files labelled version 2 without its ops load too."""
+    from bmx.modelfile import read_model, run_model
+    bases = {e["base"] for e in manifest["files"].values()}
+    assert {"bdense base", "bdense base ops 0-1"} <= bases
+    loads = [n for n, e in manifest["files"].items() if e["error"] == "none"]
+    assert {"bdense_valid.bmx", f"model_version_{engine.FORMAT_VERSION}_loads.bmx"} <= set(loads)
+    x = gen.bdense_input(batch=2)
+    for upto in (1, None):
+        data = gen.serialize(gen.bdense_model(upto))
+        assert read_model(data)["version"] == 2
+        engine.validate_model(data)
+        np.testing.assert_array_equal(engine.Model(data).predict(x), run_model(data, x),
+                                      err_msg=f"bdense base ops 0-{upto}")
+    # Not degenerate: the 2-D Sign emits both signs, the logits differ everywhere.
+    logits, values = run_model(gen.serialize(gen.bdense_model()), x, return_values=True)
+    assert (values[3] > 0).any() and (values[3] < 0).any()
+    assert np.unique(logits).size == logits.size
+
+
+def test_xnor_bases_load_and_match_the_numpy_interpreter(gen, manifest):
+    """The version-2 base of the ``xnor_`` files (an XNOR conv: Sign -> BinaryConv2D,
+    MeanAbsChannels -> Pool2D avg 3x3, a broadcast and a full-shape Mul), its prefixes and
+    the Mul-only variant behind the version-1 Mul file load, run, and agree exactly with
+    the plain-numpy interpreter."""
+    from bmx.modelfile import read_model, run_model
+    bases = {e["base"] for e in manifest["files"].values()}
+    assert {"xnor base", "xnor base ops 0-2", "xnor base ops 0-3", "xnor base ops 0-4",
+            "xnor base ops 0-1 and a Mul"} <= bases
+    assert manifest["files"]["xnor_valid.bmx"]["error"] == "none"
+    x = gen.xnor_input(batch=2)
+    models = {f"ops 0-{k}": gen.xnor_model(k) for k in (1, 2, 3, 4)}
+    models.update({"all": gen.xnor_model(), "square": gen.xnor_square_model()})
+    for label, m in models.items():
+        data = gen.serialize(m)
+        assert read_model(data)["version"] == 2
+        engine.validate_model(data)
+        np.testing.assert_array_equal(engine.Model(data).predict(x), run_model(data, x),
+                                      err_msg=f"xnor base {label}")
+    # Not degenerate: both signs reach the binary conv, the magnitudes and their window
+    # averages vary, and the XNOR output takes many values.
+    y, values = run_model(gen.serialize(gen.xnor_model()), x, return_values=True)
+    assert (values[1] > 0).any() and (values[1] < 0).any()
+    assert np.unique(values[3]).size > 1 and np.unique(values[4]).size > np.unique(values[3]).size
+    assert np.unique(values[5]).size > 50 and np.unique(y).size > 50

@@ -41,7 +41,10 @@ class _Builder:
                 if i != out:
                     continue  # converted as a whole at the block's output node
                 kind, block, members = groups[p]
-                self._add(out, GROUP_LOWERING[kind](self, p, block, members, ext, out))
+                lowered = GROUP_LOWERING[kind](self, p, block, members, ext, out)
+                # one op, or a list of (IR id, op) ending with the block's output op
+                for key, op in (lowered if isinstance(lowered, list) else [(out, lowered)]):
+                    self._add(key, op)
                 continue
             self._add(i, _translate(self, i, n))
         h = g.heads[0]

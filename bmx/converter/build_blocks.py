@@ -89,11 +89,38 @@ def _group_qact(builder, prefix, block, members, ext, out):
 
 
 def _group_qdense(builder, prefix, block, members, ext, out):
+    """A binary dense layer -> ``bdense``: FullyConnected(sign(W)) -> affine per unit ->
+    [ReLU], rewritten on the match count of the xnor-popcount over the flattened input."""
+    g = builder.g
     name = prefix.rstrip("_")
-    bits = getattr(block, "bits", None)
-    raise ConversionError(f"QDense {name!r}" + (f" ({bits}-bit)" if bits else "") +
-                          ": quantized dense layers are not supported by the model format "
-                          "(the zoo keeps the classifier full precision)")
+    if block is not None and block.bits != 1:
+        raise ConversionError(f"QDense {name!r} has {block.bits}-bit weights: only 1-bit "
+                              "weights can be bit-packed")
+    fcs = [i for i in members if g.nodes[i]["op"] == "FullyConnected"]
+    if len(fcs) != 1:
+        raise ConversionError(f"QDense {name!r}: expected one FullyConnected, found {len(fcs)}")
+    fi = fcs[0]
+    fn = g.nodes[fi]
+    units = int(_node_attrs(fn)["num_hidden"])
+    data = fn["inputs"][0]
+    if data[0] in members or g.is_param(data[0]):
+        raise ConversionError(f"QDense {name!r}: unsupported input transform")
+    in_shape = tuple(g.shape(data[0], data[1]))
+    flatten = str(_node_attrs(fn).get("flatten", True)) not in ("False", "0", "false")
+    if len(in_shape) not in (2, 4) or (not flatten and len(in_shape) != 2):
+        raise ConversionError(f"QDense {name!r}: input of shape {in_shape} (binary dense layers "
+                              "read [N, C] or, flattened, [N, C, H, W])")
+    offset = _qconv_offset(g, name, fn, members, units)
+    W, w_scale = _qconv_weight(g, name, fn, members, ext, units, ndim=2)
+    activation, post_out = _qconv_activation(g, name, fi, out)
+    a_c, b_c = _qconv_affine(g, name, fi, post_out, members, units, shp=(1, units))
+    K = int(np.prod(in_shape[1:]))
+    if W.shape[1] != K:
+        raise ConversionError(f"QDense {name!r}: weight {W.shape} for an input of {K} features")
+    scale, shift = _match_scale_shift(a_c, b_c, w_scale, offset, K)
+    in_chw = tuple(in_shape[1:]) + (1, 1) * (len(in_shape) == 2)
+    return _Op("bdense", name, [builder.ref(data)], g.shape(out), W=W, units=units,
+               in_chw=in_chw, scale=scale, shift=shift, activation=activation)
 
 
 # -- QConv2D ------------------------------------------------------------------------------
@@ -104,6 +131,8 @@ def _group_qconv(builder, prefix, block, members, ext, out):
     g = builder.g
     name = prefix.rstrip("_")
     _check_qconv_block(name, block)
+    if block is not None and block.scaling == "xnor":
+        return _group_qconv_xnor(builder, name, block, members, ext, out)
     ci, kernel, stride, dilation, groups, cout = _qconv_geometry(g, name, members)
     cn = g.nodes[ci]
     conv_bias = _qconv_offset(g, name, cn, members, cout)
@@ -118,6 +147,73 @@ def _group_qconv(builder, prefix, block, members, ext, out):
     return _Op("bconv", name, [builder.ref(data)], g.shape(out), W=W, cin=cin, cout=cout,
                kernel=kernel, stride=stride, pad=pad, dilation=dilation, groups=groups,
                scale=scale, shift=shift, activation=activation, conv_shape=cshape)
+
+
+def _group_qconv_xnor(builder, name, block, members, ext, out):
+    """An XNOR-Net convolution (``scaling='xnor'``; Rastegari et al., 2016) -> five ops:
+    ``sign(x) -> bconv`` giving ``dot * alpha`` (alpha = mean|W| per output channel),
+    ``meanabs(x) -> avg pool`` over the conv's windows giving the input scale K per
+    position, and their product (``mul``), then the block's ReLU if any. What the block
+    computes is checked against that decomposition on a probe input and the real weights.
+    Returns ``[(IR id, op), ...]`` ending with the block's output."""
+    g = builder.g
+    ci, kernel, stride, _, groups, cout = _qconv_geometry(g, name, members)
+    data = [e for e in ext if not g.is_param(e[0])]
+    if len(data) != 1:
+        raise ConversionError(f"XNOR conv {name!r}: expected one data input")
+    x_shape = tuple(g.shape(*data[0]))
+    W, _ = _qconv_weight(g, name, g.nodes[ci], members, ext, cout)
+    activation, _ = _qconv_activation(g, name, ci, out)
+    pad = block._qpad
+    alpha = np.abs(W.astype(np.float64)).mean(axis=(1, 2, 3))
+    K = W.shape[1] * kernel[0] * kernel[1]
+    scale, shift = _match_scale_shift(alpha, np.zeros(cout), 1.0, np.zeros(cout), K)
+    conv_shape, y_shape = tuple(g.shape(ci)), tuple(g.shape(out))
+    k_shape = (x_shape[0], 1) + conv_shape[2:]
+    _check_xnor(g, name, members, ext, data[0], W, out, pad, stride, groups, activation)
+    xref = builder.ref(data[0])
+    ids = [f"{out}:{s}" for s in ("sign", "bconv", "meanabs", "scale", "mul")]
+    ops = [
+        _Op("sign", f"{name}_sign", [xref], x_shape, scale=None, shift=None),
+        _Op("bconv", name, [ids[0]], conv_shape, W=W, cin=x_shape[1], cout=cout, kernel=kernel,
+            stride=stride, pad=pad, dilation=(1, 1), groups=groups, scale=scale, shift=shift,
+            activation=None, conv_shape=conv_shape),
+        _Op("meanabs", f"{name}_meanabs", [xref], (x_shape[0], 1) + x_shape[2:]),
+        _Op("pool", f"{name}_input_scale", [ids[2]], k_shape, type="avg", kernel=kernel,
+            stride=stride, pad=pad, count_include_pad=True, glob=False, ceil_mode=False),
+        _Op("mul", f"{name}_mul", [ids[1], ids[3]], y_shape),
+    ]
+    if activation:
+        ops.append(_Op("relu", f"{name}_relu", [ids[4]], y_shape))
+        ids.append(out)
+    else:
+        ids[-1] = out
+    return list(zip(ids, ops))
+
+
+def _check_xnor(g, name, members, ext, data, W, out, pad, stride, groups, activation):
+    """The block's output on a probe input equals the XNOR decomposition computed in numpy
+    (the model file's semantics: :mod:`bmx.modelfile.interpreter`), to float rounding."""
+    from ..modelfile import interpreter as fi
+    shp = (1,) + tuple(g.shape(*data))[1:]
+    probe = np.random.RandomState(2).randn(*shp).astype(np.float32)
+    feeds = {e: (probe if e == data else g.params[g.nodes[e[0]]["name"]]) for e in ext}
+    try:
+        got = g.eval_subgraph(members, feeds, (out, 0)).astype(np.float64)
+    except Exception as e:
+        raise ConversionError(f"XNOR conv {name!r}: cannot evaluate it ({_first_line(e)})") from None
+    xs = np.pad(_sign_np(probe), ((0, 0), (0, 0), (pad[0],) * 2, (pad[1],) * 2), constant_values=-1)
+    dot = fi._conv(xs, _sign_np(W), stride, (1, 1), groups)
+    a = np.abs(probe).mean(axis=1, keepdims=True)
+    k = fi._pool(a, {"global": False, "type": "avg", "kernel": W.shape[2:], "stride": stride,
+                     "pad": pad, "count_include_pad": True, "ceil_mode": False})
+    want = dot * np.abs(W.astype(np.float64)).mean(axis=(1, 2, 3)).reshape(1, -1, 1, 1) * k
+    if activation:
+        want = np.maximum(want, 0)
+    # float32 products and means in MXNet against float64 here: ~1e-7 relative
+    if got.shape != want.shape or np.abs(got - want).max() > 1e-5 * max(np.abs(want).max(), 1e-30):
+        raise ConversionError(f"XNOR conv {name!r} does not compute sign(x) * sign(W) * mean|W| "
+                              "* K(x) as XNOR-Net defines it; cannot convert")
 
 
 def _match_scale_shift(a_c, b_c, w_scale, conv_bias, K):
@@ -141,9 +237,6 @@ def _check_qconv_block(name, block):
     if block.bits != 1:
         raise ConversionError(f"QConv2D {name!r} has {block.bits}-bit weights: only "
                               "1-bit weights can be bit-packed")
-    if block.scaling == "xnor":
-        raise ConversionError(f"QConv2D {name!r} uses XNOR-Net input scaling "
-                              "(scaling='xnor'), which the model format does not support")
 
 
 def _qconv_geometry(g, name, members):
@@ -204,22 +297,25 @@ def _qconv_input(g, name, cn, members):
         src = pn["inputs"][0]
         if src[0] in members:
             raise ConversionError(f"binary conv {name!r}: unsupported input transform "
-                                  f"{g.nodes[src[0]]['op']}")
+                                  f"{g.nodes[src[0]]['op']} inside the layer (an XNOR-Net "
+                                  "conv converts from the Gluon net, whose block says what it "
+                                  "is, not from an exported symbol)")
     if g.is_param(src[0]):
         raise ConversionError(f"binary conv {name!r}: its input is a parameter")
     return src, pad
 
 
-def _qconv_weight(g, name, cn, members, ext, cout):
-    """The stored weight W and the positive constant c with weight path = c * sign(W)
-    (QConv2D convolves with sign(W) / 2); anything else is refused."""
+def _qconv_weight(g, name, cn, members, ext, cout, ndim=4):
+    """The stored weight W (``ndim``-D: 4 for a conv, 2 for a dense layer) and the positive
+    constant c with weight path = c * sign(W) (QConv2D and QDense use sign(W) / 2);
+    anything else is refused."""
     wsrc = cn["inputs"][1]
     wparams = [e for e in ext if g.is_param(e[0])]
     if len(wparams) != 1:
         raise ConversionError(f"binary conv {name!r}: expected one weight parameter, found "
                               f"{[g.nodes[e[0]]['name'] for e in wparams]}")
     W = g.params[g.nodes[wparams[0][0]]["name"]]
-    if W.ndim != 4 or W.shape[0] != cout:
+    if W.ndim != ndim or W.shape[0] != cout:
         raise ConversionError(f"binary conv {name!r}: weight shape {W.shape} does not match")
     if wsrc[0] in members:
         wmembers = _ancestors(g, wsrc[0], members)
@@ -244,9 +340,10 @@ def _qconv_activation(g, name, ci, out):
     return None, out
 
 
-def _qconv_affine(g, name, ci, post_out, members, cout):
+def _qconv_affine(g, name, ci, post_out, members, cout, shp=None):
     """``(a, b)`` per channel with output = a * conv + b (offset form, no_offset, 'weight'
-    scaling), found from three probes of the output transform and checked on the third."""
+    scaling), found from three probes of the output transform and checked on the third;
+    ``shp``: the probe's shape, one pixel per channel ((1, C, 1, 1); dense: (1, C))."""
     if post_out == ci:
         return np.ones(cout, np.float32), np.zeros(cout, np.float32)
     # the nodes computing the output from the conv result, the traversal stopping at the
@@ -260,7 +357,7 @@ def _qconv_affine(g, name, ci, post_out, members, cout):
         fd = dict(feeds_extra)
         fd[(ci, 0)] = c
         return g.eval_subgraph(post_all, fd, (post_out, 0))
-    shp = (1, cout, 1, 1)
+    shp = (1, cout, 1, 1) if shp is None else shp
     try:
         y0 = f(np.zeros(shp, np.float32))
         y1 = f(np.ones(shp, np.float32))

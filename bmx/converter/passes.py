@@ -161,15 +161,15 @@ def _fold_affine_into_sign(ir, op):
 
 
 def _fold_affine_into_conv(ir, k, op, nxt):
-    """conv or bconv -> affine (its only reader)  ==>  the conv with the affine folded in.
+    """conv, bconv or bdense -> affine (its only reader)  ==>  the op with the affine folded in.
 
     Exact up to rounding: an affine map per output channel of a convolution is a
     convolution with scaled weights and an affine bias (float conv: W * s, b * s + t),
-    and for a binary conv composes with its scale/shift of the match count (s * scale,
-    s * shift + t). Neither may carry a ReLU, which does not commute with the map.
+    and for a binary conv or dense layer composes with its scale/shift of the match count
+    (s * scale, s * shift + t). None may carry a ReLU, which does not commute with the map.
     """
     nop = ir.ops[nxt]
-    if not (nop.kind == "affine" and op.kind in ("conv", "bconv")
+    if not (nop.kind == "affine" and op.kind in ("conv", "bconv", "bdense")
             and op.attrs["activation"] is None and nop.attrs["activation"] is None):
         return False
     s, t = nop.attrs["scale"], nop.attrs["shift"]
@@ -178,7 +178,7 @@ def _fold_affine_into_conv(ir, k, op, nxt):
         b = op.attrs["b"].astype(np.float64) if op.attrs["b"] is not None else 0.0
         op.attrs["W"] = W.astype(np.float32)
         op.attrs["b"] = (b * s + t).astype(np.float32)
-    else:  # BN into binary conv scale/shift (with the (conv+K)/2 offset)
+    else:  # BN into binary conv / dense scale/shift (with the (conv+K)/2 offset)
         op.attrs["scale"] = op.attrs["scale"] * s
         op.attrs["shift"] = op.attrs["shift"] * s + t
     op.shape = nop.shape
@@ -187,12 +187,12 @@ def _fold_affine_into_conv(ir, k, op, nxt):
 
 
 def _fuse_relu(ir, k, op, nxt):
-    """conv, bconv or affine -> relu (its only reader)  ==>  the op with activation relu.
+    """conv, bconv, bdense or affine -> relu (its only reader)  ==>  the op with activation relu.
 
     Exact: the op applies ReLU to its own result, which is what the relu op read.
     """
     nop = ir.ops[nxt]
-    if not (nop.kind == "relu" and op.kind in ("conv", "bconv", "affine")
+    if not (nop.kind == "relu" and op.kind in ("conv", "bconv", "bdense", "affine")
             and op.attrs["activation"] is None):
         return False
     op.attrs["activation"] = "relu"
@@ -201,8 +201,8 @@ def _fuse_relu(ir, k, op, nxt):
 
 
 def check(ir):
-    """Refuse what the format cannot run: bits read by anything but a binary conv, a
-    binary conv reading real values, non-finite weights or BatchNorm folds (an untrained
+    """Refuse what the format cannot run: bits read by anything but a binary conv or dense
+    layer, one of those reading real values, non-finite weights or BatchNorm folds (an untrained
     or diverged model), a binarized network output."""
     for k in ir.order:
         op = ir.ops[k]
@@ -215,14 +215,16 @@ def check(ir):
 def _check_bit_inputs(ir, op):
     for i in op.inputs:
         src = ir.ops[i]
-        if op.kind == "bconv":
+        if op.kind in ("bconv", "bdense"):
             if src.kind != "sign":
-                raise ConversionError(f"binary conv {op.name!r} gets a real-valued input "
+                what = "binary conv" if op.kind == "bconv" else "binary dense layer"
+                raise ConversionError(f"{what} {op.name!r} gets a real-valued input "
                                       f"from {src.name!r} ({src.kind}); it needs a sign "
                                       "(QActivation) before it")
         elif src.kind == "sign":
             raise ConversionError(f"binarized value {src.name!r} feeds {op.name!r} "
-                                  f"({op.kind}); only binary convolutions read bits")
+                                  f"({op.kind}); only binary convolutions and dense layers "
+                                  "read bits")
 
 
 def _check_finite(op):

@@ -10,7 +10,7 @@ import importlib
 
 import numpy as np
 
-from .._engine import FORMAT_VERSION  # defined once, in the C++ loader
+from .._engine import FORMAT_VERSION, MIN_FORMAT_VERSION  # defined once, in the C++ loader
 from ..convention import pack_bits
 from .errors import ConversionError
 
@@ -97,6 +97,21 @@ def _bconv(b, BinaryConv2D, at):
     return BinaryConv2D.End(b)
 
 
+def _bdense(b, BinaryDense, at):
+    # [units, C*H*W] in NCHW flatten order is the weight of the conv whose kernel covers
+    # the whole [C, H, W] input: packed as that conv's filters [units, H, W, words(C)].
+    W = np.asarray(at["W"]).reshape((at["units"],) + tuple(at["in_chw"]))
+    w = _bytes(b, pack_binary_weight(W).tobytes())
+    sc, sh = _fvec(b, at["scale"]), _fvec(b, at["shift"])
+    BinaryDense.Start(b)
+    BinaryDense.AddUnits(b, at["units"])
+    BinaryDense.AddWeightBits(b, w)
+    BinaryDense.AddScale(b, sc)
+    BinaryDense.AddShift(b, sh)
+    BinaryDense.AddActivation(b, _act(at["activation"]))
+    return BinaryDense.End(b)
+
+
 def _sign(b, Sign, at):
     sc = _fvec(b, at["scale"]) if at["scale"] is not None else None
     sh = _fvec(b, at["shift"]) if at["shift"] is not None else None
@@ -157,6 +172,7 @@ def _no_fields(b, table, at):
 OPTION_WRITERS = {
     "conv": ("Conv2D", _conv),
     "bconv": ("BinaryConv2D", _bconv),
+    "bdense": ("BinaryDense", _bdense),
     "sign": ("Sign", _sign),
     "affine": ("Affine", _affine),
     "relu": ("Relu", _no_fields),
@@ -167,6 +183,8 @@ OPTION_WRITERS = {
     "shuffle": ("ChannelShuffle", _shuffle),
     "dense": ("Dense", _dense),
     "flatten": ("Flatten", _no_fields),
+    "meanabs": ("MeanAbsChannels", _no_fields),
+    "mul": ("Mul", _no_fields),
 }
 
 
@@ -204,6 +222,18 @@ def _value(b, op):
     return Value.End(b)
 
 
+def format_version(ir):
+    """The lowest format version that expresses ``ir``: 2 for a binary dense layer, XNOR
+    scaling (mean |x| over channels, a product) or a 2-D binarized value, else 1, so that
+    files without them stay readable by older readers (``MIN_FORMAT_VERSION`` ..
+    ``FORMAT_VERSION`` of ``bmx.engine``)."""
+    for k in ir.order:
+        op = ir.ops[k]
+        if op.kind in ("bdense", "meanabs", "mul") or (op.kind == "sign" and len(op.shape) != 4):
+            return max(2, MIN_FORMAT_VERSION)
+    return MIN_FORMAT_VERSION
+
+
 def _table_vec(b, offsets, start):
     start(b, len(offsets))
     for o in reversed(offsets):
@@ -227,7 +257,7 @@ def _serialize(ir, num_classes, producer, mean, std):
     mean_vec = _fvec(b, mean) if mean is not None else None
     std_vec = _fvec(b, std) if std is not None else None
     Model.Start(b)
-    Model.AddVersion(b, FORMAT_VERSION)
+    Model.AddVersion(b, format_version(ir))
     Model.AddProducer(b, prod)
     Model.AddValues(b, vals_vec)
     Model.AddInputs(b, ins_vec)

@@ -16,3 +16,6 @@ class OpOptions(object):
     ChannelShuffle = 10
     Dense = 11
     Flatten = 12
+    BinaryDense = 13
+    MeanAbsChannels = 14
+    Mul = 15

@@ -69,6 +69,11 @@ def _pool(x, o):
     return out
 
 
+def _per_channel(v, a):
+    """Per-channel vector ``v`` shaped to broadcast over ``a`` (N, C[, H, W])."""
+    return v.reshape((1, -1) + (1,) * (a.ndim - 2))
+
+
 def _act(y, a):
     return np.maximum(y, 0) if a == "relu" else y
 
@@ -106,13 +111,21 @@ def run_model(model, x, return_values=False):
             y = (o["scale"].reshape(1, -1, 1, 1) * match.astype(np.float32)
                  + o["shift"].reshape(1, -1, 1, 1))
             y = _act(y.astype(np.float32), o["activation"])
+        elif t == "BinaryDense":
+            c = a.shape[1]
+            w = unpack_bits(o["weight_bits"], c)             # units, H, W, C
+            w = np.transpose(w, (0, 3, 1, 2)).reshape(w.shape[0], -1)  # NCHW flatten order
+            dot = a.reshape(a.shape[0], -1).astype(np.float64) @ w.T.astype(np.float64)
+            match = (dot + w.shape[1]) / 2                   # exact integers
+            y = _act((o["scale"] * match.astype(np.float32) + o["shift"]).astype(np.float32),
+                     o["activation"])
         elif t == "Sign":
             z = a
             if o["scale"] is not None:
-                z = o["scale"].reshape(1, -1, 1, 1) * a + o["shift"].reshape(1, -1, 1, 1)
+                z = _per_channel(o["scale"], a) * a + _per_channel(o["shift"], a)
             y = np.where(z < 0, -1.0, 1.0).astype(np.float32)
         elif t == "Affine":
-            y = _act(o["scale"].reshape(1, -1, 1, 1) * a + o["shift"].reshape(1, -1, 1, 1),
+            y = _act(_per_channel(o["scale"], a) * a + _per_channel(o["shift"], a),
                      o["activation"]).astype(np.float32)
         elif t == "Relu":
             y = np.maximum(a, 0)
@@ -135,6 +148,10 @@ def run_model(model, x, return_values=False):
             if o["bias"] is not None:
                 y = y + o["bias"]
             y = y.astype(np.float32)
+        elif t == "MeanAbsChannels":
+            y = np.abs(a).mean(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
+        elif t == "Mul":
+            y = ins[0] * ins[1]
         elif t == "Flatten":
             y = a.reshape(a.shape[0], -1)
         else:

@@ -46,7 +46,8 @@ def read_model(data):
     ``values`` (name, shape, kind), ``inputs``, ``outputs``, ``num_classes``, ``mean``,
     ``std`` and ``ops`` (``type``, ``name``, ``inputs``, ``outputs``, ``options`` dict with
     weights as numpy arrays: float32 ``[C_out, C_in/g, KH, KW]`` for Conv2D, uint64
-    ``[C_out, KH, KW, words]`` for BinaryConv2D, ``[units, in]`` for Dense)."""
+    ``[C_out, KH, KW, words]`` for BinaryConv2D, ``[units, in]`` for Dense, uint64
+    ``[units, H, W, words]`` for BinaryDense)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         with open(data, "rb") as f:
             data = f.read()
@@ -105,6 +106,11 @@ def read_model(data):
             nw = (o["inchannels"] // o["groups"] + 63) // 64
             o["weight_bits"] = np.frombuffer(o["weightbits_raw"], "<u8").reshape(
                 o["outchannels"], kh, kw, nw)
+        elif tname == "BinaryDense":
+            _, c, *hw = out["values"][_ints(op, "Inputs")[0]]["shape"]
+            h, w = hw if hw else (1, 1)
+            o["weight_bits"] = np.frombuffer(o["weightbits_raw"], "<u8").reshape(
+                o["units"], h, w, (c + 63) // 64)
         elif tname == "Dense":
             o["weight"] = np.frombuffer(o["weight_raw"], "<f4").reshape(o["units"], -1)
             o["bias"] = None if not o["bias_raw"] else np.frombuffer(o["bias_raw"], "<f4")

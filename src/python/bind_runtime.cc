@@ -81,6 +81,7 @@ void bind_runtime(py::module_& m) {
   // enforce (runtime/limits.h), so that Python (the converter's contract checks) uses the
   // same numbers instead of copies.
   m.attr("FORMAT_VERSION") = kFormatVersion;
+  m.attr("MIN_FORMAT_VERSION") = kMinFormatVersion;
   py::dict limits;
   limits["max_dim"] = rt::kMaxDim;                // any single dimension or op parameter
   limits["max_elems"] = rt::kMaxElems;            // elements of one value at batch 1

@@ -37,6 +37,12 @@ class OpChecker {
     if (__builtin_mul_overflow(a, b, &r) || r > kMaxElems * 64) fail(std::string(what) + ": size overflow");
     return r;
   }
+  // Ops added in a later format version are refused in files that declare an older one.
+  void since(std::uint32_t version) const {
+    if (g_.version < version) {
+      fail("needs model format version " + std::to_string(version) + ", the file says " + std::to_string(g_.version));
+    }
+  }
   void arity(std::size_t n_in) const {
     if (op_.in.size() != n_in) {
       fail("expected " + std::to_string(n_in) + " input(s), got " + std::to_string(op_.in.size()));

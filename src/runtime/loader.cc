@@ -61,9 +61,9 @@ Graph load_graph(const void* data, std::size_t size, bool prepare) {
 
   Graph g;
   g.version = m->version();
-  if (g.version != kFormatVersion) {
-    fail("unsupported model format version " + std::to_string(g.version) + " (this bmx reads version " +
-         std::to_string(kFormatVersion) + ")");
+  if (g.version < kMinFormatVersion || g.version > kFormatVersion) {
+    fail("unsupported model format version " + std::to_string(g.version) + " (this bmx reads versions " +
+         std::to_string(kMinFormatVersion) + " to " + std::to_string(kFormatVersion) + ")");
   }
   check_no_trailing_data(buf, size, verifier.GetComputedSize());
   if (m->producer()) g.producer = m->producer()->str();
@@ -93,7 +93,7 @@ Graph load_graph(const void* data, std::size_t size, bool prepare) {
     }
     v.c = s->Get(1);
     if (v.rank == 4) { v.h = s->Get(2); v.w = s->Get(3); }
-    if (v.bits && v.rank != 4) fail(where + ": Bits values must be 4-D");
+    if (v.bits && v.rank != 4 && g.version < 2) fail(where + ": Bits values must be 4-D in format version 1");
     const std::int64_t e = v.c * v.h * v.w;  // < 2^60: each factor <= 2^20
     if (e > kMaxElems) fail(where + ": too many elements (" + std::to_string(e) + ")");
     total += e * 4;

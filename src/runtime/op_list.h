@@ -28,4 +28,7 @@
   BMX_OP(AddToLastChannels, kOther, true)        \
   BMX_OP(ChannelShuffle, kOther, false)          \
   BMX_OP(Dense, kOther, false)                   \
-  BMX_OP(Flatten, kOther, false)
+  BMX_OP(Flatten, kOther, false)                 \
+  BMX_OP(BinaryDense, kBinaryConv, false)        \
+  BMX_OP(MeanAbsChannels, kOther, false)         \
+  BMX_OP(Mul, kOther, true)

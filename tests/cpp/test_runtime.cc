@@ -73,6 +73,103 @@ TEST(RuntimeBinaryConv, FusedBnSignAndScaleShiftRelu) {
   }
 }
 
+TEST(RuntimeBinaryDense, ExactMatchCountsOnFourAndTwoDimensionalBits) {
+  // Exact integers: sign -> binary dense with scale 1, shift 0 outputs the match count over
+  // the NCHW-flattened input; 2-D Bits (sign of a flattened value) across word boundaries.
+  struct Case { int c, h, w, units, batch; bool flat; };
+  const Case cases[] = {{70, 2, 3, 7, 2, false}, {1, 1, 1, 3, 3, true},  {64, 1, 1, 65, 1, true},
+                        {5, 13, 1, 9, 2, true},  {129, 1, 1, 4, 3, true}, {3, 5, 4, 16, 5, false}};
+  unsigned seed = 41;
+  for (const auto& t : cases) {
+    for (int threads : {1, 2}) {
+      Net n(seed++);
+      int x = n.input(t.c, t.h, t.w);
+      int s = n.sign(t.flat ? n.flatten(x) : x, false);
+      int y = n.bdense(s, t.units, /*identity=*/true);
+      const auto bytes = n.build(y);
+      const auto in = n.random_input(t.batch);
+      const auto got = run_engine(bytes, in, t.batch, threads);
+      const auto want = n.reference(in, t.batch);
+      ASSERT_EQ(got.size(), want.size());
+      for (std::size_t i = 0; i < got.size(); ++i) {
+        ASSERT_EQ(got[i], want[i]) << "seed " << seed - 1 << " c=" << t.c << " h=" << t.h << " w=" << t.w
+                                   << " units=" << t.units << " threads=" << threads << " at " << i;
+      }
+    }
+  }
+}
+
+TEST(RuntimeBinaryDense, FullyBinaryClassifierWithScaleShiftRelu) {
+  // conv stem -> BN-sign -> binary dense (scale/shift, ReLU) -> flatten-free 2-D sign with BN
+  // -> binary dense: the fully binary classifier a user may build.
+  for (unsigned seed : {6u, 7u}) {
+    Net n(seed);
+    int x = n.input(3, 6, 6);
+    int c = n.conv(x, 66, 3, 1, 1);
+    int h = n.bdense(n.sign(c, /*bn=*/true), 70, false, /*relu=*/true);
+    int y = n.bdense(n.sign(h, /*bn=*/true), 10);
+    const auto bytes = n.build(y);
+    for (int batch : {1, 3}) {
+      const auto in = n.random_input(batch);
+      expect_close(run_engine(bytes, in, batch, 2), n.reference(in, batch), 0, "seed " + std::to_string(seed));
+    }
+  }
+}
+
+TEST(RuntimeBinaryDense, NeedsFormatVersionTwo) {
+  Net n(5);
+  n.version = 1;
+  int x = n.input(4, 2, 2);
+  const auto bytes = n.build(n.bdense(n.sign(x, false), 3));
+  try {
+    Model::from_bytes(bytes.data(), bytes.size());
+    FAIL() << "a version-1 file with BinaryDense loaded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("(BinaryDense): needs model format version 2"), std::string::npos) << e.what();
+  }
+}
+
+TEST(RuntimeXnor, InputScaleTimesBinaryConv) {
+  // XNOR-Net's decomposition: sign -> binary conv (scale/shift: dot * alpha) times the
+  // per-position input scale avg_pool(mean_c |x|); Mul in place on the conv output, and
+  // Mul of two full-shape values. Float sums in another order than the double reference:
+  // a few ulps of the largest output (1e-5 is far above them, far below any fault).
+  for (unsigned seed : {8u, 9u}) {
+    Net n(seed);
+    int x = n.input(67, 7, 7);
+    int y = n.bconv(n.sign(x, false), 9, 3, 2, 1);
+    int k = n.pool(n.mean_abs(x), false, 3, 2, 1);
+    int z = n.mul(y, k);
+    int out = n.mul(z, n.relu(z));
+    const auto bytes = n.build(out);
+    for (int batch : {1, 2}) {
+      for (int threads : {1, 2}) {
+        const auto in = n.random_input(batch);
+        expect_close(run_engine(bytes, in, batch, threads), n.reference(in, batch), 1e-5,
+                     "xnor seed " + std::to_string(seed));
+      }
+    }
+  }
+}
+
+TEST(RuntimeXnor, NewOpsNeedFormatVersionTwoAndShapes) {
+  Net n(5);
+  n.version = 1;
+  int x = n.input(4, 2, 2);
+  const auto bytes = n.build(n.mean_abs(x));
+  EXPECT_THROW(Model::from_bytes(bytes.data(), bytes.size()), Error);
+  Net m(5);
+  int a = m.input(4, 3, 3);
+  int b = m.conv(a, 2, 1);  // 2 channels: neither a's 4 nor 1
+  const auto bad = m.build(m.mul(a, b));
+  try {
+    Model::from_bytes(bad.data(), bad.size());
+    FAIL() << "Mul of [4,3,3] by [2,3,3] loaded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("the first's shape or one channel"), std::string::npos) << e.what();
+  }
+}
+
 struct ConvCase { int c, hw, oc, k, s, p, d, g; bool relu, bias; };
 
 TEST(RuntimeFloatConv, AgainstNaiveLoops) {

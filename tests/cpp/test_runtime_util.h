@@ -214,6 +214,33 @@ class Net {
     return v;
   }
 
+  // Binary dense layer on a Bits value x ([1, C] or [1, C, H, W]): random packed weights
+  // [units, H, W, words(C)], dyadic scale/shift (or identity: the match count itself).
+  int bdense(int x, int units, bool identity = false, bool relu = false) {
+    const TVal xv = vals[x];
+    int v = simple(fb::OpOptions::BinaryDense, {x}, {1, units});
+    TOp& op = ops.back();
+    op.out_c = units;
+    op.relu = relu;
+    const std::int64_t wc = words_for_bits(xv.c());
+    std::vector<word_t> bits(static_cast<std::size_t>(units) * xv.h() * xv.w() * wc, 0);
+    for (int u = 0; u < units; ++u)
+      for (int p = 0; p < xv.h() * xv.w(); ++p)
+        for (int c = 0; c < xv.c(); ++c)
+          if (std::uniform_int_distribution<int>(0, 1)(rng_))
+            bits[(static_cast<std::size_t>(u) * xv.h() * xv.w() + p) * wc + c / 64] |= word_t{1} << (c % 64);
+    op.weight.resize(bits.size() * 8);
+    std::memcpy(op.weight.data(), bits.data(), op.weight.size());
+    for (int u = 0; u < units; ++u) {
+      op.scale.push_back(identity ? 1.0f : dyadic(-8, 8));
+      op.shift.push_back(identity ? 0.0f : dyadic(-16, 16));
+    }
+    return v;
+  }
+
+  int mean_abs(int x) { return simple(fb::OpOptions::MeanAbsChannels, {x}, {1, 1, vals[x].h(), vals[x].w()}); }
+  int mul(int a, int b) { return simple(fb::OpOptions::Mul, {a, b}, vals[a].shape); }
+
   std::vector<std::uint8_t> build(int out) {
     output_v = out;
     flatbuffers::FlatBufferBuilder fbb;
@@ -259,6 +286,11 @@ class Net {
           opt = fb::CreateDenseDirect(fbb, op.out_c, &op.weight, op.bias.empty() ? nullptr : &op.bias).Union();
           break;
         case fb::OpOptions::Flatten: opt = fb::CreateFlatten(fbb).Union(); break;
+        case fb::OpOptions::BinaryDense:
+          opt = fb::CreateBinaryDenseDirect(fbb, op.out_c, &op.weight, &op.scale, &op.shift, act).Union();
+          break;
+        case fb::OpOptions::MeanAbsChannels: opt = fb::CreateMeanAbsChannels(fbb).Union(); break;
+        case fb::OpOptions::Mul: opt = fb::CreateMul(fbb).Union(); break;
         default: break;
       }
       fo.push_back(fb::CreateOpDirect(fbb, op.name.c_str(), op.type, opt, &op.in, &op.out));
@@ -415,6 +447,35 @@ class Net {
           for (std::size_t i = 0; i < f; ++i) s += w[u * f + i] * x[i];
           y[u] = s;
         }
+        return y;
+      }
+      case fb::OpOptions::BinaryDense: {
+        // +-1 inputs in NCHW order against the weight bit of (unit, pixel, channel)
+        const std::int64_t wc = words_for_bits(C);
+        for (int u = 0; u < OC; ++u) {
+          double s = 0;
+          for (int c = 0; c < C; ++c)
+            for (int p = 0; p < H * W; ++p) {
+              word_t wv;
+              std::memcpy(&wv, op.weight.data() + 8 * ((static_cast<std::size_t>(u) * H * W + p) * wc + c / 64), 8);
+              s += x[static_cast<std::size_t>(c) * H * W + p] * (((wv >> (c % 64)) & 1) ? -1.0 : 1.0);
+            }
+          const float match = static_cast<float>((s + static_cast<double>(C) * H * W) / 2);
+          y[u] = act(static_cast<double>(op.scale[u] * match + op.shift[u]), op.relu);
+        }
+        return y;
+      }
+      case fb::OpOptions::MeanAbsChannels:
+        for (int p = 0; p < H * W; ++p) {
+          double s = 0;
+          for (int c = 0; c < C; ++c) s += std::fabs(x[static_cast<std::size_t>(c) * H * W + p]);
+          y[p] = s / C;
+        }
+        return y;
+      case fb::OpOptions::Mul: {
+        const T& b = v[op.in[1]];
+        const bool bcast = vals[op.in[1]].c() == 1;
+        for (std::size_t i = 0; i < y.size(); ++i) y[i] = x[i] * b[bcast ? i % (H * W) : i];
         return y;
       }
       case fb::OpOptions::Flatten:

@@ -32,8 +32,12 @@
 
 namespace bmx {
 
-// Model file format version this reader understands (Model.version in the schema).
-constexpr std::uint32_t kFormatVersion = 1;
+// Model file format versions this reader understands (Model.version in the schema): files
+// of kMinFormatVersion .. kFormatVersion load. Writers record the lowest version that
+// expresses a model, so a model without the newer ops stays readable by older readers.
+// 2 adds BinaryDense, MeanAbsChannels, Mul (XNOR-Net scaling) and 2-D Bits values.
+constexpr std::uint32_t kFormatVersion = 2;
+constexpr std::uint32_t kMinFormatVersion = 1;
 
 // Any error of the engine: a bad or unsupported model file, a bad argument.
 class Error : public std::runtime_error {

@@ -7,7 +7,6 @@
 
 #include "core/bconv2d/bconv2d.h"
 #include "core/bconv2d_grouped/bconv2d_grouped.h"
-#include "core/bgemm/bgemm.h"
 #include "runtime/check.h"
 #include "runtime/ops/conv_common.h"
 #include "runtime/registry.h"
@@ -23,19 +22,6 @@ BConv2DShape group_shape(const OpNode& op, const ValueInfo& x, int batch) {
   s.kernel_h = op.kh; s.kernel_w = op.kw; s.stride_h = op.sh; s.stride_w = op.sw;
   s.pad_h = op.ph; s.pad_w = op.pw; s.dilation_h = op.dh; s.dilation_w = op.dw;
   return s;
-}
-
-// groups == 1: wbits re-arranged once for the auto bgemm kernel (its panel layout), so no
-// thread re-arranges filters per call; nothing when the kernel has no packed form.
-void pack_filters(OpNode& op, const ValueInfo& x) {
-  if (op.groups != 1) return;
-  BConv2DShape s;
-  s.in_h = s.in_w = 1, s.in_c = x.c, s.out_c = op.out_c, s.kernel_h = op.kh, s.kernel_w = op.kw;
-  const BgemmKernel& k = bgemm_kernel("auto");
-  const std::int64_t n = bconv2d_packed_filter_words(s, k);
-  if (n <= 0) return;
-  op.wpanels.resize(static_cast<std::size_t>(n), /*zero=*/false);
-  bconv2d_pack_filter(op.wbits.data(), s, k, op.wpanels.data());
 }
 
 void load(const fb::Op* fop, OpNode& op, const Graph& g, bool prepare) {
@@ -56,23 +42,14 @@ void load(const fb::Op* fop, OpNode& op, const Graph& g, bool prepare) {
   ck.floats(p->scale(), op.out_c, "scale", false);
   ck.floats(p->shift(), op.out_c, "shift", false);
   if (!all_finite(p->scale()) || !all_finite(p->shift())) ck.fail("scale or shift is not finite");
-  // Tail bits past C_in/g must be 0 (bmx/convention.h), or they would count in popcount.
-  const word_t mask = tail_mask(cg);
   const std::uint8_t* wb = p->weight_bits()->data();
-  for (std::int64_t r = 0; r < nwords / wg; ++r) {
-    word_t last;
-    std::memcpy(&last, wb + 8 * (r * wg + wg - 1), 8);
-    if (last & ~mask) {
-      ck.fail("weight_bits row " + std::to_string(r) + " has bits set past in_channels/groups = " +
-              std::to_string(cg) + " (tail bits must be 0)");
-    }
-  }
+  check_weight_tails(ck, wb, nwords / wg, cg, "in_channels/groups");
   if (!prepare) return;
   op.wbits.resize(nwords);
   std::memcpy(op.wbits.data(), wb, nwords * 8);
   copy_floats(p->scale(), op.scale);
   copy_floats(p->shift(), op.shift);
-  pack_filters(op, x);
+  if (op.groups == 1) pack_binary_filters(op, x.c);
 }
 
 std::size_t work_bytes(const OpNode& op, const Graph& g, int batch, int /*threads*/) {

@@ -1,6 +1,6 @@
 // Sign: sign + bit-packing of a Float value into Bits, with the preceding BatchNorm folded
 // into an optional per-channel scale and shift (bit = scale * x + shift < 0). Kernel:
-// core/signpack (plain sign: core/bitpack).
+// core/signpack (plain sign: core/bitpack). A 2-D [1, C] input gives 2-D Bits (one pixel).
 #include "core/signpack/signpack.h"
 #include "runtime/check.h"
 #include "runtime/ops/op_util.h"
@@ -14,9 +14,9 @@ void load(const fb::Op* fop, OpNode& op, const Graph& g, bool prepare) {
   OpChecker ck(g, op);
   const fb::Sign* p = fop->options_as_Sign();
   ck.arity(1);
-  const ValueInfo& x = ck.input(0, false);
+  const ValueInfo& x = ck.input(0, false, 0);  // 2-D inputs need format 2 (2-D Bits values)
   check_scale_shift(ck, p->scale(), p->shift(), x.c, true);
-  ck.output(4, x.c, x.h, x.w, true);
+  ck.output(x.rank, x.c, x.h, x.w, true);
   if (prepare && p->scale() && p->scale()->size()) {
     copy_floats(p->scale(), op.scale);
     copy_floats(p->shift(), op.shift);
