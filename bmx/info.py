@@ -96,6 +96,11 @@ def _op_stats(model, op):
         k = cin // o["groups"] * kh * kw
         float_weights = o["outchannels"] * k + (o["outchannels"] if o["bias_raw"] else 0)
         macs = _prod(out) * k
+    elif t == "BinaryDense":
+        k = _prod(_in(model, op)["shape"][1:])
+        binary_weights = o["units"] * k
+        macs = o["units"] * k
+        float_weights = 2 * o["units"]  # folded scale and shift
     elif t == "Dense":
         fin = _prod(_in(model, op)["shape"][1:])
         float_weights = o["units"] * fin + (o["units"] if o["bias_raw"] else 0)
@@ -104,7 +109,7 @@ def _op_stats(model, op):
         float_weights = sum(len(o[k]) for k in ("scale", "shift") if o.get(k) is not None)
     return {"weight_bytes": weight_bytes, "binary_weights": binary_weights,
             "float_weights": float_weights, "macs": macs,
-            "binary_macs": macs if t == "BinaryConv2D" else 0}
+            "binary_macs": macs if t in ("BinaryConv2D", "BinaryDense") else 0}
 
 
 def _attrs(op):
@@ -227,7 +232,7 @@ def _q(s):
     return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-_COLORS = {"BinaryConv2D": "#f4b183", "Sign": "#ffe699", "Conv2D": "#9dc3e6", "Dense": "#9dc3e6",
+_COLORS = {"BinaryConv2D": "#f4b183", "BinaryDense": "#f4b183", "Sign": "#ffe699", "Conv2D": "#9dc3e6", "Dense": "#9dc3e6",
            "Pool2D": "#c5e0b4", "Concat": "#d9d9d9", "Add": "#d9d9d9", "AddToLastChannels": "#d9d9d9"}
 
 

@@ -9,7 +9,13 @@ Bethge et al., "Back to Simplicity" (2019) / "MeliusNet" (2020), after Rastegari
   not trained, ``grad_req == 'null'``) are excluded. Reported in MiB (2**20 bytes);
 * FLOPs: multiply-accumulates of full-precision convolutions (and of full-precision
   Dense layers other than the final classifier, which is not counted);
-* BOPs: multiply-accumulates of binary (quantized) convolutions and dense layers;
+* BOPs: multiply-accumulates of binary (quantized) convolutions and dense layers, times
+  ``bits_w * bits_a`` for k-bit layers (Zhou et al., DoReFa-Net, 2016: a k-bit product is
+  computed from ``bits_w * bits_a`` binary bit-plane products; 1 for binary layers).
+  ``bits_a`` is read from the layer's traced input: +-1 values are 1 bit, values on the
+  ``2^k`` levels ``i / (2^k - 1)`` of [0, 1] are k bits; an XNOR-Net conv binarizes its
+  real input itself (1 bit); any other input is counted as 1 bit and flagged
+  (``LayerRow.act_bits`` is None);
 * OPs = FLOPs + BOPs / 64.
 
 :func:`summary` traces a real forward pass with forward hooks on every block that owns
@@ -48,12 +54,16 @@ class LayerRow:
         Multiply-accumulates per sample (conv / dense only).
     binary : bool
         The MACs are binary operations (quantized weights).
+    act_bits : int or None
+        Activation bits of a quantized layer, read from its traced input (None: not a
+        quantized layer, or an input on no k-bit grid).
     counted_flops, counted_bops : int
         What this row contributes to the totals (the classifier's MACs are not counted).
     """
 
     __slots__ = ("name", "kind", "output_shape", "weight_bits", "params", "binary_params",
-                 "fp_params", "size_bits", "macs", "binary", "counted_flops", "counted_bops")
+                 "fp_params", "size_bits", "macs", "binary", "act_bits", "counted_flops",
+                 "counted_bops")
 
     def __init__(self, **kw):
         for k in self.__slots__:
@@ -142,7 +152,7 @@ class ModelSummary:
             f"Model size:         {self.model_size_mib:.2f} MiB "
             f"({self.model_size_bytes:,.0f} bytes)",
             f"FLOPs (fp MACs):    {self.flops:.3e}",
-            f"BOPs (binary MACs): {self.bops:.3e}",
+            f"BOPs (binary MACs x bits_w x bits_a): {self.bops:.3e}",
             f"OPs = FLOPs + BOPs/64: {self.ops:.3e}",
             f"(MACs in parentheses, the classifier's {self.classifier_macs:,}, are not "
             "counted; BN running statistics are excluded from the size)",
@@ -171,6 +181,21 @@ def _first_array(out):
     return out
 
 
+def _activation_bits(x, max_bits=8):
+    """Bits of a quantized layer's input: 1 for +-1 values, k for values on the 2^k levels
+    i / (2^k - 1) of [0, 1] (the smallest such k), None for anything else."""
+    v = np.unique(x.asnumpy())
+    if v.size and np.isin(v, (-1.0, 1.0)).all():
+        return 1
+    if v.size == 0 or v.min() < 0 or v.max() > 1:
+        return None
+    for k in range(1, max_bits + 1):
+        n = 2 ** k - 1
+        if np.abs(v * n - np.round(v * n)).max() <= 1e-4:  # float32 levels: ~1e-7 off
+            return k
+    return None
+
+
 def _weight_bits(block):
     if isinstance(block, (QConv2D, QDense)):
         return int(block.bits)
@@ -187,10 +212,10 @@ def _ensure_initialized(net, ctx):
 def summary(net, input_shape=(1, 3, 224, 224), ctx=None, dtype="float32"):
     """Trace ``net`` on a random input and count parameters, size and operations.
 
-    Bethge et al., "Back to Simplicity" (2019): binary weights count 1 bit, everything
-    else 32 bits (BN gamma/beta included, running statistics excluded);
-    FLOPs = full-precision conv MACs (final Dense not counted), BOPs = binary MACs,
-    OPs = FLOPs + BOPs / 64.
+    Bethge et al., "Back to Simplicity" (2019): binary weights count 1 bit (k-bit weights k
+    bits), everything else 32 bits (BN gamma/beta included, running statistics excluded);
+    FLOPs = full-precision conv MACs (final Dense not counted), BOPs = binary MACs (times
+    bits_w * bits_a for k-bit layers, see the module docstring), OPs = FLOPs + BOPs / 64.
 
     Parameters
     ----------
@@ -215,7 +240,7 @@ def summary(net, input_shape=(1, 3, 224, 224), ctx=None, dtype="float32"):
     for b in blocks:
         if b._reg_params or not b._children:
             handles.append(b.register_forward_hook(
-                lambda blk, inp, out: calls.append((blk, _first_array(out)))))
+                lambda blk, inp, out: calls.append((blk, _first_array(out), _first_array(inp)))))
     active = {id(b): b._active for b in blocks if isinstance(b, nn.HybridBlock)}
     try:
         for b in blocks:
@@ -233,11 +258,11 @@ def summary(net, input_shape=(1, 3, 224, 224), ctx=None, dtype="float32"):
                 b._active = active[id(b)]
     del out
 
-    dense_calls = [i for i, (b, _) in enumerate(calls) if isinstance(b, nn.Dense)]
+    dense_calls = [i for i, (b, _, _) in enumerate(calls) if isinstance(b, nn.Dense)]
     classifier = dense_calls[-1] if dense_calls else None
     seen = set()
     rows = []
-    for i, (b, y) in enumerate(calls):
+    for i, (b, y, x_in) in enumerate(calls):
         shape = tuple(y.shape) if y is not None and hasattr(y, "shape") else ()
         wbits = _weight_bits(b) if "weight" in b._reg_params else None
         params = binp = fpp = size = 0
@@ -262,15 +287,18 @@ def summary(net, input_shape=(1, 3, 224, 224), ctx=None, dtype="float32"):
             w = b.weight.shape  # (units, in_units)
             macs = int(np.prod(shape[1:])) * int(w[1])
         binary = bool(macs) and wbits is not None and wbits < 32
+        abits = None
+        if binary:
+            abits = 1 if getattr(b, "scaling", None) == "xnor" else _activation_bits(x_in)
         flops = bops = 0
         if macs and i != classifier:
             if binary:
-                bops = macs
+                bops = macs * wbits * (abits or 1)
             else:
                 flops = macs
         rows.append(LayerRow(name=b.name, kind=type(b).__name__, output_shape=shape,
                              weight_bits=wbits, params=params, binary_params=binp,
                              fp_params=fpp, size_bits=size, macs=macs, binary=binary,
-                             counted_flops=flops, counted_bops=bops))
+                             act_bits=abits, counted_flops=flops, counted_bops=bops))
     return ModelSummary(rows, input_shape, name=getattr(net, "model_name", "") or net.name,
                         prefix=net.prefix)

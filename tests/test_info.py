@@ -72,6 +72,18 @@ def test_summary_matches_reader_and_network(tiny_model, capsys):
     assert bits["Sign"] == 1 and bits["BinaryConv2D"] == 32  # Sign writes packed bits
 
 
+def test_binary_dense_counts_as_binary(tmp_path):
+    """A binary classifier (QActivation -> QDense): its weights and MACs count as binary,
+    units x C*H*W each, as the Gluon parameters give them."""
+    mx.random.seed(4)
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(5, 3, padding=1), nn.BatchNorm(), bmx.nn.QActivation(), bmx.nn.QDense(7))
+    net.initialize(mx.init.Xavier())
+    net(mx.nd.zeros(IN_SHAPE))
+    s = info.summarize(read_model(bmx.convert(net, IN_SHAPE)))
+    assert s["binary_weights"] == s["binary_macs"] == int(np.prod(net[3].weight.shape)) == 7 * 5 * 8 * 8
+
+
 def test_dot_parses_with_graphviz(tiny_model, tmp_path):
     if shutil.which("dot") is None:
         pytest.skip("Graphviz's dot is not installed (apt-get install graphviz)")

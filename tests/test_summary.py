@@ -156,5 +156,28 @@ def test_binary_downsampling_moves_macs_to_bops():
     assert fp.fp_params - bi.fp_params == 192 * 96 == bi.binary_params - fp.binary_params
 
 
+@pytest.mark.parametrize("bits_w,bits_a,kw", [
+    (1, 1, {}), (1, 2, {"bits_a": 2}), (2, 2, {"bits": 2, "bits_a": 2}),
+    (4, 3, {"bits": 4, "bits_a": 3}), (2, 1, {"bits": 2}), (1, 1, {"xnor": True})])
+def test_kbit_bops_are_macs_times_bit_widths(bits_w, bits_a, kw):
+    """BOPs of a quantized conv = MACs * bits_w * bits_a (bit-plane products), the
+    activation bits read from the traced input (+-1 -> 1, 2^k levels of [0, 1] -> k); the
+    weights count bits_w bits each in the size."""
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(8, 3, padding=1), nn.BatchNorm())
+    if kw.pop("xnor", False):
+        net.add(bmx.nn.activated_conv(16, 3, padding=1, in_channels=8, approximation="xnor"))
+    else:
+        net.add(bmx.nn.BinaryConvolution(16, 3, padding=1, in_channels=8, **kw))
+    net.add(nn.GlobalAvgPool2D(), nn.Dense(4))
+    s = summary(net, (1, 3, 6, 6))
+    (q,) = [r for r in s.rows if r.kind == "QConv2D"]
+    macs = 16 * 6 * 6 * 8 * 9
+    assert (q.macs, q.act_bits, q.weight_bits) == (macs, bits_a, bits_w)
+    assert s.bops == macs * bits_w * bits_a
+    assert q.size_bits == 16 * 8 * 9 * bits_w and q.binary_params == 16 * 8 * 9
+    assert "bits_w x bits_a" in str(s)
+
+
 def test_lazy_alias():
     assert bmx.summary is summary
