@@ -15,6 +15,10 @@ priority available wins). ``BMX_DISABLE_SIMD=avx512,avx2,neon`` in the environme
 once, at import of the compiled module) hides features from the dispatcher:
 ``BMX_DISABLE_SIMD=avx512`` gives an AVX-512 machine the kernels of an AVX2-only CPU
 (AMD Zen 3, Intel before Ice Lake).
+
+A second list (:func:`list_kbit_kernels`) holds the k-bit bit-plane GEMM of
+:func:`kbit_gemm` (``kbgemm_1x1__reference``, ``kbgemm_2x4__scalar`` and per-architecture
+kernels), dispatched the same way.
 """
 import numpy as np
 
@@ -22,7 +26,7 @@ from . import _engine
 
 __all__ = ["pack_bits", "binary_gemm", "binary_conv2d", "pack_filters", "PackedFilters", "time_binary_gemm",
            "time_binary_conv2d", "list_kernels", "auto_kernel", "cpu_features", "sign_pack",
-           "list_sign_pack_kernels", "WORD_BITS"]
+           "list_sign_pack_kernels", "kbit_gemm", "list_kbit_kernels", "WORD_BITS"]
 
 __version__ = _engine.__version__
 WORD_BITS = _engine.WORD_BITS
@@ -290,6 +294,58 @@ def list_sign_pack_kernels():
         ``(name, available)``, portable kernel first; the runtime uses the last available one.
     """
     return [(str(n), bool(a)) for n, a in _engine.list_sign_pack_kernels()]
+
+
+def kbit_gemm(a_planes, b_planes, kernel="auto", num_threads=1, k=None):
+    """Zhou et al., DoReFa-Net (2016) / Bethge et al., BMXNet 2 (2019): k-bit GEMM by bit planes.
+
+    Each element is an unsigned integer ``U = sum_i 2**i * plane_i`` held as bit planes
+    (plane ``i`` is bit ``i``, LSB first, packed as :func:`pack_bits` packs an axis); the
+    product of a ``pa``-bit and a ``pb``-bit operand is a weighted sum of plane-pair
+    popcounts, ``C[m, n] = sum_ij 2**(i + j) * popcount(a_planes[m, i] & b_planes[n, j])``,
+    the integer dot product of the rows of ``U_a`` and ``U_b``.
+
+    Parameters
+    ----------
+    a_planes : numpy.ndarray
+        uint64 array of shape (M, pa, W), 1 <= pa <= 4.
+    b_planes : numpy.ndarray
+        uint64 array of shape (N, pb, W), 1 <= pb <= 4, the same W.
+    kernel : str, optional
+        ``'auto'`` (best available) or a name from :func:`list_kbit_kernels`.
+    num_threads : int, optional
+        Worker threads (the calling thread counts as one).
+    k : int, optional
+        Element count per row; when given, ``W`` must equal ``ceil(k / 64)`` and the bits
+        past ``k`` of every plane must be 0 (checked). Without it the tail bits are trusted
+        to be 0.
+
+    Returns
+    -------
+    numpy.ndarray
+        int32 array of shape (M, N), C-contiguous and 64-byte aligned.
+
+    Raises
+    ------
+    ValueError
+        Wrong dtype or rank, plane counts outside 1..4, unequal word counts, a ``W`` that
+        disagrees with ``k``, stray tail bits, rows long enough to overflow int32, or an
+        unknown or unavailable kernel.
+    """
+    return _engine.kbit_gemm(_as_array(a_planes, "a_planes"), _as_array(b_planes, "b_planes"), str(kernel),
+                             _as_int(num_threads, "num_threads"), None if k is None else _as_int(k, "k"))
+
+
+def list_kbit_kernels():
+    """Zhou et al., DoReFa-Net (2016) / Bethge et al., BMXNet 2 (2019): the k-bit GEMM kernels of this build.
+
+    Returns
+    -------
+    list of (str, bool)
+        ``(name, available)`` for every kernel of :func:`kbit_gemm`'s list, reference
+        first; ``available`` says whether this CPU runs it.
+    """
+    return [(str(n), bool(a)) for n, a in _engine.list_kbit_kernels()]
 
 
 def _as_array(a, what):

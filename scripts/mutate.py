@@ -209,6 +209,9 @@ MUTATIONS = [
       "folded BN threshold compared with <= (sign(0) = -1) in the AVX-512 sign kernel: only "
       "exact zeros of scale * x + shift differ; test_kernels::test_sign_pack_kernels_vs_numpy "
       "(every sign-pack kernel this CPU runs, with exact zeros; skipped where AVX-512 is absent)"),
+    M("kbgemm_avx2_plane_weight", "src/core/kbgemm/kbgemm_2x4__avx2.cc",
+      "const __m128i shift = _mm_cvtsi32_si128(p + q);", "const __m128i shift = _mm_cvtsi32_si128(p * q);",
+      "k-bit GEMM weighs plane pair (p, q) by 2^(p*q): test_kernels::test_kbit_gemm* (kbgemm_2x4__avx2)"),
     M("signpack_avx2_threshold_le", "src/core/signpack/signpack__avx2.cc",
       "_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_LT_OQ));",
       "_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_LE_OQ));",

@@ -456,3 +456,131 @@ def test_kernel_outputs_are_aligned_owned_arrays():
         np.testing.assert_array_equal(got, ref)
     outs[0][0][...] = 5
     assert (outs[0][0] == 5).all()
+
+
+# ---------------------------------------------------------------------------------------
+# kbit_gemm (k-bit bit-plane GEMM)
+
+KBIT_KERNELS = [name for name, ok in engine.list_kbit_kernels() if ok]
+
+
+def kbit_planes(u, planes):
+    """Bit planes of unsigned integers ``u`` (rows, k): (rows, planes, words) uint64, packed
+    by the convention's reference packer (bit 1 iff value < 0, so bit b -> -1.0 if b)."""
+    bits = (u[:, None, :] >> np.arange(planes)[None, :, None]) & 1
+    return convention.pack_bits(np.where(bits == 1, -1.0, 1.0).astype(np.float32))
+
+
+def test_kbit_kernel_list():
+    kernels = engine.list_kbit_kernels()
+    assert kernels[0] == ("kbgemm_1x1__reference", True)
+    assert ("kbgemm_2x4__scalar", True) in kernels
+    assert len({n for n, _ in kernels}) == len(kernels)
+
+
+@pytest.mark.parametrize("kernel", KBIT_KERNELS)
+@pytest.mark.parametrize("k", K_VALUES)
+def test_kbit_gemm_vs_integer_oracle(kernel, k):
+    """Every (pa, pb) in 1..4 x 1..4 against U_a @ U_b.T in int64; M and N cycle through
+    MN_VALUES so that every size meets every k."""
+    seed = 5000 + k
+    rng = np.random.default_rng(seed)
+    for pa in range(1, 5):
+        for pb in range(1, 5):
+            m, n = MN_VALUES[(pa + 2 * pb) % 5], MN_VALUES[(3 * pa + pb) % 5]
+            ua = rng.integers(0, 2**pa, (m, k), dtype=np.int64)
+            ub = rng.integers(0, 2**pb, (n, k), dtype=np.int64)
+            ua[0, 0], ub[0, 0] = 2**pa - 1, 2**pb - 1
+            got = engine.kbit_gemm(kbit_planes(ua, pa), kbit_planes(ub, pb), kernel=kernel, k=k)
+            assert got.dtype == np.int32 and got.shape == (m, n)
+            np.testing.assert_array_equal(got, ua @ ub.T,
+                                          err_msg=f"{kernel} M={m} N={n} k={k} pa={pa} pb={pb} seed={seed}")
+
+
+@pytest.mark.parametrize("kernel", KBIT_KERNELS)
+def test_kbit_gemm_random_planes_via_unpack(kernel):
+    # Arbitrary plane words (tails cleared) read back by convention.unpack_bits.
+    rng = np.random.default_rng(21)
+    for m, n, k, pa, pb in [(7, 17, 129, 3, 2), (33, 3, 65, 4, 4), (1, 1, 63, 1, 4), (17, 33, 4608, 2, 1)]:
+        w = convention.words_for_bits(k)
+        a = rng.integers(0, 2**63, (m, pa, w), dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, (m, pa, w),
+                                                                                              dtype=np.uint64)
+        b = rng.integers(0, 2**63, (n, pb, w), dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, (n, pb, w),
+                                                                                              dtype=np.uint64)
+        tail = np.uint64((1 << (k % 64)) - 1) if k % 64 else np.uint64(2**64 - 1)
+        a[..., -1] &= tail
+        b[..., -1] &= tail
+
+        def values(p, planes):
+            bits = (convention.unpack_bits(p, k) < 0).astype(np.int64)  # (rows, planes, k)
+            return (bits << np.arange(planes)[None, :, None]).sum(axis=1)
+
+        want = values(a, pa) @ values(b, pb).T
+        np.testing.assert_array_equal(engine.kbit_gemm(a, b, kernel=kernel, k=k), want,
+                                      err_msg=f"{kernel} M={m} N={n} k={k} pa={pa} pb={pb} seed=21")
+        np.testing.assert_array_equal(engine.kbit_gemm(a, b, kernel=kernel), want)  # k is optional
+
+
+@pytest.mark.parametrize("kernel", KBIT_KERNELS)
+def test_kbit_gemm_threads_identical(kernel):
+    rng = np.random.default_rng(9)
+    for m, n, k, pa, pb in [(64, 49, 2304, 2, 3), (5, 301, 129, 4, 4), (130, 3, 65, 1, 2)]:
+        a = kbit_planes(rng.integers(0, 2**pa, (m, k)), pa)
+        b = kbit_planes(rng.integers(0, 2**pb, (n, k)), pb)
+        one = engine.kbit_gemm(a, b, kernel=kernel, num_threads=1)
+        for t in (2, 3):
+            np.testing.assert_array_equal(engine.kbit_gemm(a, b, kernel=kernel, num_threads=t), one,
+                                          err_msg=f"{kernel} threads={t} M={m} N={n} k={k} pa={pa} pb={pb}")
+
+
+def test_kbit_gemm_non_contiguous_and_empty():
+    rng = np.random.default_rng(4)
+    a = kbit_planes(rng.integers(0, 4, (20, 128)), 2)
+    b = kbit_planes(rng.integers(0, 8, (9, 128)), 3)
+    np.testing.assert_array_equal(engine.kbit_gemm(a[::2], b), engine.kbit_gemm(np.ascontiguousarray(a[::2]), b))
+    assert engine.kbit_gemm(a[:0], b).shape == (0, 9)
+    z = engine.kbit_gemm(np.zeros((2, 1, 0), np.uint64), np.zeros((3, 4, 0), np.uint64), k=0)
+    assert z.shape == (2, 3) and not z.any()
+
+
+def test_kbit_gemm_errors():
+    a = np.zeros((3, 2, 2), np.uint64)
+    b = np.zeros((4, 3, 2), np.uint64)
+    with pytest.raises(ValueError, match="uint64"):
+        engine.kbit_gemm(a.astype(np.int64), b)
+    with pytest.raises(ValueError, match="3-D"):
+        engine.kbit_gemm(a[:, 0], b)
+    with pytest.raises(ValueError, match="same number of words"):
+        engine.kbit_gemm(a, np.zeros((4, 3, 3), np.uint64))
+    for planes in (0, 5):
+        with pytest.raises(ValueError, match="bit planes"):
+            engine.kbit_gemm(np.zeros((3, planes, 2), np.uint64), b)
+        with pytest.raises(ValueError, match="bit planes"):
+            engine.kbit_gemm(a, np.zeros((4, planes, 2), np.uint64))
+    with pytest.raises(ValueError, match="words per plane"):
+        engine.kbit_gemm(a, b, k=64)
+    with pytest.raises(ValueError, match="k must be in"):
+        engine.kbit_gemm(a, b, k=-1)
+    with pytest.raises(ValueError):
+        engine.kbit_gemm(a, b, k=128.0)
+    bad_tail = a.copy()
+    bad_tail[2, 1, 1] = np.uint64(1) << np.uint64(40)  # element 104 of a k = 100 row
+    with pytest.raises(ValueError, match="row 2, plane 1 .*tail"):
+        engine.kbit_gemm(bad_tail, b, k=100)
+    engine.kbit_gemm(bad_tail, b, k=128)  # within k: fine
+    with pytest.raises(ValueError, match="unknown kbgemm kernel .*kbgemm_1x1__reference"):
+        engine.kbit_gemm(a, b, kernel="kbgemm_9x9__nope")
+    with pytest.raises(ValueError, match="unknown kbgemm kernel"):
+        engine.kbit_gemm(a, b, kernel="bgemm_1x1__reference")
+    for name in [n for n, ok in engine.list_kbit_kernels() if not ok]:
+        with pytest.raises(ValueError, match="not available"):
+            engine.kbit_gemm(a, b, kernel=name)
+    with pytest.raises(ValueError):
+        engine.kbit_gemm(a, b, num_threads=0)
+    with pytest.raises(ValueError):
+        engine.kbit_gemm(a.tolist(), b)
+    # 149131 words of 4 x 4 planes: 225 * 64 * 149131 > 2**31 - 1 could wrap int32.
+    big = np.zeros((1, 4, 149131), np.uint64)
+    with pytest.raises(ValueError, match="overflow int32"):
+        engine.kbit_gemm(big, big)
+    assert engine.kbit_gemm(big[..., 1:], big[..., 1:])[0, 0] == 0  # 149130 words: fits

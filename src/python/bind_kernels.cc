@@ -25,6 +25,7 @@
 #include "core/bitpack/reference.h"
 #include "core/common/scratch.h"
 #include "core/common/threadpool.h"
+#include "core/kbgemm/kbgemm.h"
 #include "core/signpack/signpack.h"
 #include "python/bindings.h"
 
@@ -180,6 +181,65 @@ py::array_t<std::int32_t> binary_gemm(const py::array& a_in, const py::array& b_
     PoolSlot& slot = pool_slot(num_threads);
     std::lock_guard<std::mutex> lk(slot.mu);
     run_gemm(g, cp, slot.pool.get());
+  }
+  return c;
+}
+
+// ---- k-bit bit-plane GEMM ------------------------------------------------------------
+
+// One kbit_gemm operand: (rows, planes, words) uint64 with 1 <= planes <= 4.
+U64Array as_planes(const py::array& x, const char* what) {
+  U64Array a = as_words(x, what);
+  if (a.ndim() != 3)
+    fail(std::string(what) + " must be 3-D (rows, planes, words), got " + std::to_string(a.ndim()) + "-D");
+  if (a.shape(1) < 1 || a.shape(1) > kMaxKbitPlanes)
+    fail(std::string(what) + " must have 1 to " + std::to_string(kMaxKbitPlanes) + " bit planes (shape[1]), got " +
+         std::to_string(a.shape(1)));
+  return a;
+}
+
+// With k known, the bits of every plane past k must be 0 (they would count otherwise).
+void check_plane_tails(const U64Array& a, std::int64_t k, const char* what) {
+  const std::int64_t rows = a.shape(0), planes = a.shape(1), words = a.shape(2);
+  if (k % kWordBits == 0 || words == 0) return;
+  const word_t bad = ~tail_mask(k);
+  const word_t* p = a.data();
+  for (std::int64_t r = 0; r < rows * planes; ++r)
+    if (p[r * words + words - 1] & bad)
+      fail(std::string(what) + ": row " + std::to_string(r / planes) + ", plane " + std::to_string(r % planes) +
+           " has bits set beyond k = " + std::to_string(k) + " (tail bits must be 0)");
+}
+
+py::array_t<std::int32_t> kbit_gemm(const py::array& a_in, const py::array& b_in, const std::string& kernel,
+                                    int num_threads, const py::object& k_obj) {
+  check_threads(num_threads);
+  const KbgemmKernel& kern = kbgemm_kernel(kernel);  // ValueError names the known kernels
+  const U64Array a = as_planes(a_in, "kbit_gemm: a_planes");
+  const U64Array b = as_planes(b_in, "kbit_gemm: b_planes");
+  const std::int64_t m = a.shape(0), n = b.shape(0), words = a.shape(2);
+  const int pa = static_cast<int>(a.shape(1)), pb = static_cast<int>(b.shape(1));
+  if (b.shape(2) != words)
+    fail("kbit_gemm: a_planes and b_planes must have the same number of words per plane, got " +
+         std::to_string(words) + " and " + std::to_string(b.shape(2)));
+  if (!k_obj.is_none()) {
+    const std::int64_t k = k_obj.cast<std::int64_t>();
+    if (k < 0 || k > (std::int64_t{1} << 40)) fail("kbit_gemm: k must be in [0, 2**40], got " + std::to_string(k));
+    if (words_for_bits(k) != words)
+      fail("kbit_gemm: k = " + std::to_string(k) + " elements need ceil(k/64) = " + std::to_string(words_for_bits(k)) +
+           " words per plane, got " + std::to_string(words));
+    check_plane_tails(a, k, "kbit_gemm: a_planes");
+    check_plane_tails(b, k, "kbit_gemm: b_planes");
+  }
+  if (words > kbgemm_max_words(pa, pb))
+    fail("kbit_gemm: " + std::to_string(words) + " words per plane can overflow int32 with " + std::to_string(pa) +
+         " x " + std::to_string(pb) + " planes (at most " + std::to_string(kbgemm_max_words(pa, pb)) + ")");
+  auto c = aligned_array<std::int32_t>({static_cast<py::ssize_t>(m), static_cast<py::ssize_t>(n)});
+  std::int32_t* cp = c.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    PoolSlot& slot = pool_slot(num_threads);
+    std::lock_guard<std::mutex> lk(slot.mu);
+    kbgemm(a.data(), pa * words, b.data(), pb * words, m, n, words, pa, pb, cp, n, slot.pool.get(), &kern);
   }
   return c;
 }
@@ -602,6 +662,17 @@ void bind_kernels(py::module_& m) {
         return out;
       },
       "Every bgemm kernel compiled into this build as (name, available on this CPU).");
+  m.def("kbit_gemm", &kbit_gemm, py::arg("a_planes"), py::arg("b_planes"), py::arg("kernel") = "auto",
+        py::arg("num_threads") = 1, py::arg("k") = py::none(),
+        "C[m, n] = sum_ij 2^(i+j) popcount(a_planes[m, i] & b_planes[n, j]) as int32 (k-bit bit-plane GEMM).");
+  m.def(
+      "list_kbit_kernels",
+      [] {
+        std::vector<std::tuple<std::string, bool>> out;
+        for (const auto& k : kbgemm_kernels()) out.emplace_back(k.name, k.available());
+        return out;
+      },
+      "Every k-bit bit-plane GEMM kernel compiled into this build as (name, available on this CPU).");
   m.def(
       "list_sign_pack_kernels",
       [] {
