@@ -157,3 +157,19 @@ def test_engine_only_install_matches_full_install(tmp_path):
     assert r.returncode != 0 and "pip install 'bmx[train]'" in r.stderr.strip().splitlines()[-1], r.stderr
     r = _run([str(venv / "bin" / "bmx-info"), str(model)], cwd=str(tmp_path), env=venv_env)
     assert r.returncode == 0 and "BinaryConv2D" in r.stdout, r.stderr
+
+
+def test_sdist_carries_the_cmake_project(tmp_path):
+    """A source distribution must build the extension: it needs the CMake project, the
+    C++ sources and the schema (MANIFEST.in), not only the Python package."""
+    import tarfile
+    r = _run([sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path)], cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (sdist,) = list(tmp_path.glob("bmx-*.tar.gz"))
+    with tarfile.open(sdist) as t:
+        names = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
+    for need in ("CMakeLists.txt", "src/CMakeLists.txt", "src/schema/bmx_model.fbs",
+                 "src/include/bmx/engine.h", "src/runtime/loader.cc", "src/python/module.cc",
+                 "setup.py", "pyproject.toml", "bmx/engine.py"):
+        assert need in names, need
+    assert not [n for n in names if n.endswith((".so", ".o", ".a"))]

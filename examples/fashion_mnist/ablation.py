@@ -46,8 +46,7 @@ f. From scratch (the baseline) vs initialised from its trained float twin: the f
    ``--init-from <float twin run>/best.params``. The float twin is recorded too (the
    32-bit reference, 32-bit size).
 g. Scaling factors from scratch: none (baseline) vs weight (per-channel mean|W|); XNOR
-   (weight and input scaling) only with ``--with-xnor`` (it trains, but the engine does
-   not deploy it yet).
+   (weight and input scaling; deployed by model format 2) only with ``--with-xnor``.
 
 Runs
 ----
