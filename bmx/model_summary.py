@@ -196,6 +196,52 @@ def _activation_bits(x, max_bits=8):
     return None
 
 
+def _param_counts(block, wbits):
+    """(params, binary params, fp params, storage bits) of the block's trained parameters:
+    the weight at ``wbits``, everything else at 32 bits; BN running statistics excluded."""
+    params = binp = fpp = size = 0
+    for pname, p in block._reg_params.items():
+        if p.grad_req == "null":
+            continue  # BN running statistics, fixed gamma: not stored weights
+        n = int(np.prod(p.shape))
+        bits = wbits if (pname == "weight" and wbits is not None) else 32
+        params += n
+        size += n * bits
+        if bits < 32:
+            binp += n
+        else:
+            fpp += n
+    return params, binp, fpp, size
+
+
+def _layer_row(b, y, x_in, first, counted):
+    """The :class:`LayerRow` of one traced call: ``first`` call of the block (its
+    parameters count), ``counted``: its MACs count (False for the final classifier)."""
+    shape = tuple(y.shape) if y is not None and hasattr(y, "shape") else ()
+    wbits = _weight_bits(b) if "weight" in b._reg_params else None
+    params, binp, fpp, size = _param_counts(b, wbits) if first else (0, 0, 0, 0)
+    macs = 0
+    if isinstance(b, nn.Conv2D) and shape:
+        w = b.weight.shape  # (O, C/groups, kh, kw)
+        macs = int(np.prod(shape[1:])) * int(np.prod(w[1:]))
+    elif isinstance(b, nn.Dense) and shape:
+        w = b.weight.shape  # (units, in_units)
+        macs = int(np.prod(shape[1:])) * int(w[1])
+    binary = bool(macs) and wbits is not None and wbits < 32
+    abits = None
+    if binary:
+        abits = 1 if getattr(b, "scaling", None) == "xnor" else _activation_bits(x_in)
+    flops = bops = 0
+    if macs and counted:
+        if binary:
+            bops = macs * wbits * (abits or 1)
+        else:
+            flops = macs
+    return LayerRow(name=b.name, kind=type(b).__name__, output_shape=shape, weight_bits=wbits,
+                    params=params, binary_params=binp, fp_params=fpp, size_bits=size, macs=macs,
+                    binary=binary, act_bits=abits, counted_flops=flops, counted_bops=bops)
+
+
 def _weight_bits(block):
     if isinstance(block, (QConv2D, QDense)):
         return int(block.bits)
@@ -263,42 +309,7 @@ def summary(net, input_shape=(1, 3, 224, 224), ctx=None, dtype="float32"):
     seen = set()
     rows = []
     for i, (b, y, x_in) in enumerate(calls):
-        shape = tuple(y.shape) if y is not None and hasattr(y, "shape") else ()
-        wbits = _weight_bits(b) if "weight" in b._reg_params else None
-        params = binp = fpp = size = 0
-        if id(b) not in seen:
-            seen.add(id(b))
-            for pname, p in b._reg_params.items():
-                if p.grad_req == "null":
-                    continue  # BN running statistics, fixed gamma: not stored weights
-                n = int(np.prod(p.shape))
-                bits = wbits if (pname == "weight" and wbits is not None) else 32
-                params += n
-                size += n * bits
-                if bits < 32:
-                    binp += n
-                else:
-                    fpp += n
-        macs = 0
-        if isinstance(b, nn.Conv2D) and shape:
-            w = b.weight.shape  # (O, C/groups, kh, kw)
-            macs = int(np.prod(shape[1:])) * int(np.prod(w[1:]))
-        elif isinstance(b, nn.Dense) and shape:
-            w = b.weight.shape  # (units, in_units)
-            macs = int(np.prod(shape[1:])) * int(w[1])
-        binary = bool(macs) and wbits is not None and wbits < 32
-        abits = None
-        if binary:
-            abits = 1 if getattr(b, "scaling", None) == "xnor" else _activation_bits(x_in)
-        flops = bops = 0
-        if macs and i != classifier:
-            if binary:
-                bops = macs * wbits * (abits or 1)
-            else:
-                flops = macs
-        rows.append(LayerRow(name=b.name, kind=type(b).__name__, output_shape=shape,
-                             weight_bits=wbits, params=params, binary_params=binp,
-                             fp_params=fpp, size_bits=size, macs=macs, binary=binary,
-                             act_bits=abits, counted_flops=flops, counted_bops=bops))
+        rows.append(_layer_row(b, y, x_in, first=id(b) not in seen, counted=i != classifier))
+        seen.add(id(b))  # a shared block's parameters count once
     return ModelSummary(rows, input_shape, name=getattr(net, "model_name", "") or net.name,
                         prefix=net.prefix)
