@@ -7,6 +7,7 @@
 #include "core/bgemm/kernels.h"
 #include "core/bgemm/reference.h"
 #include "core/common/cpu.h"
+#include "core/common/kernel_list.h"
 #include "core/common/scratch.h"
 #include "core/common/threadpool.h"
 
@@ -103,27 +104,7 @@ const std::vector<BgemmKernel>& bgemm_kernels() {
   return list;
 }
 
-const BgemmKernel& bgemm_kernel(const std::string& name) {
-  const auto& list = bgemm_kernels();
-  if (name.empty() || name == "auto") {
-    const BgemmKernel* best = nullptr;
-    for (const auto& k : list)
-      if (k.available() && (best == nullptr || k.priority > best->priority)) best = &k;
-    return *best;  // the reference is always available
-  }
-  std::string names;
-  for (const auto& k : list) {
-    if (name == k.name) {
-      if (!k.available())
-        throw std::invalid_argument("bgemm kernel '" + name + "' is not available on this CPU (features: " +
-                                    cpu_features_string() + ")");
-      return k;
-    }
-    names += names.empty() ? "" : ", ";
-    names += k.name;
-  }
-  throw std::invalid_argument("unknown bgemm kernel '" + name + "'; known: auto, " + names);
-}
+const BgemmKernel& bgemm_kernel(const std::string& name) { return pick_kernel(bgemm_kernels(), name, "bgemm"); }
 
 namespace {
 // Lanes a panel kernel computes for x rows of its panel operand: whole panels, and a

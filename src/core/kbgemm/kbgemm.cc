@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "core/common/cpu.h"
+#include "core/common/kernel_list.h"
 #include "core/common/threadpool.h"
 #include "core/kbgemm/kernels.h"
 #include "core/kbgemm/reference.h"
@@ -110,27 +111,7 @@ const std::vector<KbgemmKernel>& kbgemm_kernels() {
   return list;
 }
 
-const KbgemmKernel& kbgemm_kernel(const std::string& name) {
-  const auto& list = kbgemm_kernels();
-  if (name.empty() || name == "auto") {
-    const KbgemmKernel* best = nullptr;
-    for (const auto& k : list)
-      if (k.available() && (best == nullptr || k.priority > best->priority)) best = &k;
-    return *best;  // the reference is always available
-  }
-  std::string names;
-  for (const auto& k : list) {
-    if (name == k.name) {
-      if (!k.available())
-        throw std::invalid_argument("kbgemm kernel '" + name + "' is not available on this CPU (features: " +
-                                    cpu_features_string() + ")");
-      return k;
-    }
-    names += names.empty() ? "" : ", ";
-    names += k.name;
-  }
-  throw std::invalid_argument("unknown kbgemm kernel '" + name + "'; known: auto, " + names);
-}
+const KbgemmKernel& kbgemm_kernel(const std::string& name) { return pick_kernel(kbgemm_kernels(), name, "kbgemm"); }
 
 std::int64_t kbgemm_max_words(int pa, int pb) {
   check_planes(pa, pb, "kbgemm");
