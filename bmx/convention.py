@@ -12,6 +12,11 @@ layer maps a real value to +-1 with ``sign(0) = +1``. For xnor-popcount arithmet
   BMXNet's 1-bit layer output ``(dot + K) / 2`` is ``K - popcount(a ^ b)``;
 * binary convolutions pad with -1, which is an all-ones word after packing.
 
+k-bit values (model format 3) are unsigned levels ``L`` stored as bit planes: plane ``i``
+holds bit ``i`` of ``L``, packed along channels as above. Activations (``Levels``):
+``value = L / (2^k - 1)``; weights of ``p > 1`` planes (DoReFa): ``w = 2 L / (2^p - 1) - 1``;
+1-plane weights keep the sign convention (bit 1 iff w < 0).
+
 Everything here is plain numpy and serves as the independent oracle of the tests.
 """
 import numpy as np
@@ -23,7 +28,8 @@ DEFAULT_CLIP_THRESHOLD = 1.3
 PAD_VALUE = -1.0
 
 __all__ = ["WORD_BITS", "DEFAULT_CLIP_THRESHOLD", "PAD_VALUE", "sign", "to_bits",
-           "words_for_bits", "pack_bits", "unpack_bits", "xnor_dot", "match_count"]
+           "words_for_bits", "pack_bits", "unpack_bits", "xnor_dot", "match_count",
+           "round_half_away", "pack_levels", "unpack_levels"]
 
 
 def sign(x):
@@ -81,3 +87,29 @@ def match_count(a_words, b_words, k):
     """BMXNet's offset output ``(dot + K) / 2 = K - popcount(a ^ b)``."""
     pc = _popcount64(np.bitwise_xor(a_words, b_words)).sum(axis=-1)
     return (int(k) - pc).astype(np.int64)
+
+
+def round_half_away(v):
+    """Round float32 ``v >= 0`` to the nearest integer, halves up (MXNet's ``round``,
+    C's ``roundf``; numpy's ``round`` rounds halves to even). ``v - floor(v)`` is exact."""
+    v = np.asarray(v, np.float32)
+    f = np.floor(v)
+    return (f + (v - f >= np.float32(0.5))).astype(np.float32)
+
+
+def pack_levels(levels, planes, axis=-1):
+    """Pack unsigned integer levels along ``axis`` into ``planes`` bit planes: the result
+    has the packed axis last, preceded by a planes axis (``[..., planes, words]``)."""
+    L = np.moveaxis(np.asarray(levels, np.int64), axis, -1)
+    if L.size and (L.min() < 0 or L.max() >= 2 ** planes):
+        raise ValueError(f"levels must lie in [0, {2 ** planes - 1}] for {planes} planes")
+    # bit i of L as a value < 0 for pack_bits (bit 1 iff value < 0)
+    return np.stack([pack_bits(-((L >> i) & 1), axis=-1) for i in range(planes)], axis=-2)
+
+
+def unpack_levels(words, k):
+    """Inverse of :func:`pack_levels`: ``[..., planes, words]`` -> int64 levels ``[..., k]``."""
+    words = np.asarray(words, np.uint64)
+    bits = (unpack_bits(words, k) < 0).astype(np.int64)  # [..., planes, k]
+    weights = (1 << np.arange(words.shape[-2], dtype=np.int64)).reshape(-1, 1)
+    return (bits * weights).sum(axis=-2)

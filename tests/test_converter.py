@@ -289,7 +289,7 @@ def test_binary_dense_exact_integers(shape, flat):
     x.reshape(-1)[::11] = 0.0  # sign(0) = +1
     data = convert(net, shape)
     m = read_model(data)
-    assert m["version"] == 2 == bmx.engine.FORMAT_VERSION
+    assert m["version"] == 2 < bmx.engine.FORMAT_VERSION
     assert [o["type"] for o in m["ops"]] == ["Flatten"] * flat + ["Sign", "BinaryDense"]
     bd = _ops(data, "BinaryDense")[0]["options"]
     w = net[-1].weight.data().asnumpy()
@@ -634,30 +634,42 @@ def test_error_unsupported_op_names_it():
     _err(_head(net), (1, 3, 6, 6), "LeakyReLU")
 
 
-def test_error_kbit_activation():
+@pytest.mark.parametrize("bits_a,bits_w", [(2, 1), (1, 2), (2, 2), (4, 3)])
+def test_kbit_conv_levels_weights_and_outputs(bits_a, bits_w):
+    """QActivation (k bits) -> QConv2D (DoReFa k-bit or 1-bit weights, -1 padding): the
+    file holds Quantize (Levels of bits_a planes; a Sign for 1 bit) and KbitConv2D with
+    the weights' levels as bit planes, computed here from the DoReFa formula; the
+    interpreter's activation levels are Gluon's exactly, its and the engine's outputs
+    Gluon's to float32 rounding (sums of ~600 terms in another order: ~1e-7 relative)."""
+    shape = (2, 67, 5, 5)
     net = nn.HybridSequential()
-    net.add(bmx.nn.QActivation(bits=2), bmx.nn.QConv2D(4, 3, bits=1))
-    _err(_head(net), (1, 3, 6, 6), "qactivation", "1-bit")
-
-
-def test_error_kbit_weights():
-    net = nn.HybridSequential()
-    net.add(bmx.nn.QActivation(), bmx.nn.QConv2D(4, 3, bits=2, in_channels=3))
-    _err(_head(net), (1, 3, 6, 6), "2-bit", "1-bit")
-
-
-def test_error_kbit_in_exported_symbol(tmp_path):
-    """Without block objects the converter still sees that the activation is not a sign."""
-    net = nn.HybridSequential()
-    net.add(bmx.nn.QActivation(bits=2), bmx.nn.QConv2D(4, 3, bits=1))
-    _head(net)
-    shape = (1, 3, 6, 6)
+    net.add(bmx.nn.QActivation(bits=bits_a), bmx.nn.QConv2D(4, 3, padding=1, bits=bits_w),
+            nn.Flatten())
     _init(net, shape)
-    net.hybridize()
-    net(mx.nd.zeros(shape))
-    net.export(str(tmp_path / "k"))
-    with pytest.raises(ConversionError, match="1-bit"):
-        convert_symbol(tmp_path / "k-symbol.json", tmp_path / "k-0000.params", shape)
+    x = _x(shape) * 0.7 + 0.4  # mostly inside [0, 1], where the levels differ
+    data = convert(net, shape)
+    m = read_model(data)
+    assert m["version"] == 3 == bmx.engine.FORMAT_VERSION
+    assert [o["type"] for o in m["ops"]] == ["Sign" if bits_a == 1 else "Quantize", "KbitConv2D",
+                                             "Flatten"]
+    act_value = m["values"][m["ops"][0]["outputs"][0]]
+    assert (act_value["kind"], act_value["planes"]) == (("Bits", 0) if bits_a == 1 else ("Levels", bits_a))
+    kc = m["ops"][1]["options"]
+    assert kc["weightplanes"] == bits_w
+    W = net[1].weight.data().asnumpy()
+    if bits_w == 1:
+        L = (W < 0).astype(np.int64)
+    else:
+        t = np.tanh(W)
+        L = convention.round_half_away((t / (2 * np.abs(t).max()) + 0.5) * (2 ** bits_w - 1))
+    want = convention.pack_levels(np.transpose(L.astype(np.int64), (0, 2, 3, 1)), bits_w)
+    np.testing.assert_array_equal(kc["weight_bits"], np.moveaxis(want, 3, 1))
+    out, vals = run_model(data, x, return_values=True)
+    np.testing.assert_array_equal(vals[m["ops"][0]["outputs"][0]], net[0](mx.nd.array(x)).asnumpy())
+    ref = net(mx.nd.array(x)).asnumpy()
+    tol = 1e-5 * np.abs(ref).max()
+    assert np.abs(out - ref).max() <= tol
+    assert np.abs(bmx.engine.Model(data).predict(x) - ref).max() <= tol
 
 
 @pytest.mark.parametrize("act", [None, "relu"])

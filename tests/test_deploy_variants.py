@@ -37,17 +37,28 @@ def _binary(kind):
         return [bmx.nn.activated_conv(16, 3, padding=1, approximation="weight") for _ in range(2)]
     if kind == "xnor":
         return [bmx.nn.activated_conv(16, 3, padding=1, stride=s, approximation="xnor") for s in (1, 2)]
-    if kind.startswith("act"):
+    if kind in ("act2", "act4"):
         bits = int(kind[3:])
         return [bmx.nn.BinaryConvolution(16, 3, padding=1, bits_a=bits) for _ in range(2)]
     if kind == "dorefa2":
         return [bmx.nn.BinaryConvolution(16, 3, padding=1, bits=2) for _ in range(2)]
+    if kind == "act2_dorefa2":  # stride 2 and a 5x5 window: other border patterns
+        return [bmx.nn.BinaryConvolution(16, 3, padding=1, bits=2, bits_a=2),
+                bmx.nn.BinaryConvolution(16, 5, padding=2, stride=2, bits=2, bits_a=2)]
+    if kind == "act3_dorefa4_bias":  # a k-bit layer may have a bias (a 1-bit one may not)
+        return [bmx.nn.BinaryConvolution(16, 3, padding=1, bits=4, bits_a=3, use_bias=True)
+                for _ in range(2)]
+    if kind == "act2_grouped":
+        return [bmx.nn.BinaryConvolution(16, 3, padding=1, bits_a=2, groups=2) for _ in range(2)]
     raise AssertionError(kind)
 
 
 def _net(kind):
     net = nn.HybridSequential()
     net.add(nn.Conv2D(16, 3, padding=1), nn.BatchNorm())
+    if kind == "kbit_dense":
+        net.add(bmx.nn.QActivation(bits=2), bmx.nn.QDense(10))
+        return net
     if kind in ("dense_head", "binary_classifier"):
         net.add(bmx.nn.BinaryConvolution(16, 3, padding=1), nn.BatchNorm(), nn.MaxPool2D(2))
         net.add(bmx.nn.QActivation(), bmx.nn.QDense(32), nn.BatchNorm())
@@ -86,11 +97,15 @@ DEPLOYS = {
     "xnor": ["MeanAbsChannels", "Mul"],
     "dense_head": ["BinaryDense"],
     "binary_classifier": ["BinaryDense", "BinaryDense"],
+    "act2": ["Quantize", "KbitConv2D", "Quantize", "KbitConv2D"],
+    "act4": ["Quantize", "KbitConv2D", "Quantize", "KbitConv2D"],
+    "dorefa2": ["Sign", "KbitConv2D", "Sign", "KbitConv2D"],
+    "act2_dorefa2": ["Quantize", "KbitConv2D", "Quantize", "KbitConv2D"],
+    "act3_dorefa4_bias": ["Quantize", "KbitConv2D", "Quantize", "KbitConv2D"],
 }
 REFUSED = {
-    "act2": ("2-bit activations", "1-bit activations"),
-    "act4": ("4-bit activations", "1-bit activations"),
-    "dorefa2": ("2-bit weights", "1-bit weights"),
+    "kbit_dense": ("k-bit dense layers are not supported",),
+    "act2_grouped": ("groups = 2", "groups 1 only"),
 }
 
 
@@ -113,3 +128,22 @@ def test_variant_trains_but_is_refused_with_reason(kind):
         bmx.convert(net, (1,) + SHAPE[1:])
     for words in REFUSED[kind]:
         assert words in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("kind", ["act2_dorefa2", "act3_dorefa4_bias"])
+def test_kbit_variant_converts_from_an_exported_symbol(kind, tmp_path):
+    """Without the block objects the bit widths are found from what the graph computes
+    (the activation on a probe, the weight path on the real weights)."""
+    net, x = _trained(kind)
+    net(mx.nd.array(x))
+    net.export(str(tmp_path / "m"))
+    data = bmx.convert(symbol_file=str(tmp_path / "m-symbol.json"),
+                       params_file=str(tmp_path / "m-0000.params"), input_shape=(1,) + SHAPE[1:])
+    m = read_model(data)
+    kconvs = [o["options"] for o in m["ops"] if o["type"] == "KbitConv2D"]
+    planes = {"act2_dorefa2": (2, 2), "act3_dorefa4_bias": (3, 4)}[kind]
+    assert [o["weightplanes"] for o in kconvs] == [planes[1]] * 2
+    levels = [v["planes"] for v in m["values"] if v["kind"] == "Levels"]
+    assert levels == [planes[0]] * 2
+    ref = net(mx.nd.array(x)).asnumpy()
+    assert_logits_match(bmx.engine.Model(data).predict(x), ref, ROUND_TOL, FLIP_TOL, kind)

@@ -113,9 +113,9 @@ def test_metadata_path_and_buffer_types(densenet, tmp_path):
         assert "binarydensenet28" in m.producer
         np.testing.assert_array_equal(m.predict(x), ref)
     assert "Model(" in repr(m) and "BinaryConv2D" in m.summary()
-    # a zoo model has no op of format 2: written as version 1, readable by older readers
+    # a zoo model has no op of format 2 or 3: written as version 1, readable by older readers
     assert "(format 1," in m.summary()
-    assert (MIN_FORMAT_VERSION, FORMAT_VERSION) == (1, 2)
+    assert (MIN_FORMAT_VERSION, FORMAT_VERSION) == (1, 3)
 
 
 def test_batch_sizes_threads_and_layouts(densenet):

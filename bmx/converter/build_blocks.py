@@ -11,6 +11,7 @@ import numpy as np
 from .._cli import first_line as _first_line
 from .errors import ConversionError
 from .graph import _node_attrs, _pair
+from . import build_kbit as kbit
 from .ir import _Op
 
 
@@ -63,11 +64,9 @@ def _param_feeds(g, members, fail, skip=()):
 # -- QActivation, QDense ------------------------------------------------------------------
 
 def _group_qact(builder, prefix, block, members, ext, out):
+    """sign(x) -> ``sign``; round(clip(x, 0, 1) * n) / n with n = 2^k - 1 -> ``quant``."""
     g = builder.g
     name = prefix.rstrip("_")
-    if block is not None and block.bits != 1:
-        raise ConversionError(f"QActivation {name!r} has {block.bits}-bit activations: only "
-                              "1-bit activations can be bit-packed")
     data = [e for e in ext if not g.is_param(e[0])]
     if len(data) != 1 or len(ext) != 1:
         raise ConversionError(f"QActivation {name!r}: expected one input, found "
@@ -75,17 +74,24 @@ def _group_qact(builder, prefix, block, members, ext, out):
     shp = g.shape(*data[0])
     # elementwise: a small spatial probe suffices
     pshape = (1,) + tuple(shp[1:2]) + tuple(min(d, 3) for d in shp[2:])
-    probe = np.random.RandomState(0).randn(*pshape).astype(np.float32)
-    flat = probe.reshape(-1)
-    special = np.array([0.0, -0.0, 1e-38, -1e-38, 1e-45, -1e-45, 0.5, -0.5, 3, -3],
-                       np.float32)
-    flat[:min(flat.size, special.size)] = special[:flat.size]
+    if block is None or block.bits == 1:
+        probe = np.random.RandomState(0).randn(*pshape).astype(np.float32)
+        flat = probe.reshape(-1)
+        special = np.array([0.0, -0.0, 1e-38, -1e-38, 1e-45, -1e-45, 0.5, -0.5, 3, -3],
+                           np.float32)
+        flat[:min(flat.size, special.size)] = special[:flat.size]
+        got = g.eval_subgraph(members, {data[0]: probe}, (out, 0))
+        if np.array_equal(got, _sign_np(probe)):
+            return _Op("sign", name, [builder.ref(data[0])], g.shape(out), scale=None, shift=None)
+    probe = kbit.kbit_probe(pshape)
     got = g.eval_subgraph(members, {data[0]: probe}, (out, 0))
-    if not np.array_equal(got, _sign_np(probe)):
-        raise ConversionError(f"QActivation {name!r} does not compute sign(x) with "
-                              "sign(0)=+1 (k-bit activation?): only 1-bit activations "
-                              "can be bit-packed")
-    return _Op("sign", name, [builder.ref(data[0])], g.shape(out), scale=None, shift=None)
+    options = (block.bits,) if block is not None else range(2, kbit.MAX_PLANES + 1)
+    bits = kbit.match_activation_bits(got, probe, options)
+    if bits is None:
+        raise ConversionError(f"QActivation {name!r} computes neither sign(x) with sign(0)=+1 "
+                              "nor the k-bit quantizer round(clip(x, 0, 1) * (2^k - 1)) / "
+                              "(2^k - 1); cannot convert")
+    return kbit.quant_op(builder, name, data[0], g.shape(out), bits)
 
 
 def _group_qdense(builder, prefix, block, members, ext, out):
@@ -127,16 +133,22 @@ def _group_qdense(builder, prefix, block, members, ext, out):
 
 def _group_qconv(builder, prefix, block, members, ext, out):
     """A binary convolution -> ``bconv``: [Pad(-1)] -> Convolution(sign(W)) -> affine per
-    channel -> [ReLU], rewritten on the match count of the xnor-popcount."""
+    channel -> [ReLU], rewritten on the match count of the xnor-popcount. One that reads
+    k-bit activations or has k-bit weights -> ``kconv`` (:func:`_lower_kconv`)."""
     g = builder.g
     name = prefix.rstrip("_")
-    _check_qconv_block(name, block)
     if block is not None and block.scaling == "xnor":
+        _check_qconv_block(name, block)
         return _group_qconv_xnor(builder, name, block, members, ext, out)
     ci, kernel, stride, dilation, groups, cout = _qconv_geometry(g, name, members)
     cn = g.nodes[ci]
-    conv_bias = _qconv_offset(g, name, cn, members, cout)
     data, pad = _qconv_input(g, name, cn, members)
+    kbit_input = builder.ops[builder.ref(data)].kind == "quant"
+    if kbit_input or (block is not None and block.bits != 1) or (
+            block is None and not _is_sign_weight(g, name, cn, members, ext, cout)):
+        return _lower_kconv(builder, name, block, members, ext, out, ci, data,
+                            (kernel, stride, pad, dilation, groups, cout))
+    conv_bias = _qconv_offset(g, name, cn, members, cout)
     W, w_scale = _qconv_weight(g, name, cn, members, ext, cout)
     activation, post_out = _qconv_activation(g, name, ci, out)
     cshape = g.shape(ci)
@@ -147,6 +159,39 @@ def _group_qconv(builder, prefix, block, members, ext, out):
     return _Op("bconv", name, [builder.ref(data)], g.shape(out), W=W, cin=cin, cout=cout,
                kernel=kernel, stride=stride, pad=pad, dilation=dilation, groups=groups,
                scale=scale, shift=shift, activation=activation, conv_shape=cshape)
+
+
+def _is_sign_weight(g, name, cn, members, ext, cout):
+    """Whether the weight path computes c * sign(W) (an exported graph says no more)."""
+    try:
+        _qconv_weight(g, name, cn, members, ext, cout)
+    except ConversionError:
+        return False
+    return True
+
+
+def _lower_kconv(builder, name, block, members, ext, out, ci, data, geometry):
+    """A k-bit convolution -> ``kconv``: y = scale * dot + shift per channel with dot the
+    convolution of the activation values (+-1 or L / n, padded with -1) and the weight
+    values (+-1 or DoReFa's 2 L / n - 1)."""
+    g = builder.g
+    cn = g.nodes[ci]
+    cout = geometry[-1]
+    bits = block.bits if block is not None else None
+    if bits in (None, 1) and _is_sign_weight(g, name, cn, members, ext, cout):
+        W, w_scale = _qconv_weight(g, name, cn, members, ext, cout)
+        levels, planes = (W < 0).astype(np.int64), 1
+    else:
+        W, wq = _qconv_weight_values(g, name, cn, members, ext, cout)
+        options = (bits,) if bits is not None else range(2, kbit.MAX_PLANES + 1)
+        (levels, planes), w_scale = kbit.weight_levels(name, W, wq, options), 1.0
+    conv_bias = _qconv_offset(g, name, cn, members, cout, stored_ok=planes > 1)
+    activation, post_out = _qconv_activation(g, name, ci, out)
+    a_c, b_c = _qconv_affine(g, name, ci, post_out, members, cout)
+    a64 = a_c.astype(np.float64)
+    scale, shift = a64 * w_scale, a64 * conv_bias + b_c.astype(np.float64)
+    return kbit.kconv_op(builder, name, data, g.shape(out), geometry, levels, planes, scale,
+                         shift, activation)
 
 
 def _group_qconv_xnor(builder, name, block, members, ext, out):
@@ -231,12 +276,10 @@ def _match_scale_shift(a_c, b_c, w_scale, conv_bias, K):
 
 
 def _check_qconv_block(name, block):
-    """Refuse what the block object says cannot be packed (k-bit weights, XNOR scaling)."""
-    if block is None:
-        return
-    if block.bits != 1:
-        raise ConversionError(f"QConv2D {name!r} has {block.bits}-bit weights: only "
-                              "1-bit weights can be bit-packed")
+    """Refuse what the block object says cannot be packed (XNOR scaling of k-bit weights)."""
+    if block is not None and block.bits != 1:
+        raise ConversionError(f"QConv2D {name!r}: XNOR scaling of {block.bits}-bit weights "
+                              "is not supported (1-bit weights only)")
 
 
 def _qconv_geometry(g, name, members):
@@ -259,15 +302,22 @@ def _qconv_geometry(g, name, members):
     return ci, kernel, stride, dilation, groups, cout
 
 
-def _qconv_offset(g, name, cn, members, cout):
+def _qconv_offset(g, name, cn, members, cout, stored_ok=False):
     """The bias input of a binary Convolution, as float64 (cout,): zeros when there is
     none; a vector computed inside the block from its weight only (QConv2D's ``K / 2``
-    offset) is evaluated; a stored bias parameter is refused (binary convs have none)."""
+    offset) is evaluated; a stored bias parameter is refused for 1-bit weights, as in
+    BMXNet 2 (binary convs have none), and taken with ``stored_ok`` (k-bit weights)."""
     if _node_attrs(cn).get("no_bias", False) or len(cn["inputs"]) < 3:
         return np.zeros(cout)
     bsrc = cn["inputs"][2]
+    if bsrc[0] not in members and stored_ok and g.is_param(bsrc[0]):
+        b = np.asarray(g.params[g.nodes[bsrc[0]]["name"]], np.float64).reshape(-1)
+        if b.shape != (cout,):
+            raise ConversionError(f"k-bit conv {name!r}: bias of shape {b.shape}")
+        return b
     if bsrc[0] not in members:
-        raise ConversionError(f"binary conv {name!r} has a bias: not supported")
+        raise ConversionError(f"binary conv {name!r} has a bias: not supported (a 1-bit "
+                              "layer has no bias, as in BMXNet 2)")
     bmembers = _ancestors(g, bsrc[0], members)
     feeds = _param_feeds(g, bmembers, lambda: ConversionError(
         f"binary conv {name!r}: its bias depends on the input; cannot convert"))
@@ -309,8 +359,20 @@ def _qconv_weight(g, name, cn, members, ext, cout, ndim=4):
     """The stored weight W (``ndim``-D: 4 for a conv, 2 for a dense layer) and the positive
     constant c with weight path = c * sign(W) (QConv2D and QDense use sign(W) / 2);
     anything else is refused."""
+    W, wq = _qconv_weight_values(g, name, cn, members, ext, cout, ndim)
+    w_scale = float(wq.flat[0] * _sign_np(W).flat[0]) if wq.size else 1.0
+    if not (w_scale > 0 and np.array_equal(wq, np.float32(w_scale) * _sign_np(W))):
+        raise ConversionError(f"QConv2D {name!r} does not binarize its weights with "
+                              "sign(w) (k-bit weights?): only 1-bit weights can be packed")
+    return W, w_scale
+
+
+def _qconv_weight_values(g, name, cn, members, ext, cout, ndim=4):
+    """The stored weight W and what the block's weight path computes from it."""
     wsrc = cn["inputs"][1]
-    wparams = [e for e in ext if g.is_param(e[0])]
+    # a stored bias (k-bit layers may have one) is not the weight
+    bias = cn["inputs"][2][0] if len(cn["inputs"]) > 2 else None
+    wparams = [e for e in ext if g.is_param(e[0]) and e[0] != bias]
     if len(wparams) != 1:
         raise ConversionError(f"binary conv {name!r}: expected one weight parameter, found "
                               f"{[g.nodes[e[0]]['name'] for e in wparams]}")
@@ -322,11 +384,7 @@ def _qconv_weight(g, name, cn, members, ext, cout, ndim=4):
         wq = g.eval_subgraph(wmembers, {wparams[0]: W}, (wsrc[0], wsrc[1]))
     else:
         wq = W
-    w_scale = float(wq.flat[0] * _sign_np(W).flat[0]) if wq.size else 1.0
-    if not (w_scale > 0 and np.array_equal(wq, np.float32(w_scale) * _sign_np(W))):
-        raise ConversionError(f"QConv2D {name!r} does not binarize its weights with "
-                              "sign(w) (k-bit weights?): only 1-bit weights can be packed")
-    return W, w_scale
+    return W, wq
 
 
 def _qconv_activation(g, name, ci, out):

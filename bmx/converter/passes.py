@@ -143,13 +143,14 @@ def _fold_once(ir):
 
 
 def _fold_affine_into_sign(ir, op):
-    """affine -> sign  ==>  sign with per-channel thresholds (scale, shift).
+    """affine -> sign or quant  ==>  sign (quant) with per-channel scale and shift.
 
-    Exact up to rounding: sign(scale * x + shift) is what the Sign op computes with its
-    own scale and shift, so the affine's values are copied. The affine stays for its
-    other readers (:func:`prune` drops it when there are none).
+    Exact up to rounding: sign(scale * x + shift) and round(clip(scale * x + shift, 0, 1)
+    * n) are what the Sign and Quantize ops compute with their own scale and shift, so the
+    affine's values are copied. The affine stays for its other readers (:func:`prune`
+    drops it when there are none).
     """
-    if op.kind != "sign" or op.attrs["scale"] is not None:
+    if op.kind not in ("sign", "quant") or op.attrs["scale"] is not None:
         return False
     src = ir.ops[op.inputs[0]]
     if src.kind != "affine" or src.attrs["activation"] is not None:
@@ -161,15 +162,16 @@ def _fold_affine_into_sign(ir, op):
 
 
 def _fold_affine_into_conv(ir, k, op, nxt):
-    """conv, bconv or bdense -> affine (its only reader)  ==>  the op with the affine folded in.
+    """conv, bconv, kconv or bdense -> affine (its only reader)  ==>  the op with the affine
+    folded in.
 
     Exact up to rounding: an affine map per output channel of a convolution is a
     convolution with scaled weights and an affine bias (float conv: W * s, b * s + t),
-    and for a binary conv or dense layer composes with its scale/shift of the match count
-    (s * scale, s * shift + t). None may carry a ReLU, which does not commute with the map.
+    and for a binary or k-bit conv or a dense layer composes with its scale/shift of the
+    match count or dot product (s * scale, s * shift + t). None may carry a ReLU, which does not commute with the map.
     """
     nop = ir.ops[nxt]
-    if not (nop.kind == "affine" and op.kind in ("conv", "bconv", "bdense")
+    if not (nop.kind == "affine" and op.kind in ("conv", "bconv", "kconv", "bdense")
             and op.attrs["activation"] is None and nop.attrs["activation"] is None):
         return False
     s, t = nop.attrs["scale"], nop.attrs["shift"]
@@ -187,12 +189,13 @@ def _fold_affine_into_conv(ir, k, op, nxt):
 
 
 def _fuse_relu(ir, k, op, nxt):
-    """conv, bconv, bdense or affine -> relu (its only reader)  ==>  the op with activation relu.
+    """conv, bconv, kconv, bdense or affine -> relu (its only reader)  ==>  the op with
+    activation relu.
 
     Exact: the op applies ReLU to its own result, which is what the relu op read.
     """
     nop = ir.ops[nxt]
-    if not (nop.kind == "relu" and op.kind in ("conv", "bconv", "bdense", "affine")
+    if not (nop.kind == "relu" and op.kind in ("conv", "bconv", "kconv", "bdense", "affine")
             and op.attrs["activation"] is None):
         return False
     op.attrs["activation"] = "relu"
@@ -201,30 +204,42 @@ def _fuse_relu(ir, k, op, nxt):
 
 
 def check(ir):
-    """Refuse what the format cannot run: bits read by anything but a binary conv or dense
-    layer, one of those reading real values, non-finite weights or BatchNorm folds (an untrained
-    or diverged model), a binarized network output."""
+    """Refuse what the format cannot run: bits or k-bit levels read by anything but the
+    ops that read them, those ops reading real values, non-finite weights or BatchNorm
+    folds (an untrained or diverged model), a binarized or quantized network output."""
     for k in ir.order:
         op = ir.ops[k]
         _check_bit_inputs(ir, op)
         _check_finite(op)
-    if ir.ops[ir.output].kind == "sign":
-        raise ConversionError("the network output is a binarized value")
+    if ir.ops[ir.output].kind in ("sign", "quant"):
+        raise ConversionError("the network output is a binarized or quantized value")
+
+
+#: op kind -> the kinds of packed inputs it reads
+_PACKED_READERS = {"bconv": ("sign",), "bdense": ("sign",), "kconv": ("sign", "quant")}
 
 
 def _check_bit_inputs(ir, op):
+    what = {"bconv": "binary conv", "bdense": "binary dense layer", "kconv": "k-bit conv"}
     for i in op.inputs:
         src = ir.ops[i]
-        if op.kind in ("bconv", "bdense"):
-            if src.kind != "sign":
-                what = "binary conv" if op.kind == "bconv" else "binary dense layer"
-                raise ConversionError(f"{what} {op.name!r} gets a real-valued input "
-                                      f"from {src.name!r} ({src.kind}); it needs a sign "
-                                      "(QActivation) before it")
-        elif src.kind == "sign":
-            raise ConversionError(f"binarized value {src.name!r} feeds {op.name!r} "
-                                  f"({op.kind}); only binary convolutions and dense layers "
-                                  "read bits")
+        packed = src.kind in ("sign", "quant")
+        if op.kind in _PACKED_READERS and src.kind not in _PACKED_READERS[op.kind]:
+            if src.kind == "quant":
+                raise ConversionError(f"k-bit activations {src.name!r} feed {what[op.kind]} "
+                                      f"{op.name!r}: only k-bit convolutions read them (k-bit "
+                                      "dense layers are not supported)")
+            raise ConversionError(f"{what[op.kind]} {op.name!r} gets a real-valued input "
+                                  f"from {src.name!r} ({src.kind}); it needs a sign "
+                                  "(QActivation) before it")
+        if packed and op.kind not in _PACKED_READERS:
+            kind = "binarized" if src.kind == "sign" else "k-bit quantized"
+            raise ConversionError(f"{kind} value {src.name!r} feeds {op.name!r} "
+                                  f"({op.kind}); only binary and k-bit convolutions and "
+                                  "binary dense layers read it")
+        if src.kind == "quant" and len(src.shape) != 4:
+            raise ConversionError(f"k-bit activations {src.name!r} of shape {src.shape}: "
+                                  "only 4-D (N, C, H, W) values can be quantized")
 
 
 def _check_finite(op):

@@ -11,7 +11,7 @@ import importlib
 import numpy as np
 
 from .._engine import FORMAT_VERSION, MIN_FORMAT_VERSION  # defined once, in the C++ loader
-from ..convention import pack_bits
+from ..convention import pack_bits, pack_levels
 from .errors import ConversionError
 
 #: FlatBuffers file identifier (bytes 4..8 of every file)
@@ -112,6 +112,43 @@ def _bdense(b, BinaryDense, at):
     return BinaryDense.End(b)
 
 
+def pack_kbit_weight(L, planes):
+    """Bit-plane pack unsigned weight levels [C_out, C_in, KH, KW] into the file layout
+    [C_out, planes, KH, KW, words_for_bits(C_in)] of little-endian uint64 words."""
+    Lt = np.transpose(np.asarray(L), (0, 2, 3, 1))          # C_out, KH, KW, C_in
+    packed = pack_levels(Lt, planes, axis=-1)               # C_out, KH, KW, planes, words
+    return np.ascontiguousarray(np.moveaxis(packed, 3, 1)).astype("<u8")
+
+
+def _kconv(b, KbitConv2D, at):
+    w = _bytes(b, pack_kbit_weight(at["L"], at["w_planes"]).tobytes())
+    sc, sh = _fvec(b, at["scale"]), _fvec(b, at["shift"])
+    kern, strd, pad, dil = (_ivec(b, at[x]) for x in ("kernel", "stride", "pad", "dilation"))
+    KbitConv2D.Start(b)
+    KbitConv2D.AddOutChannels(b, at["cout"])
+    KbitConv2D.AddInChannels(b, at["cin"])
+    KbitConv2D.AddKernel(b, kern)
+    KbitConv2D.AddStride(b, strd)
+    KbitConv2D.AddPad(b, pad)
+    KbitConv2D.AddDilation(b, dil)
+    KbitConv2D.AddWeightPlanes(b, at["w_planes"])
+    KbitConv2D.AddWeightBits(b, w)
+    KbitConv2D.AddScale(b, sc)
+    KbitConv2D.AddShift(b, sh)
+    KbitConv2D.AddActivation(b, _act(at["activation"]))
+    return KbitConv2D.End(b)
+
+
+def _quant(b, Quantize, at):
+    sc = _fvec(b, at["scale"]) if at["scale"] is not None else None
+    sh = _fvec(b, at["shift"]) if at["shift"] is not None else None
+    Quantize.Start(b)
+    if sc is not None:
+        Quantize.AddScale(b, sc)
+        Quantize.AddShift(b, sh)
+    return Quantize.End(b)
+
+
 def _sign(b, Sign, at):
     sc = _fvec(b, at["scale"]) if at["scale"] is not None else None
     sh = _fvec(b, at["shift"]) if at["shift"] is not None else None
@@ -174,6 +211,8 @@ OPTION_WRITERS = {
     "bconv": ("BinaryConv2D", _bconv),
     "bdense": ("BinaryDense", _bdense),
     "sign": ("Sign", _sign),
+    "quant": ("Quantize", _quant),
+    "kconv": ("KbitConv2D", _kconv),
     "affine": ("Affine", _affine),
     "relu": ("Relu", _no_fields),
     "pool": ("Pool2D", _pool),
@@ -211,27 +250,34 @@ def _op(b, op, k, vidx):
 
 
 def _value(b, op):
-    """The ``Value`` table of an op's output: name, shape with N = 1, bits or float."""
+    """The ``Value`` table of an op's output: name, shape with N = 1, kind (and planes)."""
     Value, ValueKind = _fb("Value"), _fb("ValueKind").ValueKind
     name = b.CreateString(op.name)
     shp = _ivec(b, (1,) + tuple(op.shape[1:]))
     Value.Start(b)
     Value.AddName(b, name)
     Value.AddShape(b, shp)
-    Value.AddKind(b, ValueKind.Bits if op.kind == "sign" else ValueKind.Float)
+    kind = {"sign": ValueKind.Bits, "quant": ValueKind.Levels}.get(op.kind, ValueKind.Float)
+    Value.AddKind(b, kind)
+    if op.kind == "quant":  # written only for Levels: older readers reject the field's kind
+        Value.AddPlanes(b, op.attrs["bits"])
     return Value.End(b)
 
 
 def format_version(ir):
-    """The lowest format version that expresses ``ir``: 2 for a binary dense layer, XNOR
-    scaling (mean |x| over channels, a product) or a 2-D binarized value, else 1, so that
-    files without them stay readable by older readers (``MIN_FORMAT_VERSION`` ..
-    ``FORMAT_VERSION`` of ``bmx.engine``)."""
+    """The lowest format version that expresses ``ir``: 3 for k-bit activations or
+    weights (Quantize, KbitConv2D), 2 for a binary dense layer, XNOR scaling (mean |x|
+    over channels, a product) or a 2-D binarized value, else 1, so that files without
+    them stay readable by older readers (``MIN_FORMAT_VERSION`` .. ``FORMAT_VERSION`` of
+    ``bmx.engine``)."""
+    version = MIN_FORMAT_VERSION
     for k in ir.order:
         op = ir.ops[k]
-        if op.kind in ("bdense", "meanabs", "mul") or (op.kind == "sign" and len(op.shape) != 4):
-            return max(2, MIN_FORMAT_VERSION)
-    return MIN_FORMAT_VERSION
+        if op.kind in ("quant", "kconv"):
+            version = max(version, 3)
+        elif op.kind in ("bdense", "meanabs", "mul") or (op.kind == "sign" and len(op.shape) != 4):
+            version = max(version, 2)
+    return version
 
 
 def _table_vec(b, offsets, start):

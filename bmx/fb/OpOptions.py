@@ -19,3 +19,5 @@ class OpOptions(object):
     BinaryDense = 13
     MeanAbsChannels = 14
     Mul = 15
+    Quantize = 16
+    KbitConv2D = 17

@@ -69,7 +69,14 @@ class Value(object):
             return self._tab.Get(flatbuffers.number_types.Int8Flags, o + self._tab.Pos)
         return 0
 
-def ValueStart(builder): builder.StartObject(3)
+    # Value
+    def Planes(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Int32Flags, o + self._tab.Pos)
+        return 0
+
+def ValueStart(builder): builder.StartObject(4)
 def Start(builder):
     return ValueStart(builder)
 def ValueAddName(builder, name): builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(name), 0)
@@ -84,6 +91,9 @@ def StartShapeVector(builder, numElems):
 def ValueAddKind(builder, kind): builder.PrependInt8Slot(2, kind, 0)
 def AddKind(builder, kind):
     return ValueAddKind(builder, kind)
+def ValueAddPlanes(builder, planes): builder.PrependInt32Slot(3, planes, 0)
+def AddPlanes(builder, planes):
+    return ValueAddPlanes(builder, planes)
 def ValueEnd(builder): return builder.EndObject()
 def End(builder):
     return ValueEnd(builder)

@@ -5,3 +5,4 @@
 class ValueKind(object):
     Float = 0
     Bits = 1
+    Levels = 2

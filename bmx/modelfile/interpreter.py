@@ -7,7 +7,7 @@ debugging the C++ engine.
 """
 import numpy as np
 
-from ..convention import unpack_bits
+from ..convention import round_half_away, unpack_bits, unpack_levels
 from .reader import read_model
 
 __all__ = ["run_model"]
@@ -78,11 +78,32 @@ def _act(y, a):
     return np.maximum(y, 0) if a == "relu" else y
 
 
+def _kbit_conv(a, o):
+    """KbitConv2D as the schema defines it: the activation values (+-1 or L / n) padded
+    with -1, the weight values (1 plane: +-1; p planes: 2 L / (2^p - 1) - 1)."""
+    p = o["weightplanes"]
+    L = unpack_levels(o["weight_bits"].transpose(0, 2, 3, 1, 4), o["inchannels"])
+    w = (1 - 2 * L) if p == 1 else 2 * L / (2 ** p - 1) - 1   # C_out, KH, KW, C_in
+    dot = _conv(_pad(a, *o["pad"], -1.0), np.transpose(w, (0, 3, 1, 2)), o["stride"],
+                o["dilation"], 1)
+    return (o["scale"].reshape(1, -1, 1, 1) * dot + o["shift"].reshape(1, -1, 1, 1)).astype(np.float32)
+
+
+def _quantize(a, o, planes):
+    """Quantize: the level L / n as a float (the value a Levels value encodes)."""
+    z = a
+    if o["scale"] is not None:
+        z = _per_channel(o["scale"], a) * a + _per_channel(o["shift"], a)
+    n = np.float32(2 ** planes - 1)
+    return (round_half_away(np.clip(z, 0, 1) * n) / n).astype(np.float32)
+
+
 def run_model(model, x, return_values=False):
     """Run a model file (bytes, path or :func:`read_model` dict) on NCHW float32 ``x``.
 
     Returns the logits, or with ``return_values`` also the list of all values: Float
-    values as float32 arrays, Bits values as the +-1 float32 arrays they encode.
+    values as float32 arrays, Bits values as the +-1 float32 arrays they encode, Levels
+    values as their L / (2^k - 1).
     Binary convolutions return exact integers times scale plus shift.
     """
     m = model if isinstance(model, dict) else read_model(model)
@@ -111,6 +132,10 @@ def run_model(model, x, return_values=False):
             y = (o["scale"].reshape(1, -1, 1, 1) * match.astype(np.float32)
                  + o["shift"].reshape(1, -1, 1, 1))
             y = _act(y.astype(np.float32), o["activation"])
+        elif t == "KbitConv2D":
+            y = _act(_kbit_conv(a, o), o["activation"])
+        elif t == "Quantize":
+            y = _quantize(a, o, m["values"][op["outputs"][0]]["planes"])
         elif t == "BinaryDense":
             c = a.shape[1]
             w = unpack_bits(o["weight_bits"], c)             # units, H, W, C

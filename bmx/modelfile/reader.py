@@ -46,8 +46,9 @@ def read_model(data):
     ``values`` (name, shape, kind), ``inputs``, ``outputs``, ``num_classes``, ``mean``,
     ``std`` and ``ops`` (``type``, ``name``, ``inputs``, ``outputs``, ``options`` dict with
     weights as numpy arrays: float32 ``[C_out, C_in/g, KH, KW]`` for Conv2D, uint64
-    ``[C_out, KH, KW, words]`` for BinaryConv2D, ``[units, in]`` for Dense, uint64
-    ``[units, H, W, words]`` for BinaryDense)."""
+    ``[C_out, KH, KW, words]`` for BinaryConv2D, ``[C_out, planes, KH, KW, words]`` for
+    KbitConv2D, ``[units, in]`` for Dense, uint64 ``[units, H, W, words]`` for
+    BinaryDense); Levels values carry their ``planes``."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         with open(data, "rb") as f:
             data = f.read()
@@ -67,7 +68,8 @@ def read_model(data):
     for i in range(m.ValuesLength()):
         v = m.Values(i)
         out["values"].append({"name": (v.Name() or b"").decode(), "shape": _ints(v, "Shape"),
-                              "kind": "Bits" if v.Kind() == 1 else "Float"})
+                              "kind": {1: "Bits", 2: "Levels"}.get(v.Kind(), "Float"),
+                              "planes": int(v.Planes())})
     opts = _opt_classes()
     for i in range(m.OpsLength()):
         op = m.Ops(i)
@@ -79,7 +81,7 @@ def read_model(data):
         for f in ("Kernel", "Stride", "Pad", "Dilation"):
             if hasattr(t, f + "IsNone"):
                 o[f.lower()] = _ints(t, f)
-        for f in ("OutChannels", "InChannels", "Groups", "Units"):
+        for f in ("OutChannels", "InChannels", "Groups", "Units", "WeightPlanes"):
             if hasattr(t, f):
                 o[f.lower()] = int(getattr(t, f)())
         for f in ("Scale", "Shift"):
@@ -106,6 +108,11 @@ def read_model(data):
             nw = (o["inchannels"] // o["groups"] + 63) // 64
             o["weight_bits"] = np.frombuffer(o["weightbits_raw"], "<u8").reshape(
                 o["outchannels"], kh, kw, nw)
+        elif tname == "KbitConv2D":
+            kh, kw = o["kernel"]
+            nw = (o["inchannels"] + 63) // 64
+            o["weight_bits"] = np.frombuffer(o["weightbits_raw"], "<u8").reshape(
+                o["outchannels"], o["weightplanes"], kh, kw, nw)
         elif tname == "BinaryDense":
             _, c, *hw = out["values"][_ints(op, "Inputs")[0]]["shape"]
             h, w = hw if hw else (1, 1)

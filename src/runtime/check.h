@@ -22,7 +22,8 @@ inline std::string shape_str(const ValueInfo& v) {
   std::ostringstream s;
   if (v.rank == 4) s << "[1, " << v.c << ", " << v.h << ", " << v.w << "]";
   else s << "[1, " << v.c << "]";
-  s << (v.bits ? " Bits" : " Float");
+  if (v.levels) s << " Levels(" << v.planes << ")";
+  else s << (v.bits ? " Bits" : " Float");
   return s.str();
 }
 
@@ -51,22 +52,34 @@ class OpChecker {
   // Input i, which must be Bits or Float and (rank != 0) of that rank.
   const ValueInfo& input(std::size_t i, bool bits, int rank = 4) const {
     const ValueInfo& v = g_.values[op_.in[i]];
-    if (v.bits != bits) {
+    if (v.bits != bits || v.levels) {
       fail("input " + std::to_string(i) + " '" + v.name + "' must be " + (bits ? "Bits" : "Float") +
            ", is " + shape_str(v));
     }
+    return ranked(i, v, rank);
+  }
+  // Input i, which must be Bits or Levels (packed) and of that rank.
+  const ValueInfo& input_packed(std::size_t i, int rank = 4) const {
+    const ValueInfo& v = g_.values[op_.in[i]];
+    if (!v.bits) fail("input " + std::to_string(i) + " '" + v.name + "' must be Bits or Levels, is " + shape_str(v));
+    return ranked(i, v, rank);
+  }
+  const ValueInfo& ranked(std::size_t i, const ValueInfo& v, int rank) const {
     if (rank && v.rank != rank) {
       fail("input " + std::to_string(i) + " '" + v.name + "' must be " + std::to_string(rank) +
            "-D, is " + shape_str(v));
     }
     return v;
   }
-  // The recorded output shape must equal the computed one.
-  void output(int rank, std::int64_t c, std::int64_t h, std::int64_t w, bool bits) const {
+  // The recorded output shape must equal the computed one; levels > 0: a Levels value of
+  // that many planes.
+  void output(int rank, std::int64_t c, std::int64_t h, std::int64_t w, bool bits, int levels = 0) const {
     const ValueInfo& v = g_.values[op_.out];
     ValueInfo e;
-    e.rank = rank; e.c = c; e.h = h; e.w = w; e.bits = bits;
-    if (v.rank != rank || v.c != c || v.h != h || v.w != w || v.bits != bits) {
+    e.rank = rank; e.c = c; e.h = h; e.w = w; e.bits = bits || levels > 0; e.levels = levels > 0;
+    e.planes = levels > 0 ? levels : 1;
+    if (v.rank != rank || v.c != c || v.h != h || v.w != w || v.bits != e.bits || v.levels != e.levels ||
+        v.planes != e.planes) {
       fail("output '" + v.name + "' is recorded as " + shape_str(v) + " but the op computes " +
            shape_str(e));
     }

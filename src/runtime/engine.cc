@@ -376,7 +376,8 @@ std::string Model::summary() const {
   for (const OpNode& op : g.ops) {
     const ValueInfo& y = g.values[op.out];
     s << "  " << std::setw(4) << op.index << " " << std::setw(18) << std::left << rt::op_type_name(op.type)
-      << std::right << " " << op.name << " -> [" << y.c << "," << y.h << "," << y.w << "]" << (y.bits ? " bits" : "")
+      << std::right << " " << op.name << " -> [" << y.c << "," << y.h << "," << y.w << "]"
+      << (y.levels ? " levels(" + std::to_string(y.planes) + ")" : y.bits ? " bits" : "")
       << "\n";
   }
   return s.str();

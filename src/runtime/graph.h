@@ -80,10 +80,14 @@ struct ValueInfo {
   std::string name;
   int rank = 4;              // 4: [1, C, H, W]; 2: [1, C] (h = w = 1)
   std::int64_t c = 0, h = 1, w = 1;
-  bool bits = false;
+  bool bits = false;         // packed: Bits (+-1) or Levels
+  bool levels = false;       // Levels: k-bit unsigned levels as `planes` bit planes
+  int planes = 1;            // bit planes per pixel (1 for Bits)
   std::int64_t pixels() const { return h * w; }
-  // Elements per sample in storage: floats (Float) or words (Bits).
-  std::int64_t elems() const { return h * w * (bits ? words_for_bits(c) : c); }
+  // Storage per pixel: floats (Float) or words (Bits, Levels: the planes one after another).
+  std::int64_t pixel_elems() const { return bits ? planes * words_for_bits(c) : c; }
+  // Elements per sample in storage: floats (Float) or words (Bits, Levels).
+  std::int64_t elems() const { return h * w * pixel_elems(); }
 };
 
 struct OpNode {
@@ -101,12 +105,16 @@ struct OpNode {
   std::int64_t exec_groups = 1;
   bool relu = false;
   bool pool_max = true, global = false, count_include_pad = true, ceil_mode = false;
-  std::int64_t k_bits = 0;   // BinaryConv2D: C_in/groups * KH * KW
+  std::int64_t k_bits = 0;   // BinaryConv2D, KbitConv2D: C_in/groups * KH * KW
+  int w_planes = 1;          // KbitConv2D: weight bit planes
   // Weights, repacked for the kernels at load:
   //  Conv2D: w = [exec_groups][KH][KW][C_in/eg][C_out/eg] (GEMM B operand per group;
   //          zeros outside the diagonal blocks when expanded), b = [C_out]
   //  BinaryConv2D: wbits = [C_out][KH][KW][words(C_in/g)], scale/shift = [C_out]
-  //  Sign/Affine: scale/shift = [C] (Sign: empty means plain sign)
+  //  KbitConv2D: wbits = [C_out][planes][KH][KW][words(C_in)], scale = the weight of the
+  //          popcount term, shift = the constant term, b = the row-sum term, w = the
+  //          padded-tap correction [C_out][KH][KW] (ops/kbit_conv2d.cc)
+  //  Sign/Affine/Quantize: scale/shift = [C] (Sign, Quantize: empty means none)
   //  Dense: w = [units][F] with F in the engine's storage order (NHWC for a 4-D input)
   AlignedBuffer<float> w, b, scale, shift;
   AlignedBuffer<word_t> wbits;

@@ -10,6 +10,7 @@
 #include "bmx_model_generated.h"
 #include "runtime/check.h"
 #include "runtime/graph.h"
+#include "core/kbgemm/kbgemm.h"  // kMaxKbitPlanes
 #include "runtime/limits.h"
 #include "runtime/registry.h"
 
@@ -32,6 +33,24 @@ void check_no_trailing_data(const std::uint8_t* buf, std::size_t size, std::size
     fail("model file has " + std::to_string(extra) + " bytes of trailing data after the model (" +
          std::to_string(used) + " bytes)");
   }
+}
+
+// Kind and planes of a value: Float and Bits have no planes field (0); Levels (format 3)
+// has 1 to kMaxKbitPlanes planes.
+void read_kind(const fb::Value* fv, std::uint32_t version, const std::string& where, ValueInfo& v) {
+  const fb::ValueKind kind = fv->kind();
+  if (kind != fb::ValueKind::Float && kind != fb::ValueKind::Bits && kind != fb::ValueKind::Levels) {
+    fail(where + ": unknown kind");
+  }
+  v.bits = kind != fb::ValueKind::Float;
+  v.levels = kind == fb::ValueKind::Levels;
+  if (v.levels && version < 3) fail(where + ": Levels values need model format version 3");
+  const std::int32_t planes = fv->planes();
+  if (v.levels ? (planes < 1 || planes > kMaxKbitPlanes) : planes != 0) {
+    fail(where + ": planes " + std::to_string(planes) +
+         (v.levels ? " out of range [1, " + std::to_string(kMaxKbitPlanes) + "]" : " set on a non-Levels value"));
+  }
+  v.planes = v.levels ? planes : 1;
 }
 
 }  // namespace
@@ -79,8 +98,7 @@ Graph load_graph(const void* data, std::size_t size, bool prepare) {
     ValueInfo& v = g.values[i];
     v.name = fv->name() ? fv->name()->str() : "value" + std::to_string(i);
     const std::string where = "value " + std::to_string(i) + " '" + v.name + "'";
-    if (fv->kind() != fb::ValueKind::Float && fv->kind() != fb::ValueKind::Bits) fail(where + ": unknown kind");
-    v.bits = fv->kind() == fb::ValueKind::Bits;
+    read_kind(fv, g.version, where, v);
     const auto* s = fv->shape();
     if (!s || (s->size() != 2 && s->size() != 4)) fail(where + ": shape must be [1, C] or [1, C, H, W]");
     v.rank = static_cast<int>(s->size());

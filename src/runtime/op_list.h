@@ -31,4 +31,6 @@
   BMX_OP(Flatten, kOther, false)                 \
   BMX_OP(BinaryDense, kBinaryConv, false)        \
   BMX_OP(MeanAbsChannels, kOther, false)         \
-  BMX_OP(Mul, kOther, true)
+  BMX_OP(Mul, kOther, true)                      \
+  BMX_OP(Quantize, kPacking, false)              \
+  BMX_OP(KbitConv2D, kBinaryConv, false)

@@ -112,7 +112,7 @@ Plan make_plan(const Graph& g) {
     pl.storage = storage_of_root[r];
     pl.chan_offset = (v == r) ? 0 : f.off[v];
     const ValueInfo& rv = g.values[r];
-    pl.pixel_stride = rv.bits ? words_for_bits(rv.c) : rv.c;
+    pl.pixel_stride = rv.pixel_elems();
   }
 
   // Greedy first-fit, largest first, over overlapping live intervals.

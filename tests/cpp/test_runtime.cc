@@ -170,6 +170,53 @@ TEST(RuntimeXnor, NewOpsNeedFormatVersionTwoAndShapes) {
   }
 }
 
+struct KConvCase { int c, hw, oc, k, s, p, d, pa, pw; };
+
+TEST(RuntimeKbitConv, LevelsAndBitsInputsAgainstReference) {
+  // Quantize (pa planes; pa = 0: a Sign, +-1 input) -> KbitConv2D (pw weight planes) at
+  // awkward channel counts, strides, dilations and paddings (the padded-tap correction);
+  // the double reference sums the same values in another order: float32 rounding of the
+  // folded factors, a few ulps of the largest output (1e-5 is far above, far below one
+  // flipped level).
+  const KConvCase cases[] = {
+      {1, 5, 3, 3, 1, 1, 1, 2, 2},    {63, 6, 5, 3, 2, 1, 1, 2, 1},  {64, 4, 7, 1, 1, 0, 1, 4, 3},
+      {65, 7, 4, 3, 1, 2, 2, 3, 4},   {129, 5, 9, 5, 2, 2, 1, 1, 2}, {0 + 3, 9, 2, 3, 1, 1, 1, 0, 2},
+      {127, 4, 6, 3, 1, 1, 1, 0, 4},  {128, 3, 65, 3, 1, 1, 1, 2, 2}};
+  unsigned seed = 20;
+  for (const KConvCase& t : cases) {
+    Net n(++seed);
+    int x = n.input(t.c, t.hw, t.hw);
+    int q = t.pa ? n.quantize(x, t.pa, /*bn=*/true) : n.sign(x, /*bn=*/true);
+    int y = n.kconv(q, t.oc, t.k, t.s, t.p, t.d, t.pw, /*relu=*/t.c % 2 == 1);
+    const auto bytes = n.build(y);
+    for (int threads : {1, 2}) {
+      const auto in = n.random_input(3);
+      expect_close(run_engine(bytes, in, 3, threads), n.reference(in, 3), 1e-5,
+                   "kconv c=" + std::to_string(t.c) + " pa=" + std::to_string(t.pa) + " pw=" + std::to_string(t.pw));
+    }
+  }
+}
+
+TEST(RuntimeKbitConv, NeedsFormatVersionThreeAndValidPlanes) {
+  for (int bad : {0, 1, 2}) {
+    Net n(7);
+    int x = n.input(4, 3, 3);
+    int q = n.quantize(x, 2, false);
+    int y = n.kconv(q, 2, 3, 1, 1, 1, 2);
+    if (bad == 0) n.version = 2;
+    if (bad == 1) n.ops.back().w_planes = 5;
+    if (bad == 2) n.vals[q].planes = 5;
+    const auto bytes = n.build(y);
+    const char* want[] = {"format version 3", "weight_planes 5 out of range", "planes 5 out of range"};
+    try {
+      Model::from_bytes(bytes.data(), bytes.size());
+      FAIL() << "loaded: " << want[bad];
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(want[bad]), std::string::npos) << e.what();
+    }
+  }
+}
+
 struct ConvCase { int c, hw, oc, k, s, p, d, g; bool relu, bias; };
 
 TEST(RuntimeFloatConv, AgainstNaiveLoops) {

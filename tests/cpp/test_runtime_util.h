@@ -22,6 +22,7 @@ namespace bmx::testing {
 struct TVal {
   std::vector<int> shape;  // [1, C, H, W] or [1, C]
   bool bits = false;
+  int planes = 0;          // > 0: a Levels value of that many planes
   int c() const { return shape[1]; }
   int h() const { return shape.size() == 4 ? shape[2] : 1; }
   int w() const { return shape.size() == 4 ? shape[3] : 1; }
@@ -31,7 +32,7 @@ struct TOp {
   fb::OpOptions type = fb::OpOptions::NONE;
   std::string name;
   std::vector<int> in, out;
-  int out_c = 0, in_c = 0, groups = 1;
+  int out_c = 0, in_c = 0, groups = 1, w_planes = 1;
   std::vector<int> kernel, stride, pad, dilation;
   bool relu = false;
   std::vector<std::uint8_t> weight, bias;   // float32 bytes / packed bits bytes
@@ -238,6 +239,44 @@ class Net {
     return v;
   }
 
+  // k-bit activation quantizer: Float -> Levels of `planes` planes, with an optional
+  // folded BatchNorm (dyadic scale/shift of either sign).
+  int quantize(int x, int planes, bool bn) {
+    int v = simple(fb::OpOptions::Quantize, {x}, vals[x].shape);
+    vals[v].planes = planes;
+    TOp& op = ops.back();
+    for (int c = 0; bn && c < vals[x].c(); ++c) {
+      op.scale.push_back(dyadic(1, 4) * (std::uniform_int_distribution<int>(0, 3)(rng_) ? 1.0f : -1.0f) / 4);
+      op.shift.push_back(dyadic(-4, 8) / 4);
+    }
+    return v;
+  }
+  // k-bit convolution: random weight levels of w_planes planes [C_out, p, KH, KW, words(C)],
+  // dyadic scale/shift.
+  int kconv(int x, int out_c, int k, int s, int p, int d, int w_planes, bool relu = false) {
+    const TVal xv = vals[x];
+    int v = simple(fb::OpOptions::KbitConv2D, {x},
+                   {1, out_c, out_dim(xv.h(), k, s, p, d), out_dim(xv.w(), k, s, p, d)});
+    TOp& op = ops.back();
+    op.out_c = out_c; op.in_c = xv.c(); op.relu = relu; op.w_planes = w_planes;
+    op.kernel = {k, k}; op.stride = {s, s}; op.pad = {p, p}; op.dilation = {d, d};
+    const std::int64_t wc = words_for_bits(xv.c());
+    std::vector<word_t> bits(static_cast<std::size_t>(out_c) * w_planes * k * k * wc, 0);
+    for (int o = 0; o < out_c; ++o)
+      for (int q = 0; q < w_planes; ++q)
+        for (int t = 0; t < k * k; ++t)
+          for (int c = 0; c < xv.c(); ++c)
+            if (std::uniform_int_distribution<int>(0, 1)(rng_))
+              bits[((static_cast<std::size_t>(o) * w_planes + q) * k * k + t) * wc + c / 64] |= word_t{1} << (c % 64);
+    op.weight.resize(bits.size() * 8);
+    std::memcpy(op.weight.data(), bits.data(), op.weight.size());
+    for (int o = 0; o < out_c; ++o) {
+      op.scale.push_back(dyadic(-8, 8) / 8);
+      op.shift.push_back(dyadic(-16, 16));
+    }
+    return v;
+  }
+
   int mean_abs(int x) { return simple(fb::OpOptions::MeanAbsChannels, {x}, {1, 1, vals[x].h(), vals[x].w()}); }
   int mul(int a, int b) { return simple(fb::OpOptions::Mul, {a, b}, vals[a].shape); }
 
@@ -246,8 +285,10 @@ class Net {
     flatbuffers::FlatBufferBuilder fbb;
     std::vector<flatbuffers::Offset<fb::Value>> fv;
     for (std::size_t i = 0; i < vals.size(); ++i) {
-      fv.push_back(fb::CreateValueDirect(fbb, ("v" + std::to_string(i)).c_str(), &vals[i].shape,
-                                         vals[i].bits ? fb::ValueKind::Bits : fb::ValueKind::Float));
+      const fb::ValueKind kind =
+          vals[i].planes ? fb::ValueKind::Levels : vals[i].bits ? fb::ValueKind::Bits : fb::ValueKind::Float;
+      fv.push_back(fb::CreateValueDirect(fbb, ("v" + std::to_string(i)).c_str(), &vals[i].shape, kind,
+                                         vals[i].planes));
     }
     std::vector<flatbuffers::Offset<fb::Op>> fo;
     for (const TOp& op : ops) {
@@ -291,6 +332,15 @@ class Net {
           break;
         case fb::OpOptions::MeanAbsChannels: opt = fb::CreateMeanAbsChannels(fbb).Union(); break;
         case fb::OpOptions::Mul: opt = fb::CreateMul(fbb).Union(); break;
+        case fb::OpOptions::Quantize:
+          opt = fb::CreateQuantizeDirect(fbb, op.scale.empty() ? nullptr : &op.scale,
+                                         op.shift.empty() ? nullptr : &op.shift).Union();
+          break;
+        case fb::OpOptions::KbitConv2D:
+          opt = fb::CreateKbitConv2DDirect(fbb, op.out_c, op.in_c, vec_or_null(op.kernel), vec_or_null(op.stride),
+                                           vec_or_null(op.pad), vec_or_null(op.dilation), op.w_planes, &op.weight,
+                                           &op.scale, &op.shift, act).Union();
+          break;
         default: break;
       }
       fo.push_back(fb::CreateOpDirect(fbb, op.name.c_str(), op.type, opt, &op.in, &op.out));
@@ -476,6 +526,47 @@ class Net {
         const T& b = v[op.in[1]];
         const bool bcast = vals[op.in[1]].c() == 1;
         for (std::size_t i = 0; i < y.size(); ++i) y[i] = x[i] * b[bcast ? i % (H * W) : i];
+        return y;
+      }
+      case fb::OpOptions::Quantize: {
+        // round(clip(scale * x + shift, 0, 1) * n) in float32, halves up; the value L / n
+        const double n = (1 << yv.planes) - 1;
+        for (int c = 0; c < C; ++c)
+          for (int p = 0; p < H * W; ++p) {
+            const float xf = static_cast<float>(x[c * H * W + p]);
+            const float z = op.scale.empty() ? xf : op.scale[c] * xf + op.shift[c];
+            const float cl = std::min(std::max(z, 0.0f), 1.0f);
+            y[c * H * W + p] = std::floor(static_cast<double>(cl * static_cast<float>(n)) + 0.5) / n;
+          }
+        return y;
+      }
+      case fb::OpOptions::KbitConv2D: {
+        // the activation values (+-1 or L / n) padded with -1, times the weight values
+        const int kh = op.kernel[0], kw = op.kernel[1], P = op.w_planes;
+        const std::int64_t wc = words_for_bits(C);
+        auto weight = [&](int o, int c, int i, int j) -> double {
+          int level = 0;
+          for (int q = 0; q < P; ++q) {
+            word_t wv;
+            std::memcpy(&wv, op.weight.data() + 8 * ((((static_cast<std::size_t>(o) * P + q) * kh + i) * kw + j) * wc + c / 64), 8);
+            level |= static_cast<int>((wv >> (c % 64)) & 1) << q;
+          }
+          return P == 1 ? 1.0 - 2.0 * level : 2.0 * level / ((1 << P) - 1) - 1.0;
+        };
+        for (int o = 0; o < OC; ++o)
+          for (int oy = 0; oy < OH; ++oy)
+            for (int ox = 0; ox < OW; ++ox) {
+              double s = 0;
+              for (int c = 0; c < C; ++c)
+                for (int i = 0; i < kh; ++i)
+                  for (int j = 0; j < kw; ++j) {
+                    const int iy = oy * op.stride[0] - op.pad[0] + i * op.dilation[0];
+                    const int ix = ox * op.stride[1] - op.pad[1] + j * op.dilation[1];
+                    const bool pad = iy < 0 || iy >= H || ix < 0 || ix >= W;
+                    s += (pad ? -1.0 : x[(static_cast<std::size_t>(c) * H + iy) * W + ix]) * weight(o, c, i, j);
+                  }
+              y[(static_cast<std::size_t>(o) * OH + oy) * OW + ox] = act(op.scale[o] * s + op.shift[o], op.relu);
+            }
         return y;
       }
       case fb::OpOptions::Flatten:

@@ -35,8 +35,9 @@ namespace bmx {
 // Model file format versions this reader understands (Model.version in the schema): files
 // of kMinFormatVersion .. kFormatVersion load. Writers record the lowest version that
 // expresses a model, so a model without the newer ops stays readable by older readers.
-// 2 adds BinaryDense, MeanAbsChannels, Mul (XNOR-Net scaling) and 2-D Bits values.
-constexpr std::uint32_t kFormatVersion = 2;
+// 2 adds BinaryDense, MeanAbsChannels, Mul (XNOR-Net scaling) and 2-D Bits values;
+// 3 adds Levels values (k-bit activations), Quantize and KbitConv2D.
+constexpr std::uint32_t kFormatVersion = 3;
 constexpr std::uint32_t kMinFormatVersion = 1;
 
 // Any error of the engine: a bad or unsupported model file, a bad argument.
