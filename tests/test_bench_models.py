@@ -67,6 +67,31 @@ def test_models_json_with_mxnet_counts_threads(capsys):
             assert isinstance(r[f"mxnet_{kind}_busy_threads"], int)  # a count (load-dependent)
 
 
+def test_models_kbit_row_against_the_one_bit_model(capsys):
+    """A ``:wWaA`` entry builds the zoo model with k-bit weights and activations (its file
+    holds Quantize and KbitConv2D) and the summary gives its time over the 1-bit one's."""
+    rc = bench.main(["models", "--json", "--models", "binarydensenet28", "binarydensenet28:w2a2",
+                     "--image", "32", "--threads", "1", "--repeat", "2", "--warmup", "0", "--no-mxnet"])
+    assert rc == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["models"] == ["binarydensenet28", "binarydensenet28:w2a2"]
+    ms = {r["model"]: r["bmx_ms"] for r in doc["results"]}
+    one, two = doc["summary"]
+    assert "vs_1bit" not in one
+    assert two["vs_1bit"]["1"] == pytest.approx(ms["binarydensenet28:w2a2"] / ms["binarydensenet28"])
+    # the 2-bit file is larger: 2 bits per conv weight
+    sizes = {r["model"]: r["model_bytes"] for r in doc["results"]}
+    assert sizes["binarydensenet28:w2a2"] > sizes["binarydensenet28"]
+
+
+@pytest.mark.parametrize("name, want", [("resnete18", ("resnete18", 1, 1)),
+                                        ("BinaryDenseNet28:W2A3", ("binarydensenet28", 2, 3)),
+                                        ("binarydensenet28:w5a2", None), ("binarydensenet28:w2", None),
+                                        ("binarydensenet28:", None)])
+def test_parse_model(name, want):
+    assert bench_models.parse_model(name) == want
+
+
 def test_mxnet_env_sets_every_thread_knob():
     env = bench_models._mxnet_env(2)
     for k in ("OMP_NUM_THREADS", "MXNET_OMP_MAX_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -76,6 +101,7 @@ def test_mxnet_env_sets_every_thread_knob():
 
 @pytest.mark.parametrize("argv, msg", [
     (["models", "--models", "nosuchnet"], "unknown model"),
+    (["models", "--models", "resnete18:w9a1"], "unknown model"),
     (["models", "--threads", "0"], ">= 1"),
     (["models", "--repeat", "0"], ">= 1"),
     (["models", "--warmup", "-1"], ">= 0"),

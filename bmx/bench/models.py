@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import sys
 
 import numpy as np
@@ -18,7 +19,7 @@ from .common import cpu_name, float_at_least, loadavg, time_runs
 from .gemm import gemm_rate
 
 #: networks measured by default (batch 1, 224x224)
-MODELS = ("resnete18", "binarydensenet28", "binarydensenet37", "meliusnet22")
+MODELS = ("resnete18", "binarydensenet28", "binarydensenet28:w2a2", "binarydensenet37", "meliusnet22")
 #: targets of whole networks: engine vs MXNet float twin at 1 thread, 2 threads vs 1 (bmx)
 MODEL_TARGET = 5.0
 MODEL_SCALING_TARGET = 1.7
@@ -48,7 +49,8 @@ def add_parser(sub):
     p.add_argument("--stat", choices=("median", "min"), default="median",
                    help="statistic over the runs: median (default) or min (least disturbed run)")
     p.add_argument("--models", nargs="+", default=list(MODELS), metavar="NAME",
-                   help="model zoo names (default: " + " ".join(MODELS) + ")")
+                   help="model zoo names, a suffix :wWaA for W-bit weights and A-bit activations "
+                        "(1 to 4; e.g. binarydensenet28:w2a2) (default: " + " ".join(MODELS) + ")")
     p.add_argument("--profile", action="store_true",
                    help="also report the engine's time per op kind and per-layer binary conv rates")
     p.add_argument("--no-mxnet", dest="mxnet", action="store_false",
@@ -75,12 +77,23 @@ def _randomize_bn(net, rng):
         elif name.endswith("gamma"):
             prm.set_data(mx.nd.array(rng.uniform(0.5, 1.5, shape).astype(np.float32)))
 
+def parse_model(name):
+    """``(zoo name, weight bits, activation bits)`` of a ``--models`` entry: a zoo name,
+    optionally with ``:wWaA`` (e.g. ``binarydensenet28:w2a2``); None when malformed."""
+    base, sep, bits = name.lower().partition(":")
+    if not sep:
+        return base, 1, 1
+    m = re.fullmatch(r"w([1-4])a([1-4])", bits)
+    return (base, int(m.group(1)), int(m.group(2))) if m else None
+
+
 def _build_net(name, binary, shape, seed):
     import mxnet as mx
     from ..model_zoo import get_model
     from ..model_zoo.common import default_initializer
     mx.random.seed(seed)
-    net = get_model(name) if binary else get_model(name, binary=False)
+    base, bits, bits_a = parse_model(name)
+    net = get_model(base, bits=bits, bits_a=bits_a) if binary else get_model(base, binary=False)
     net.initialize(default_initializer())
     net(mx.nd.zeros(shape))  # deferred shapes
     _randomize_bn(net, np.random.default_rng(seed))
@@ -202,9 +215,10 @@ def _check_models(names):
     """The zoo names of ``names``, lower-cased, duplicates dropped (order kept)."""
     from ..model_zoo import get_model_list
     known = get_model_list()
-    bad = [m for m in names if m.lower() not in known]
+    bad = [m for m in names if parse_model(m) is None or parse_model(m)[0] not in known]
     if bad:
-        raise UsageError(f"unknown model(s) {', '.join(bad)}; known: {', '.join(known)}")
+        raise UsageError(f"unknown model(s) {', '.join(bad)}; known: {', '.join(known)} "
+                         "(optionally with :wWaA, bits 1 to 4)")
     return list(dict.fromkeys(m.lower() for m in names))
 
 
@@ -305,6 +319,10 @@ def _models_summary(results, threads, base_t, with_mxnet):
             e["binary_vs_bmx"] = {str(t): rows[t]["binary_vs_bmx"] for t in threads}
             e["float_target"] = MODEL_TARGET
         e["bmx_scaling"] = {str(t): rows[t]["bmx_scaling"] for t in threads if t != base_t}
+        one_bit = {r["threads"]: r for r in results if r["model"] == parse_model(name)[0]}
+        if name != parse_model(name)[0] and one_bit:
+            # the k-bit model's time over the 1-bit one of the same architecture
+            e["vs_1bit"] = {str(t): rows[t]["bmx_ms"] / one_bit[t]["bmx_ms"] for t in threads}
         e["scaling_target"] = MODEL_SCALING_TARGET
         out.append(e)
     return out
@@ -317,17 +335,21 @@ def _print_models(doc, base_t, with_mxnet):
           f"load average {doc['load_average']['before']} -> {doc['load_average']['after']}")
     print("ms per image; x = MXNet time / bmx time; s = speed-up over "
           f"{base_t} thread(s); busy = threads that used >= 25% of the wall time")
-    head = f"{'model':<18}{'thr':>4}{'bmx ms':>9}{'s':>6}{'busy':>5}"
+    head = f"{'model':<23}{'thr':>4}{'bmx ms':>9}{'s':>6}{'busy':>5}"
     if with_mxnet:
         head += f"{'mx-float':>10}{'x':>7}{'busy':>5}{'mx-binary':>11}{'x':>7}{'busy':>5}"
     print(head)
     for r in doc["results"]:
-        line = (f"{r['model']:<18}{r['threads']:>4}{r['bmx_ms']:>9.2f}{r['bmx_scaling']:>6.2f}"
+        line = (f"{r['model']:<23}{r['threads']:>4}{r['bmx_ms']:>9.2f}{r['bmx_scaling']:>6.2f}"
                 f"{r['bmx_busy_threads']:>5}")
         if with_mxnet:
             line += (f"{r['mxnet_float_ms']:>10.2f}{r['float_vs_bmx']:>6.1f}x{r['mxnet_float_busy_threads']:>5}"
                      f"{r['mxnet_binary_ms']:>11.2f}{r['binary_vs_bmx']:>6.1f}x{r['mxnet_binary_busy_threads']:>5}")
         print(line)
+    for e in doc["summary"]:
+        if "vs_1bit" in e:
+            ratios = ", ".join(f"{v:.2f}x at {t} thread(s)" for t, v in e["vs_1bit"].items())
+            print(f"{e['model']}: {ratios} the time of {parse_model(e['model'])[0]} (1-bit)")
     print(f"\ntargets: bmx >= {MODEL_TARGET:g}x faster than the MXNet float twin at 1 thread; "
           f"2 threads >= {MODEL_SCALING_TARGET:g}x over 1 (binarydensenet28, resnete18)")
     for p in doc.get("profile", []):

@@ -34,6 +34,37 @@ void sign_pack__scalar(const float* in, std::int64_t pixels, std::int64_t c, std
   }
 }
 
+// Levels by thresholds: L = #{t in 1..n : u >= t - 0.5} for u = clip(v, 0, 1) * n is the
+// round-half-up of u (exact: t - 0.5 is a float), and for a count, bit i of L is the parity
+// of the thresholds t <= L that are multiples of 2^i: plane i = xor of those masks. The
+// unclipped v * n crosses the same thresholds (products are monotone; 1 * n = n).
+void level_planes(const word_t* masks, int planes, std::int64_t words, word_t* out) {
+  const int n = (1 << planes) - 1;
+  for (int i = 0; i < planes; ++i) {
+    word_t w = 0;
+    for (int t = 1 << i; t <= n; t += 1 << i) w ^= masks[t];
+    out[i * words] = w;
+  }
+}
+
+void level_pack__scalar(const float* in, std::int64_t pixels, std::int64_t c, std::int64_t in_ps, const float* scale,
+                        const float* shift, int planes, word_t* out) {
+  const std::int64_t words = words_for_bits(c);
+  const int n = (1 << planes) - 1;
+  for (std::int64_t p = 0; p < pixels; ++p) {
+    const float* x = in + p * in_ps;
+    for (std::int64_t j = 0; j < words; ++j) {
+      const std::int64_t c0 = j * kWordBits, c1 = std::min(c, c0 + kWordBits);
+      word_t masks[16] = {};
+      for (std::int64_t ch = c0; ch < c1; ++ch) {
+        const float u = (scale ? scale[ch] * x[ch] + shift[ch] : x[ch]) * static_cast<float>(n);
+        for (int t = 1; t <= n; ++t) masks[t] |= static_cast<word_t>(u >= t - 0.5f) << (ch - c0);
+      }
+      level_planes(masks, planes, words, out + p * planes * words + j);
+    }
+  }
+}
+
 }  // namespace kernels
 
 namespace {
@@ -63,6 +94,35 @@ const SignPackKernel& sign_pack_best_kernel() {
     return b;
   }();
   return *best;
+}
+
+const std::vector<LevelPackKernel>& level_pack_kernels() {
+  static const std::vector<LevelPackKernel> list = {
+      {"level_pack__scalar", &always, &kernels::level_pack__scalar},
+#if defined(BMX_ARCH_X86)
+      {"level_pack__avx2", &has_avx2, &kernels::level_pack__avx2},
+#endif
+  };
+  return list;
+}
+
+void level_pack(const float* in, std::int64_t pixels, std::int64_t c, std::int64_t in_ps, const float* scale,
+                const float* shift, int planes, word_t* out, ThreadPool* pool) {
+  if (pixels <= 0) return;
+  static const kernels::LevelPackFn fn = [] {
+    kernels::LevelPackFn best = level_pack_kernels().front().run;
+    for (const auto& k : level_pack_kernels())
+      if (k.available()) best = k.run;  // later entries are faster
+    return best;
+  }();
+  const std::int64_t stride = planes * words_for_bits(c);
+  if (!pool || pixels < 2 * 64) {
+    fn(in, pixels, c, in_ps, scale, shift, planes, out);
+    return;
+  }
+  parallel_for(pool, pixels, [&](std::int64_t p0, std::int64_t p1) {
+    fn(in + p0 * in_ps, p1 - p0, c, in_ps, scale, shift, planes, out + p0 * stride);
+  });
 }
 
 void sign_pack(const float* in, std::int64_t pixels, std::int64_t c, std::int64_t in_ps, const float* scale,

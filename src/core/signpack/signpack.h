@@ -28,4 +28,16 @@ const SignPackKernel& sign_pack_best_kernel();
 void sign_pack(const float* in, std::int64_t pixels, std::int64_t c, std::int64_t in_ps, const float* scale,
                const float* shift, word_t* out, ThreadPool* pool = nullptr);
 
+// k-bit activations (reference.h level_pack): L = round(clip(scale[c] * x + shift[c], 0, 1)
+// * (2^planes - 1)) as `planes` bit planes per pixel (planes * words_for_bits(c) words);
+// scale == nullptr: x itself. 1 <= planes <= 4.
+struct LevelPackKernel {
+  const char* name;     // "level_pack__avx2"
+  bool (*available)();
+  kernels::LevelPackFn run;
+};
+const std::vector<LevelPackKernel>& level_pack_kernels();
+void level_pack(const float* in, std::int64_t pixels, std::int64_t c, std::int64_t in_ps, const float* scale,
+                const float* shift, int planes, word_t* out, ThreadPool* pool = nullptr);
+
 }  // namespace bmx
