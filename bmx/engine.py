@@ -296,7 +296,7 @@ def list_sign_pack_kernels():
     return [(str(n), bool(a)) for n, a in _engine.list_sign_pack_kernels()]
 
 
-def kbit_gemm(a_planes, b_planes, kernel="auto", num_threads=1, k=None):
+def kbit_gemm(a_planes, b_planes, kernel="auto", num_threads=1, k=None, packed=False):
     """Zhou et al., DoReFa-Net (2016) / Bethge et al., BMXNet 2 (2019): k-bit GEMM by bit planes.
 
     Each element is an unsigned integer ``U = sum_i 2**i * plane_i`` held as bit planes
@@ -319,6 +319,10 @@ def kbit_gemm(a_planes, b_planes, kernel="auto", num_threads=1, k=None):
         Element count per row; when given, ``W`` must equal ``ceil(k / 64)`` and the bits
         past ``k`` of every plane must be 0 (checked). Without it the tail bits are trusted
         to be 0.
+    packed : bool, optional
+        Run ``b_planes`` through the kernel's packed panel layout (packed in this call, as
+        a model would pack its weights once); same results. Only for kernels with a
+        packed form.
 
     Returns
     -------
@@ -329,11 +333,12 @@ def kbit_gemm(a_planes, b_planes, kernel="auto", num_threads=1, k=None):
     ------
     ValueError
         Wrong dtype or rank, plane counts outside 1..4, unequal word counts, a ``W`` that
-        disagrees with ``k``, stray tail bits, rows long enough to overflow int32, or an
-        unknown or unavailable kernel.
+        disagrees with ``k``, stray tail bits, rows long enough to overflow int32, an
+        unknown or unavailable kernel, or ``packed`` for a kernel without a packed form.
     """
     return _engine.kbit_gemm(_as_array(a_planes, "a_planes"), _as_array(b_planes, "b_planes"), str(kernel),
-                             _as_int(num_threads, "num_threads"), None if k is None else _as_int(k, "k"))
+                             _as_int(num_threads, "num_threads"), None if k is None else _as_int(k, "k"),
+                             bool(packed))
 
 
 def list_kbit_kernels():

@@ -533,6 +533,39 @@ def test_kbit_gemm_threads_identical(kernel):
                                           err_msg=f"{kernel} threads={t} M={m} N={n} k={k} pa={pa} pb={pb}")
 
 
+def has_packed_form(kernel):
+    try:
+        engine.kbit_gemm(np.zeros((1, 1, 1), np.uint64), np.zeros((1, 1, 1), np.uint64), kernel=kernel, packed=True)
+        return True
+    except ValueError as e:
+        assert "no packed form" in str(e)
+        return False
+
+
+@pytest.mark.parametrize("kernel", KBIT_KERNELS)
+def test_kbit_gemm_packed_b(kernel):
+    """packed=True (B through kbgemm_pack_b / kbgemm_packed) against the integer oracle, on
+    1 and 3 threads, at awkward sizes and every plane count; kernels without a packed form
+    refuse it."""
+    if not has_packed_form(kernel):
+        with pytest.raises(ValueError, match="no packed form"):
+            engine.kbit_gemm(np.zeros((2, 2, 3), np.uint64), np.zeros((2, 2, 3), np.uint64), kernel=kernel,
+                             packed=True)
+        return
+    rng = np.random.default_rng(23)
+    for m, n, k, pa, pb in [(1, 1, 1, 1, 1), (7, 17, 129, 3, 2), (33, 3, 65, 4, 4), (65, 64, 576, 2, 2),
+                            (6, 49, 4608, 2, 1), (129, 15, 63, 1, 3), (9, 33, 127, 4, 2)]:
+        ua = rng.integers(0, 2**pa, (m, k), dtype=np.int64)
+        ub = rng.integers(0, 2**pb, (n, k), dtype=np.int64)
+        a, b = kbit_planes(ua, pa), kbit_planes(ub, pb)
+        for t in (1, 3):
+            np.testing.assert_array_equal(engine.kbit_gemm(a, b, kernel=kernel, num_threads=t, k=k, packed=True),
+                                          ua @ ub.T, err_msg=f"{kernel} packed M={m} N={n} k={k} pa={pa} pb={pb} "
+                                                             f"threads={t} seed=23")
+    z = engine.kbit_gemm(np.zeros((2, 1, 0), np.uint64), np.zeros((3, 4, 0), np.uint64), kernel=kernel, packed=True)
+    assert z.shape == (2, 3) and not z.any()
+
+
 def test_kbit_gemm_non_contiguous_and_empty():
     rng = np.random.default_rng(4)
     a = kbit_planes(rng.integers(0, 4, (20, 128)), 2)

@@ -210,10 +210,14 @@ void check_plane_tails(const U64Array& a, std::int64_t k, const char* what) {
            " has bits set beyond k = " + std::to_string(k) + " (tail bits must be 0)");
 }
 
+// packed: B through kbgemm_pack_b and kbgemm_packed (packed in this call; a test of the
+// packed path, which a model would pack once).
 py::array_t<std::int32_t> kbit_gemm(const py::array& a_in, const py::array& b_in, const std::string& kernel,
-                                    int num_threads, const py::object& k_obj) {
+                                    int num_threads, const py::object& k_obj, bool packed) {
   check_threads(num_threads);
   const KbgemmKernel& kern = kbgemm_kernel(kernel);  // ValueError names the known kernels
+  if (packed && !kern.run_packed)
+    fail("kbit_gemm: kernel '" + std::string(kern.name) + "' has no packed form (packed=True)");
   const U64Array a = as_planes(a_in, "kbit_gemm: a_planes");
   const U64Array b = as_planes(b_in, "kbit_gemm: b_planes");
   const std::int64_t m = a.shape(0), n = b.shape(0), words = a.shape(2);
@@ -239,7 +243,12 @@ py::array_t<std::int32_t> kbit_gemm(const py::array& a_in, const py::array& b_in
     py::gil_scoped_release nogil;
     PoolSlot& slot = pool_slot(num_threads);
     std::lock_guard<std::mutex> lk(slot.mu);
-    kbgemm(a.data(), pa * words, b.data(), pb * words, m, n, words, pa, pb, cp, n, slot.pool.get(), &kern);
+    if (packed) {
+      const std::vector<word_t> pbuf = kbgemm_pack_b(kern, b.data(), pb * words, n, words, pb);
+      kbgemm_packed(a.data(), pa * words, pbuf.data(), m, n, words, pa, pb, cp, n, slot.pool.get(), kern);
+    } else {
+      kbgemm(a.data(), pa * words, b.data(), pb * words, m, n, words, pa, pb, cp, n, slot.pool.get(), &kern);
+    }
   }
   return c;
 }
@@ -663,8 +672,9 @@ void bind_kernels(py::module_& m) {
       },
       "Every bgemm kernel compiled into this build as (name, available on this CPU).");
   m.def("kbit_gemm", &kbit_gemm, py::arg("a_planes"), py::arg("b_planes"), py::arg("kernel") = "auto",
-        py::arg("num_threads") = 1, py::arg("k") = py::none(),
-        "C[m, n] = sum_ij 2^(i+j) popcount(a_planes[m, i] & b_planes[n, j]) as int32 (k-bit bit-plane GEMM).");
+        py::arg("num_threads") = 1, py::arg("k") = py::none(), py::arg("packed") = false,
+        "C[m, n] = sum_ij 2^(i+j) popcount(a_planes[m, i] & b_planes[n, j]) as int32 (k-bit bit-plane GEMM); "
+        "packed=True runs B through the kernel's packed panel form (kernels with one only).");
   m.def(
       "list_kbit_kernels",
       [] {

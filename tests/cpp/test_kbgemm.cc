@@ -1,7 +1,8 @@
 // k-bit bit-plane GEMM: every kernel of the list that this CPU can run, bit-exact against
 // the naive reference at awkward sizes for every plane-count pair, through the dispatcher
 // with 1-3 threads, with strided operands, at the int32 limit, and against a plain integer
-// dot product of values whose bit planes the test packs itself.
+// dot product of values whose bit planes the test packs itself; kernels with a packed-B
+// form also through kbgemm_pack_b / kbgemm_packed and their run_packed sub-ranges.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -109,6 +110,13 @@ TEST(Kbgemm, EveryKernelBitExactAwkwardSizes) {
               kern.run(a.data(), lda, b.data(), ldb, 0, m, 0, n, w, pa, pb, got.data(), ldc);
               ASSERT_EQ(got, want) << kern.name << " M=" << m << " N=" << n << " k=" << k << " pa=" << pa
                                    << " pb=" << pb << " lda=" << lda << " ldb=" << ldb << " seed=" << seed;
+              if (!kern.run_packed) continue;
+              const auto packed = bmx::kbgemm_pack_b(kern, b.data(), ldb, n, w, pb);
+              ASSERT_EQ(static_cast<std::int64_t>(packed.size()), kern.packed_b_words(n, w, pb)) << kern.name;
+              std::fill(got.begin(), got.end(), -12345);
+              bmx::kbgemm_packed(a.data(), lda, packed.data(), m, n, w, pa, pb, got.data(), ldc, nullptr, kern);
+              ASSERT_EQ(got, want) << kern.name << " packed M=" << m << " N=" << n << " k=" << k << " pa=" << pa
+                                   << " pb=" << pb << " seed=" << seed;
             }
           }
   }
@@ -136,6 +144,51 @@ TEST(Kbgemm, SubRangesWriteOnlyTheirBlock) {
   }
 }
 
+TEST(Kbgemm, PackedSubRangesAndErrors) {
+  // run_packed on panel-aligned column ranges writes only its block; kernels without a
+  // packed form give an empty pack and a clear error; bad arguments raise as in kbgemm.
+  std::mt19937_64 rng(43);
+  const std::int64_t m = 37, n = 45, k = 700, w = bmx::words_for_bits(k), ldc = n + 3;
+  const int pa = 3, pb = 4;
+  const std::int64_t lda = pa * w + 2, ldb = pb * w + 1;
+  auto a = random_planes(m, pa, k, lda, rng);
+  auto b = random_planes(n, pb, k, ldb, rng);
+  std::vector<std::int32_t> want(static_cast<std::size_t>(m * ldc), -7);
+  bmx::ref::kbgemm(a.data(), lda, b.data(), ldb, 0, m, 0, n, w, pa, pb, want.data(), ldc);
+  for (const auto& kern : bmx::kbgemm_kernels()) {
+    if (!kern.available()) continue;
+    if (!kern.run_packed) {
+      EXPECT_TRUE(bmx::kbgemm_pack_b(kern, b.data(), ldb, n, w, pb).empty()) << kern.name;
+      EXPECT_THROW(bmx::kbgemm_packed(a.data(), lda, b.data(), m, n, w, pa, pb, want.data(), ldc, nullptr, kern),
+                   std::invalid_argument)
+          << kern.name;
+      continue;
+    }
+    ASSERT_GT(kern.panel, 0);
+    ASSERT_EQ(16 % kern.panel, 0) << kern.name;
+    const auto packed = bmx::kbgemm_pack_b(kern, b.data(), ldb, n, w, pb);
+    const std::int64_t n0 = kern.panel, n1 = std::min<std::int64_t>(n, 2 * kern.panel + 5);
+    std::vector<std::int32_t> got(static_cast<std::size_t>(m * ldc), -7);
+    kern.run_packed(a.data(), lda, packed.data(), 5, 30, n0, n1, w, pa, pb, got.data(), ldc);
+    for (std::int64_t i = 0; i < m; ++i)
+      for (std::int64_t j = 0; j < ldc; ++j) {
+        const bool inside = i >= 5 && i < 30 && j >= n0 && j < n1;
+        ASSERT_EQ(got[static_cast<std::size_t>(i * ldc + j)], inside ? want[static_cast<std::size_t>(i * ldc + j)] : -7)
+            << kern.name << " at " << i << "," << j << " seed=43";
+      }
+    std::int32_t c[4] = {};
+    EXPECT_THROW(bmx::kbgemm_pack_b(kern, b.data(), ldb, n, w, 5), std::invalid_argument);
+    EXPECT_THROW(bmx::kbgemm_pack_b(kern, b.data(), ldb, -1, w, pb), std::invalid_argument);
+    EXPECT_THROW(bmx::kbgemm_pack_b(kern, b.data(), pb * w - 1, n, w, pb), std::invalid_argument);
+    EXPECT_THROW(bmx::kbgemm_packed(a.data(), lda, packed.data(), 1, 1, w, 0, pb, c, 1, nullptr, kern),
+                 std::invalid_argument);
+    EXPECT_THROW(bmx::kbgemm_packed(a.data(), pa * w - 1, packed.data(), 1, 1, w, pa, pb, c, 1, nullptr, kern),
+                 std::invalid_argument);
+    EXPECT_THROW(bmx::kbgemm_packed(a.data(), lda, packed.data(), 1, 2, w, pa, pb, c, 1, nullptr, kern),
+                 std::invalid_argument);  // ldc < n
+  }
+}
+
 TEST(Kbgemm, ThreadsGiveIdenticalResults) {
   std::mt19937_64 rng(7);
   for (auto [m, n, k, pa, pb] : {std::tuple<std::int64_t, std::int64_t, std::int64_t, int, int>{64, 49, 2304, 2, 3},
@@ -155,6 +208,11 @@ TEST(Kbgemm, ThreadsGiveIdenticalResults) {
         bmx::kbgemm(a.data(), pa * w, b.data(), pb * w, m, n, w, pa, pb, got.data(), n, &pool, &kern);
         ASSERT_EQ(got, want) << kern.name << " threads=" << threads << " M=" << m << " N=" << n << " k=" << k
                              << " pa=" << pa << " pb=" << pb;
+        if (!kern.run_packed) continue;
+        const auto packed = bmx::kbgemm_pack_b(kern, b.data(), pb * w, n, w, pb);
+        std::fill(got.begin(), got.end(), 0);
+        bmx::kbgemm_packed(a.data(), pa * w, packed.data(), m, n, w, pa, pb, got.data(), n, &pool, kern);
+        ASSERT_EQ(got, want) << kern.name << " packed threads=" << threads << " M=" << m << " N=" << n;
       }
     }
   }
@@ -240,6 +298,11 @@ TEST(Kbgemm, ZeroWordsAndEmptyShapes) {
     if (!kern.available()) continue;
     kern.run(&dummy, 0, &dummy, 0, 0, 2, 0, 3, 0, 4, 4, c.data(), 3);
     for (auto v : c) EXPECT_EQ(v, 0) << kern.name;
+    if (!kern.run_packed) continue;
+    std::fill(c.begin(), c.end(), -1);
+    const auto packed = bmx::kbgemm_pack_b(kern, &dummy, 0, 3, 0, 4);
+    bmx::kbgemm_packed(&dummy, 0, packed.data(), 2, 3, 0, 4, 4, c.data(), 3, nullptr, kern);
+    for (auto v : c) EXPECT_EQ(v, 0) << kern.name << " packed";
   }
   bmx::kbgemm(&dummy, 1, &dummy, 1, 0, 5, 1, 1, 1, nullptr, 5);
   bmx::kbgemm(&dummy, 1, &dummy, 1, 5, 0, 1, 1, 1, nullptr, 0);

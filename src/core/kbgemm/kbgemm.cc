@@ -103,6 +103,9 @@ const std::vector<KbgemmKernel>& kbgemm_kernels() {
       {"kbgemm_2x4__popcnt", &has_popcnt, 15, &kernels::kbgemm_2x4__popcnt},
       {"kbgemm_2x4__avx2", &has_avx2, 20, &kernels::kbgemm_2x4__avx2},
       {"kbgemm_4x4__avx512", &has_avx512, 30, &kernels::kbgemm_4x4__avx512},
+      {"kbgemm_4x16__avx512", &has_avx512, 31, &kernels::kbgemm_4x16__avx512,
+       &kernels::kbgemm_4x16__avx512_packed_b_words, &kernels::kbgemm_4x16__avx512_pack_b,
+       &kernels::kbgemm_4x16__avx512_run_packed, 16},
 #endif
 #if defined(BMX_ARCH_ARM64) || defined(BMX_ARCH_ARM32)
       {"kbgemm_2x4__neon", &has_neon, 20, &kernels::kbgemm_2x4__neon},
@@ -120,9 +123,10 @@ std::int64_t kbgemm_max_words(int pa, int pb) {
 }
 
 namespace {
-constexpr std::int64_t kAlign = 16;  // a multiple of every kernel's tile
+constexpr std::int64_t kAlign = 16;  // a multiple of every kernel's tile and panel
 
-// The arguments of a threaded kbgemm, carried in the thread pool's job lines.
+// The arguments of a threaded kbgemm, carried in the thread pool's job lines; b is
+// packed_b when `packed`.
 struct KbgemmJob {
   const word_t* a = nullptr;
   const word_t* b = nullptr;
@@ -131,8 +135,15 @@ struct KbgemmJob {
   std::int64_t lda = 0, ldb = 0, ldc = 0, m = 0, n = 0, words = 0;
   std::int64_t parts = 0, tiles = 0;
   int pa = 0, pb = 0;
-  bool split_n = false;
+  bool split_n = false, packed = false;
 };
+
+void run_block(const KbgemmJob& j, std::int64_t m0, std::int64_t m1, std::int64_t n0, std::int64_t n1) {
+  if (j.packed)
+    j.kernel->run_packed(j.a, j.lda, j.b, m0, m1, n0, n1, j.words, j.pa, j.pb, j.c, j.ldc);
+  else
+    j.kernel->run(j.a, j.lda, j.b, j.ldb, m0, m1, n0, n1, j.words, j.pa, j.pb, j.c, j.ldc);
+}
 
 // Parts [p0, p1) of the split of M or N into `parts` tile-aligned ranges.
 void run_parts(const KbgemmJob& j, std::int64_t p0, std::int64_t p1) {
@@ -142,46 +153,87 @@ void run_parts(const KbgemmJob& j, std::int64_t p0, std::int64_t p1) {
     const std::int64_t hi = std::min(len, j.tiles * (p + 1) / j.parts * kAlign);
     if (lo >= hi) continue;
     if (j.split_n)
-      j.kernel->run(j.a, j.lda, j.b, j.ldb, 0, j.m, lo, hi, j.words, j.pa, j.pb, j.c, j.ldc);
+      run_block(j, 0, j.m, lo, hi);
     else
-      j.kernel->run(j.a, j.lda, j.b, j.ldb, lo, hi, 0, j.n, j.words, j.pa, j.pb, j.c, j.ldc);
+      run_block(j, lo, hi, 0, j.n);
   }
+}
+
+void check_words(std::int64_t words, int pa, int pb) {
+  if (words > kbgemm_max_words(pa, pb))
+    throw std::invalid_argument("kbgemm: " + std::to_string(words) + " words of " + std::to_string(pa) + " x " +
+                                std::to_string(pb) + " planes can overflow int32 (at most " +
+                                std::to_string(kbgemm_max_words(pa, pb)) + ")");
+}
+
+// Validation shared by kbgemm and kbgemm_packed (packed: B has no row stride to check).
+// False when there is nothing to compute.
+bool check_args(std::int64_t lda, std::int64_t ldb, bool packed, std::int64_t m, std::int64_t n, std::int64_t words, int pa,
+                int pb, std::int64_t ldc) {
+  check_planes(pa, pb, "kbgemm");
+  if (m < 0 || n < 0 || words < 0) throw std::invalid_argument("kbgemm: negative m, n or words");
+  check_words(words, pa, pb);
+  if (m == 0 || n == 0) return false;
+  if (lda < pa * words || (!packed && ldb < pb * words) || ldc < n)
+    throw std::invalid_argument("kbgemm: strides shorter than a row (lda >= pa * words, ldb >= pb * words, ldc >= n)");
+  return true;
+}
+
+// One call of the kernel, or threads over M or N (the larger) in tile-aligned ranges:
+// up to 4 per thread for large products (balance), each range keeping at least 128 rows
+// (every range re-reads the whole other operand), as bgemm() does.
+void run_job(KbgemmJob& job, ThreadPool* pool) {
+  const int threads = pool ? pool->num_threads() : 1;
+  const std::int64_t work = job.m * job.n * std::max<std::int64_t>(job.words, 1) * job.pa * job.pb;
+  // Below ~64 K binary MACs a thread hand-off costs more than it saves.
+  if (work < 1024 || threads <= 1) {
+    run_block(job, 0, job.m, 0, job.n);
+    return;
+  }
+  const std::int64_t split_len = std::max(job.m, job.n);
+  const std::int64_t per_thread =
+      work >= (std::int64_t{1} << 20) ? std::clamp<std::int64_t>(split_len / (threads * 128), 1, 4) : 1;
+  job.split_n = job.n >= job.m;
+  job.tiles = (split_len + kAlign - 1) / kAlign;
+  job.parts = std::min<std::int64_t>(job.tiles, threads * per_thread);
+  parallel_for_dynamic(pool, job.parts, 1, &run_parts, job);
 }
 }  // namespace
 
 void kbgemm(const word_t* a, std::int64_t lda, const word_t* b, std::int64_t ldb, std::int64_t m, std::int64_t n,
             std::int64_t words, int pa, int pb, std::int32_t* c, std::int64_t ldc, ThreadPool* pool,
             const KbgemmKernel* kernel) {
-  check_planes(pa, pb, "kbgemm");
-  if (m < 0 || n < 0 || words < 0) throw std::invalid_argument("kbgemm: negative m, n or words");
-  if (words > kbgemm_max_words(pa, pb))
-    throw std::invalid_argument("kbgemm: " + std::to_string(words) + " words of " + std::to_string(pa) + " x " +
-                                std::to_string(pb) + " planes can overflow int32 (at most " +
-                                std::to_string(kbgemm_max_words(pa, pb)) + ")");
-  if (m == 0 || n == 0) return;
-  if (lda < pa * words || ldb < pb * words || ldc < n)
-    throw std::invalid_argument("kbgemm: strides shorter than a row (lda >= pa * words, ldb >= pb * words, ldc >= n)");
-  const KbgemmKernel& k = kernel ? *kernel : kbgemm_kernel("auto");
-  const int threads = pool ? pool->num_threads() : 1;
-  const std::int64_t work = m * n * std::max<std::int64_t>(words, 1) * pa * pb;
-  // Below ~64 K binary MACs a thread hand-off costs more than it saves.
-  if (work < 1024 || threads <= 1) {
-    k.run(a, lda, b, ldb, 0, m, 0, n, words, pa, pb, c, ldc);
-    return;
-  }
-  // As bgemm(): the larger dimension in tile-aligned ranges, up to 4 per thread for large
-  // products (balance), each range keeping at least 128 rows (every range re-reads the
-  // whole other operand).
-  const std::int64_t split_len = std::max(m, n);
-  const std::int64_t per_thread =
-      work >= (std::int64_t{1} << 20) ? std::clamp<std::int64_t>(split_len / (threads * 128), 1, 4) : 1;
+  if (!check_args(lda, ldb, false, m, n, words, pa, pb, ldc)) return;
   KbgemmJob job;
   job.a = a, job.b = b, job.c = c, job.lda = lda, job.ldb = ldb, job.ldc = ldc;
-  job.m = m, job.n = n, job.words = words, job.pa = pa, job.pb = pb, job.kernel = &k;
-  job.split_n = n >= m;
-  job.tiles = (split_len + kAlign - 1) / kAlign;
-  job.parts = std::min<std::int64_t>(job.tiles, threads * per_thread);
-  parallel_for_dynamic(pool, job.parts, 1, &run_parts, job);
+  job.m = m, job.n = n, job.words = words, job.pa = pa, job.pb = pb;
+  job.kernel = kernel ? kernel : &kbgemm_kernel("auto");
+  run_job(job, pool);
+}
+
+std::vector<word_t> kbgemm_pack_b(const KbgemmKernel& k, const word_t* b, std::int64_t ldb, std::int64_t n,
+                                  std::int64_t words, int pb) {
+  check_planes(1, pb, "kbgemm_pack_b");
+  if (n < 0 || words < 0) throw std::invalid_argument("kbgemm_pack_b: negative n or words");
+  check_words(words, 1, pb);
+  if (n > 0 && ldb < pb * words) throw std::invalid_argument("kbgemm_pack_b: ldb shorter than pb * words");
+  if (!k.pack_b || !k.packed_b_words || !k.run_packed || k.panel <= 0) return {};
+  std::vector<word_t> out(static_cast<std::size_t>(k.packed_b_words(n, words, pb)));
+  if (n > 0) k.pack_b(b, ldb, n, words, pb, out.data());
+  return out;
+}
+
+void kbgemm_packed(const word_t* a, std::int64_t lda, const word_t* packed_b, std::int64_t m, std::int64_t n,
+                   std::int64_t words, int pa, int pb, std::int32_t* c, std::int64_t ldc, ThreadPool* pool,
+                   const KbgemmKernel& k) {
+  if (!k.run_packed || k.panel <= 0)
+    throw std::invalid_argument(std::string("kbgemm_packed: kernel '") + k.name + "' has no packed form");
+  if (!check_args(lda, 0, true, m, n, words, pa, pb, ldc)) return;
+  KbgemmJob job;
+  job.a = a, job.b = packed_b, job.c = c, job.lda = lda, job.ldc = ldc;
+  job.m = m, job.n = n, job.words = words, job.pa = pa, job.pb = pb;
+  job.kernel = &k, job.packed = true;
+  run_job(job, pool);
 }
 
 void kbit_row_sums(const word_t* a, std::int64_t lda, std::int64_t m, std::int64_t words, int pa,

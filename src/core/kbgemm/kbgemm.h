@@ -29,6 +29,19 @@ struct KbgemmKernel {
   void (*run)(const word_t* a, std::int64_t lda, const word_t* b, std::int64_t ldb, std::int64_t m0,
               std::int64_t m1, std::int64_t n0, std::int64_t n1, std::int64_t words, int pa, int pb,
               std::int32_t* c, std::int64_t ldc);
+  // Optional (nullptr when the kernel has none), as in BgemmKernel: B re-arranged once into
+  // the kernel's own layout (a model's weights, at load), so that run_packed skips the
+  // re-arrangement that run does on every call. packed_b_words(n, words, pb): size of
+  // pack_b's output for n rows of pb planes; run_packed: the contract of run with B given
+  // as pack_b's output for all its rows (same pb), and n0 a multiple of `panel`.
+  std::int64_t (*packed_b_words)(std::int64_t n, std::int64_t words, int pb) = nullptr;
+  void (*pack_b)(const word_t* b, std::int64_t ldb, std::int64_t n, std::int64_t words, int pb,
+                 word_t* out) = nullptr;
+  void (*run_packed)(const word_t* a, std::int64_t lda, const word_t* packed_b, std::int64_t m0, std::int64_t m1,
+                     std::int64_t n0, std::int64_t n1, std::int64_t words, int pa, int pb, std::int32_t* c,
+                     std::int64_t ldc) = nullptr;
+  // Panel width of pack_b (rows of B per panel, dividing 16); 0 when there is no packed form.
+  int panel = 0;
 };
 
 // Every kernel compiled into this build (reference first); available() says which run here.
@@ -47,6 +60,19 @@ std::int64_t kbgemm_max_words(int pa, int pb);
 void kbgemm(const word_t* a, std::int64_t lda, const word_t* b, std::int64_t ldb, std::int64_t m, std::int64_t n,
             std::int64_t words, int pa, int pb, std::int32_t* c, std::int64_t ldc, ThreadPool* pool = nullptr,
             const KbgemmKernel* kernel = nullptr);
+
+// B (n rows of pb planes, row stride ldb) in kernel k's packed layout, for kbgemm_packed;
+// empty when k has no packed form. Throws std::invalid_argument as kbgemm does for pb,
+// negative sizes or ldb < pb * words.
+std::vector<word_t> kbgemm_pack_b(const KbgemmKernel& k, const word_t* b, std::int64_t ldb, std::int64_t n,
+                                  std::int64_t words, int pb);
+
+// kbgemm with B given as kbgemm_pack_b(k, b, ldb, n, words, pb) (same k, n, words, pb):
+// same results, validation and threading; throws std::invalid_argument if k has no
+// packed form.
+void kbgemm_packed(const word_t* a, std::int64_t lda, const word_t* packed_b, std::int64_t m, std::int64_t n,
+                   std::int64_t words, int pa, int pb, std::int32_t* c, std::int64_t ldc, ThreadPool* pool,
+                   const KbgemmKernel& k);
 
 // out[r] = sum_i 2^i * popcount(plane i of row r) for the m rows of a (the row sums of
 // U_a); throws std::invalid_argument for pa outside [1, 4].

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 
+#include "core/kbgemm/blocking.h"
 #include "core/kbgemm/kernels.h"
 
 namespace bmx::kernels {
@@ -22,9 +23,16 @@ inline std::int64_t hsum64(__m256i v) {
   return _mm_cvtsi128_si64(s) + _mm_extract_epi64(s, 1);
 }
 
+// The register tile that blocking.h's loops call (MR x NR outputs).
 template <int MR, int NR>
-inline void tile(const word_t* a, std::int64_t lda, const word_t* b, std::int64_t ldb, std::int64_t words, int pa,
-                 int pb, std::int32_t* c, std::int64_t ldc) {
+struct Tile {
+  static void run(const word_t* a, std::int64_t lda, const word_t* b, std::int64_t ldb, std::int64_t words, int pa,
+                  int pb, std::int32_t* c, std::int64_t ldc);
+};
+
+template <int MR, int NR>
+inline void Tile<MR, NR>::run(const word_t* a, std::int64_t lda, const word_t* b, std::int64_t ldb,
+                              std::int64_t words, int pa, int pb, std::int32_t* c, std::int64_t ldc) {
   const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
                                        2, 3, 2, 3, 3, 4);
   const __m256i low4 = _mm256_set1_epi8(0x0f);
@@ -77,30 +85,11 @@ inline void tile(const word_t* a, std::int64_t lda, const word_t* b, std::int64_
     for (int s = 0; s < NR; ++s) c[r * ldc + s] = static_cast<std::int32_t>(hsum64(tot[r][s]));
 }
 
-template <int MR>
-inline void row_tiles(const word_t* a, std::int64_t lda, const word_t* b, std::int64_t ldb, std::int64_t j0,
-                      std::int64_t j1, std::int64_t words, int pa, int pb, std::int32_t* c, std::int64_t ldc) {
-  std::int64_t j = j0;
-  for (; j + 4 <= j1; j += 4) tile<MR, 4>(a, lda, b + j * ldb, ldb, words, pa, pb, c + j, ldc);
-  for (; j < j1; ++j) tile<MR, 1>(a, lda, b + j * ldb, ldb, words, pa, pb, c + j, ldc);
-}
-
 }  // namespace
 
 void kbgemm_2x4__avx2(BMX_KBGEMM_ARGS) {
-  if (m1 <= m0 || n1 <= n0) return;
-  const std::int64_t row_bytes = std::max<std::int64_t>(pa * words, 1) * 8;
   // A block of A rows (~128 KiB) stays in L2 while 4-row panels of B pass through L1.
-  const std::int64_t mc = std::max<std::int64_t>(2, (128 * 1024 / row_bytes) / 2 * 2);
-  for (std::int64_t mb = m0; mb < m1; mb += mc) {
-    const std::int64_t me = std::min(m1, mb + mc);
-    for (std::int64_t nb = n0; nb < n1; nb += 4) {
-      const std::int64_t ne = std::min(n1, nb + 4);
-      std::int64_t i = mb;
-      for (; i + 2 <= me; i += 2) row_tiles<2>(a + i * lda, lda, b, ldb, nb, ne, words, pa, pb, c + i * ldc, ldc);
-      for (; i < me; ++i) row_tiles<1>(a + i * lda, lda, b, ldb, nb, ne, words, pa, pb, c + i * ldc, ldc);
-    }
-  }
+  kbgemm_blocking::blocked<2, 4, Tile>(a, lda, b, ldb, m0, m1, n0, n1, words, pa, pb, c, ldc, 128 * 1024);
 }
 
 }  // namespace bmx::kernels

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 
+#include "core/kbgemm/blocking.h"
 #include "core/kbgemm/kernels.h"
 
 // GCC 12's AVX-512 headers build zero/undefined vectors in a way that trips
@@ -29,9 +30,16 @@ inline std::int64_t hsum(__m512i v) {
   return ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
 }
 
+// The register tile that blocking.h's loops call (MR x NR outputs).
 template <int MR, int NR>
-inline void tile(const word_t* a, std::int64_t lda, const word_t* b, std::int64_t ldb, std::int64_t words, int pa,
-                 int pb, std::int32_t* c, std::int64_t ldc) {
+struct Tile {
+  static void run(const word_t* a, std::int64_t lda, const word_t* b, std::int64_t ldb, std::int64_t words, int pa,
+                  int pb, std::int32_t* c, std::int64_t ldc);
+};
+
+template <int MR, int NR>
+inline void Tile<MR, NR>::run(const word_t* a, std::int64_t lda, const word_t* b, std::int64_t ldb,
+                              std::int64_t words, int pa, int pb, std::int32_t* c, std::int64_t ldc) {
   const std::int64_t full = words / kStepWords, rem = words % kStepWords;
   const __mmask8 mask = static_cast<__mmask8>((1u << rem) - 1);
   std::int64_t sum[MR][NR] = {};
@@ -67,30 +75,11 @@ inline void tile(const word_t* a, std::int64_t lda, const word_t* b, std::int64_
     for (int s = 0; s < NR; ++s) c[r * ldc + s] = static_cast<std::int32_t>(sum[r][s]);
 }
 
-template <int MR>
-inline void row_tiles(const word_t* a, std::int64_t lda, const word_t* b, std::int64_t ldb, std::int64_t j0,
-                      std::int64_t j1, std::int64_t words, int pa, int pb, std::int32_t* c, std::int64_t ldc) {
-  std::int64_t j = j0;
-  for (; j + 4 <= j1; j += 4) tile<MR, 4>(a, lda, b + j * ldb, ldb, words, pa, pb, c + j, ldc);
-  for (; j < j1; ++j) tile<MR, 1>(a, lda, b + j * ldb, ldb, words, pa, pb, c + j, ldc);
-}
-
 }  // namespace
 
 void kbgemm_4x4__avx512(BMX_KBGEMM_ARGS) {
-  if (m1 <= m0 || n1 <= n0) return;
-  const std::int64_t row_bytes = std::max<std::int64_t>(pa * words, 1) * 8;
-  // A block of A rows (~256 KiB) stays in L2 while each 4-row panel of B (L1) meets it.
-  const std::int64_t mc = std::max<std::int64_t>(4, (256 * 1024 / row_bytes) / 4 * 4);
-  for (std::int64_t mb = m0; mb < m1; mb += mc) {
-    const std::int64_t me = std::min(m1, mb + mc);
-    for (std::int64_t nb = n0; nb < n1; nb += 4) {
-      const std::int64_t ne = std::min(n1, nb + 4);
-      std::int64_t i = mb;
-      for (; i + 4 <= me; i += 4) row_tiles<4>(a + i * lda, lda, b, ldb, nb, ne, words, pa, pb, c + i * ldc, ldc);
-      for (; i < me; ++i) row_tiles<1>(a + i * lda, lda, b, ldb, nb, ne, words, pa, pb, c + i * ldc, ldc);
-    }
-  }
+  // A block of A rows (~256 KiB) stays in L2 while 4-row panels of B pass through L1.
+  kbgemm_blocking::blocked<4, 4, Tile>(a, lda, b, ldb, m0, m1, n0, n1, words, pa, pb, c, ldc, 256 * 1024);
 }
 
 }  // namespace bmx::kernels
