@@ -27,6 +27,8 @@ void level_pack__scalar(const float* in, std::int64_t pixels, std::int64_t c, st
 #if defined(BMX_ARCH_X86)
 void level_pack__avx2(const float* in, std::int64_t pixels, std::int64_t c, std::int64_t in_ps, const float* scale,
                       const float* shift, int planes, word_t* out);
+void level_pack__avx512(const float* in, std::int64_t pixels, std::int64_t c, std::int64_t in_ps, const float* scale,
+                        const float* shift, int planes, word_t* out);
 void sign_pack__avx2(const float* in, std::int64_t pixels, std::int64_t c, std::int64_t in_ps, const float* scale,
                      const float* shift, word_t* out);
 void sign_pack__avx512(const float* in, std::int64_t pixels, std::int64_t c, std::int64_t in_ps, const float* scale,

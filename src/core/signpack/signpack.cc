@@ -101,6 +101,7 @@ const std::vector<LevelPackKernel>& level_pack_kernels() {
       {"level_pack__scalar", &always, &kernels::level_pack__scalar},
 #if defined(BMX_ARCH_X86)
       {"level_pack__avx2", &has_avx2, &kernels::level_pack__avx2},
+      {"level_pack__avx512", &has_avx512f, &kernels::level_pack__avx512},
 #endif
   };
   return list;

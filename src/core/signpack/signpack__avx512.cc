@@ -56,4 +56,35 @@ void sign_pack__avx512(const float* in, std::int64_t pixels, std::int64_t c, std
   }
 }
 
+// k-bit levels (signpack.cc level_pack__scalar: thresholds t - 0.5 of u = v * n): 16
+// channels per compare, the mask register holding their bits; masked loads for the tail.
+void level_pack__avx512(const float* in, std::int64_t pixels, std::int64_t c, std::int64_t in_ps, const float* scale,
+                        const float* shift, int planes, word_t* out) {
+  const std::int64_t words = words_for_bits(c);
+  const int n = (1 << planes) - 1;
+  const __m512 nv = _mm512_set1_ps(static_cast<float>(n));
+  for (std::int64_t p = 0; p < pixels; ++p) {
+    const float* x = in + p * in_ps;
+    for (std::int64_t j = 0; j < words; ++j) {
+      word_t masks[16] = {};
+      for (int q = 0; q < 4; ++q) {
+        const std::int64_t ch = j * kWordBits + 16 * q;
+        if (ch >= c) break;
+        const __mmask16 live = static_cast<__mmask16>(c - ch >= 16 ? 0xffff : (1u << (c - ch)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(live, x + ch);
+        if (scale) {
+          v = _mm512_add_round_ps(_mm512_mul_round_ps(_mm512_maskz_loadu_ps(live, scale + ch), v, kRound),
+                                  _mm512_maskz_loadu_ps(live, shift + ch), kRound);
+        }
+        const __m512 u = _mm512_mul_round_ps(v, nv, kRound);
+        for (int t = 1; t <= n; ++t) {
+          const __mmask16 m = _mm512_mask_cmp_ps_mask(live, u, _mm512_set1_ps(t - 0.5f), _CMP_GE_OQ);
+          masks[t] |= static_cast<word_t>(_cvtmask16_u32(m)) << (16 * q);
+        }
+      }
+      level_planes(masks, planes, words, out + p * planes * words + j);
+    }
+  }
+}
+
 }  // namespace bmx::kernels

@@ -4,8 +4,9 @@
 // Bits input: am = -2, aa = 1; sign weights: wm = -2, wa = 1; DoReFa weights:
 // wm = 2/(2^p - 1), wa = -1), the dot product of a window is
 //   dot = am*wm * P + am*wa * SA + aa*wm * SW + aa*wa * K
-// with P = sum La*Lw (core/kbgemm: weighted popcounts of plane pairs), SA = sum La over
-// the window (kbit_row_sums), SW = sum Lw of the filter and K its size. The file's output
+// with P = sum La*Lw (core/kbgemm: weighted popcounts of plane pairs, the weights in the
+// kernel's packed panels), SA = sum La over the window (from each input pixel's level
+// sum), SW = sum Lw of the filter and K its size. The file's output
 // y = scale * dot + shift is folded at load into per-channel factors of P, SA and 1.
 // Padding: the file means the value -1. A Bits input pads with bit 1 (exactly -1); a
 // Levels input pads with level 0 (value 0) and each output pixel whose window reaches
@@ -13,6 +14,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/common/cpu.h"
 #include "core/common/scratch.h"
 #include "core/kbgemm/kbgemm.h"
 #include "runtime/check.h"
@@ -45,7 +47,7 @@ std::int64_t level_sum(const word_t* w, std::int64_t ps, std::int64_t words, int
 }
 
 // The per-channel factors of the output (see the top of the file): scale = factor of P,
-// b = factor of SA, shift = constant, w = [C_out][KH*KW] terms of the padded taps.
+// b = factor of SA, shift = constant, w = [KH*KW][C_out] terms of the padded taps.
 void prepare_factors(const fb::KbitConv2D* p, OpNode& op, const ValueInfo& x) {
   const Encoding a = act_encoding(x), wq = weight_encoding(op.w_planes);
   const std::int64_t wc = words_for_bits(x.c), taps = op.kh * op.kw, row = taps * wc;
@@ -61,7 +63,7 @@ void prepare_factors(const fb::KbitConv2D* p, OpNode& op, const ValueInfo& x) {
     for (std::int64_t k = 0; x.levels && k < taps; ++k) {
       // the -1 the file pads with, times the weights of this tap
       const double tap = wq.mul * level_sum(wr + k * wc, row, wc, op.w_planes) + wq.add * x.c;
-      op.w[c * taps + k] = static_cast<float>(-s * tap);
+      op.w[k * op.out_c + c] = static_cast<float>(-s * tap);
     }
   }
 }
@@ -103,6 +105,16 @@ void load(const fb::Op* fop, OpNode& op, const Graph& g, bool prepare) {
   op.wbits.resize(nwords);
   std::memcpy(op.wbits.data(), wb, nwords * 8);
   prepare_factors(p, op, x);
+  const std::vector<word_t> panels = kbgemm_pack_b(kbgemm_kernel("auto"), op.wbits.data(), op.w_planes * row,
+                                                   op.out_c, row, op.w_planes);
+  op.wpanels.resize(panels.size(), /*zero=*/false);
+  if (!panels.empty()) std::memcpy(op.wpanels.data(), panels.data(), panels.size() * sizeof(word_t));
+}
+
+// The work buffer holds each input pixel's level sum (int32, batch * H * W).
+std::size_t work_bytes(const OpNode& op, const Graph& g, int batch, int /*threads*/) {
+  const ValueInfo& x = g.values[op.in[0]];
+  return static_cast<std::size_t>(batch) * x.h * x.w * sizeof(std::int32_t);
 }
 
 struct Geometry {
@@ -111,46 +123,92 @@ struct Geometry {
 };
 
 // Rows [m0, m1) of the im2col matrix: per output pixel, per plane, the KH*KW taps of wc
-// words; padded taps hold level 0 (Levels) or bit 1 in every channel (Bits: -1).
+// words; padded taps hold level 0 (Levels) or bit 1 in every channel (Bits: -1). Fields
+// are copied to locals: the stores through `a` would otherwise make the compiler reload
+// them for every word.
 void im2col(const word_t* in, const Geometry& g, const OpNode& op, std::int64_t m0, std::int64_t m1, word_t* a) {
-  const word_t last = tail_mask(g.c);
+  const std::int64_t h = g.h, w = g.w, oh = g.oh, ow = g.ow, wc = g.wc, planes = g.planes, row = g.row;
+  const std::int64_t in_ps = g.in_ps, kh = op.kh, kw = op.kw, sh = op.sh, sw = op.sw, ph = op.ph, pw = op.pw;
+  const std::int64_t dh = op.dh, dw = op.dw;
+  const word_t last = tail_mask(g.c), fill = g.levels ? 0 : ~word_t{0}, fill_last = g.levels ? 0 : last;
   for (std::int64_t m = m0; m < m1; ++m) {
-    const std::int64_t n = m / (g.oh * g.ow), oy = m / g.ow % g.oh, ox = m % g.ow;
-    word_t* r = a + (m - m0) * g.planes * g.row;
-    for (std::int64_t i = 0; i < op.kh; ++i)
-      for (std::int64_t j = 0; j < op.kw; ++j) {
-        const std::int64_t y = oy * op.sh - op.ph + i * op.dh, xx = ox * op.sw - op.pw + j * op.dw;
-        const std::int64_t off = (i * op.kw + j) * g.wc;
-        const bool inside = y >= 0 && y < g.h && xx >= 0 && xx < g.w;
-        const word_t* src = in + ((n * g.h + y) * g.w + xx) * g.in_ps;
-        for (std::int64_t q = 0; q < g.planes; ++q) {
-          word_t* dst = r + q * g.row + off;
-          if (inside) {
-            std::memcpy(dst, src + q * g.wc, g.wc * sizeof(word_t));
-          } else {
-            for (std::int64_t k = 0; k < g.wc; ++k) dst[k] = g.levels ? 0 : (k + 1 < g.wc ? ~word_t{0} : last);
+    const std::int64_t n = m / (oh * ow), y0 = m / ow % oh * sh - ph, x0 = m % ow * sw - pw;
+    word_t* r = a + (m - m0) * planes * row;
+    for (std::int64_t i = 0; i < kh; ++i) {
+      const std::int64_t y = y0 + i * dh;
+      const bool y_in = y >= 0 && y < h;
+      const word_t* src_row = in + (n * h + (y_in ? y : 0)) * w * in_ps;
+      for (std::int64_t j = 0; j < kw; ++j) {
+        const std::int64_t x = x0 + j * dw;
+        word_t* dst = r + (i * kw + j) * wc;
+        if (y_in && x >= 0 && x < w) {
+          const word_t* src = src_row + x * in_ps;
+          for (std::int64_t q = 0; q < planes; ++q)
+            for (std::int64_t k = 0; k < wc; ++k) dst[q * row + k] = src[q * wc + k];
+        } else {
+          for (std::int64_t q = 0; q < planes; ++q) {
+            for (std::int64_t k = 0; k + 1 < wc; ++k) dst[q * row + k] = fill;
+            dst[q * row + wc - 1] = fill_last;
           }
         }
       }
+    }
   }
 }
 
-// The padded-tap correction of output pixel (oy, ox) for channel c (0 inside the map).
-float pad_correction(const OpNode& op, const Geometry& g, std::int64_t oy, std::int64_t ox, std::int64_t c) {
-  float s = 0.0f;
+// The padded-tap correction of output pixel (oy, ox) for every channel: the sum of the
+// rows of op.w of its taps that fall into the padding.
+void pad_correction(const OpNode& op, const Geometry& g, std::int64_t oy, std::int64_t ox, float* corr) {
+  const std::int64_t n = op.out_c;
+  std::fill(corr, corr + n, 0.0f);
   for (std::int64_t i = 0; i < op.kh; ++i) {
     const std::int64_t y = oy * op.sh - op.ph + i * op.dh;
     for (std::int64_t j = 0; j < op.kw; ++j) {
       const std::int64_t x = ox * op.sw - op.pw + j * op.dw;
-      if (y < 0 || y >= g.h || x < 0 || x >= g.w) s += op.w[c * op.kh * op.kw + i * op.kw + j];
+      if (y >= 0 && y < g.h && x >= 0 && x < g.w) continue;
+      const float* t = op.w.data() + (i * op.kw + j) * n;
+      for (std::int64_t ch = 0; ch < n; ++ch) corr[ch] += t[ch];
     }
   }
-  return s;
 }
 
 bool window_padded(const OpNode& op, const Geometry& g, std::int64_t oy, std::int64_t ox) {
   const std::int64_t y0 = oy * op.sh - op.ph, x0 = ox * op.sw - op.pw;
   return y0 < 0 || x0 < 0 || y0 + op.dh * (op.kh - 1) >= g.h || x0 + op.dw * (op.kw - 1) >= g.w;
+}
+
+// One output pixel: y = scale * P + b * SA + shift (+ corr, the padded taps' term, at the
+// border of a Levels input), then the ReLU.
+BMX_SIMD_CLONES void epilogue(const std::int32_t* p, float sa, const float* scale, const float* bsa,
+                              const float* shift, const float* corr, std::int64_t n, bool relu, float* o) {
+  for (std::int64_t ch = 0; ch < n; ++ch) o[ch] = scale[ch] * static_cast<float>(p[ch]) + bsa[ch] * sa + shift[ch];
+  if (corr)
+    for (std::int64_t ch = 0; ch < n; ++ch) o[ch] += corr[ch];
+  if (relu)
+    for (std::int64_t ch = 0; ch < n; ++ch) o[ch] = std::max(o[ch], 0.0f);
+}
+
+// Level sum of every input pixel (all planes, weighted 2^i), so that a window's SA is a
+// sum over its taps instead of popcounts of its im2col row.
+void pixel_sums(const word_t* in, const Geometry& g, std::int64_t pixels, std::int32_t* out, ThreadPool* pool) {
+  pfor(pool, pixels, 1024, [&](std::int64_t p0, std::int64_t p1) {
+    for (std::int64_t p = p0; p < p1; ++p)
+      out[p] = static_cast<std::int32_t>(level_sum(in + p * g.in_ps, g.wc, g.wc, static_cast<int>(g.planes)));
+  });
+}
+
+// SA of output pixel m: the level sums of its taps; a padded tap of a Bits input is -1 in
+// every channel (bit 1: C levels), of a Levels input level 0.
+std::int32_t window_sum(const std::int32_t* sums, const Geometry& g, const OpNode& op, std::int64_t m) {
+  const std::int64_t n = m / (g.oh * g.ow), oy = m / g.ow % g.oh, ox = m % g.ow;
+  std::int64_t s = 0;
+  for (std::int64_t i = 0; i < op.kh; ++i)
+    for (std::int64_t j = 0; j < op.kw; ++j) {
+      const std::int64_t y = oy * op.sh - op.ph + i * op.dh, x = ox * op.sw - op.pw + j * op.dw;
+      if (y >= 0 && y < g.h && x >= 0 && x < g.w) s += sums[(n * g.h + y) * g.w + x];
+      else if (!g.levels) s += g.c;
+    }
+  return static_cast<std::int32_t>(s);
 }
 
 void run(const RunContext& c, const OpNode& op) {
@@ -160,33 +218,37 @@ void run(const RunContext& c, const OpNode& op) {
   g.row = op.kh * op.kw * g.wc;
   const std::int64_t m = static_cast<std::int64_t>(c.batch) * y.h * y.w, n = op.out_c;
   const std::int64_t blocks = (m + kRowsPerBlock - 1) / kRowsPerBlock;
-  const KbgemmKernel& k = kbgemm_kernel("auto");
+  const KbgemmKernel& k = kbgemm_kernel("auto");  // the one the weights were packed for
   const word_t* in = c.wptr(op.in[0]);
+  std::int32_t* sums = reinterpret_cast<std::int32_t*>(c.work);
+  pixel_sums(in, g, static_cast<std::int64_t>(c.batch) * x.h * x.w, sums, c.pool);
   float* out = c.fptr(op.out);
-  const std::int64_t out_ps = c.ps(op.out);
+  const std::int64_t out_ps = c.ps(op.out), lda = g.planes * g.row;
+  const int pa = static_cast<int>(g.planes);
+  const float *scale = op.scale.data(), *bsa = op.b.data(), *shift = op.shift.data();
   pfor(c.pool, blocks, 1, [&](std::int64_t b0, std::int64_t b1) {
     thread_local ScratchBuffer<word_t> a_buf;
     thread_local ScratchBuffer<std::int32_t> c_buf;
-    word_t* a = a_buf.get(kRowsPerBlock * g.planes * g.row);
-    std::int32_t* acc = c_buf.get(kRowsPerBlock * (n + 1));
-    std::int32_t* sa = acc + kRowsPerBlock * n;
+    thread_local ScratchBuffer<float> corr_buf;
+    word_t* a = a_buf.get(kRowsPerBlock * lda);
+    std::int32_t* acc = c_buf.get(kRowsPerBlock * n);
+    float* corr = corr_buf.get(n);
     for (std::int64_t b = b0; b < b1; ++b) {
       const std::int64_t m0 = b * kRowsPerBlock, m1 = std::min(m, m0 + kRowsPerBlock);
       im2col(in, g, op, m0, m1, a);
-      k.run(a, g.planes * g.row, op.wbits.data(), op.w_planes * g.row, 0, m1 - m0, 0, n, g.row,
-            static_cast<int>(g.planes), op.w_planes, acc, n);
-      kbit_row_sums(a, g.planes * g.row, m1 - m0, g.row, static_cast<int>(g.planes), sa);
+      if (op.wpanels.empty()) {
+        k.run(a, lda, op.wbits.data(), op.w_planes * g.row, 0, m1 - m0, 0, n, g.row, pa, op.w_planes, acc, n);
+      } else {
+        k.run_packed(a, lda, op.wpanels.data(), 0, m1 - m0, 0, n, g.row, pa, op.w_planes, acc, n);
+      }
       for (std::int64_t r = m0; r < m1; ++r) {
         const std::int32_t* p = acc + (r - m0) * n;
-        const float s = static_cast<float>(sa[r - m0]);
+        const float s = static_cast<float>(window_sum(sums, g, op, r));
         float* o = out + r * out_ps;
-        for (std::int64_t ch = 0; ch < n; ++ch)
-          o[ch] = op.scale[ch] * static_cast<float>(p[ch]) + op.b[ch] * s + op.shift[ch];
         const std::int64_t oy = r / g.ow % g.oh, ox = r % g.ow;
-        if (g.levels && window_padded(op, g, oy, ox))
-          for (std::int64_t ch = 0; ch < n; ++ch) o[ch] += pad_correction(op, g, oy, ox, ch);
-        if (op.relu)
-          for (std::int64_t ch = 0; ch < n; ++ch) o[ch] = std::max(o[ch], 0.0f);
+        const bool border = g.levels && window_padded(op, g, oy, ox);
+        if (border) pad_correction(op, g, oy, ox, corr);
+        epilogue(p, s, scale, bsa, shift, border ? corr : nullptr, n, op.relu, o);
       }
     }
   });
@@ -194,6 +256,6 @@ void run(const RunContext& c, const OpNode& op) {
 
 }  // namespace
 
-const OpImpl kKbitConv2DOp = {&load, nullptr, &run};
+const OpImpl kKbitConv2DOp = {&load, &work_bytes, &run};
 
 }  // namespace bmx::rt
