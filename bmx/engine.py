@@ -296,6 +296,45 @@ def list_sign_pack_kernels():
     return [(str(n), bool(a)) for n, a in _engine.list_sign_pack_kernels()]
 
 
+def level_pack(x, scale, shift, planes, kernel="auto"):
+    """Zhou et al., DoReFa-Net (2016): the Quantize op, k-bit activations as bit planes.
+
+    Level ``L = round(clip(scale[c] * x[p, c] + shift[c], 0, 1) * (2**planes - 1))``
+    (float32 multiply, add, multiply, each rounded; halves rounded up; NaN gives 0); bit
+    ``i`` of ``L`` is plane ``i``, packed as :func:`pack_bits` packs the last axis.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``(pixels, channels)`` float32 rows.
+    scale, shift : numpy.ndarray
+        ``(channels,)`` float32.
+    planes : int
+        Bits per level, 1 to 4.
+    kernel : str
+        ``'auto'`` (the one the runtime uses here) or a name from
+        :func:`list_level_pack_kernels`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(pixels, planes, ceil(channels / 64))`` uint64.
+    """
+    return _engine.level_pack(_as_array(x, "x"), _as_array(scale, "scale"), _as_array(shift, "shift"),
+                              _as_int(planes, "planes"), str(kernel))
+
+
+def list_level_pack_kernels():
+    """Zhou et al., DoReFa-Net (2016): the k-bit level packing kernels of this build.
+
+    Returns
+    -------
+    list of (str, bool)
+        ``(name, available)``, portable kernel first; the runtime uses the last available one.
+    """
+    return [(str(n), bool(a)) for n, a in _engine.list_level_pack_kernels()]
+
+
 def kbit_gemm(a_planes, b_planes, kernel="auto", num_threads=1, k=None, packed=False):
     """Zhou et al., DoReFa-Net (2016) / Bethge et al., BMXNet 2 (2019): k-bit GEMM by bit planes.
 

@@ -117,6 +117,14 @@ MUTATIONS = [
       "Wt = np.transpose(np.asarray(W), (0, 2, 3, 1))", "Wt = np.transpose(np.asarray(W), (0, 3, 2, 1))",
       "binary filters stored transposed: "
       "test_converter::test_header_metadata_and_single_binary_conv_exact (bit positions)"),
+    M("dorefa_levels_truncated", "bmx/converter/build_kbit.py",
+      "L = np.clip(np.floor((wq + 1) * n / 2 + 0.5), 0, n)", "L = np.clip(np.floor((wq + 1) * n / 2), 0, n)",
+      "DoReFa weight levels truncated instead of rounded (the 1e-6 check then refuses most "
+      "nets): test_converter::test_kbit_conv_levels_weights_and_outputs"),
+    M("quant_fold_shift_dropped", "bmx/converter/passes.py",
+      'op.attrs["shift"] = src.attrs["shift"].copy()', 'op.attrs["shift"] = src.attrs["shift"].copy() * (op.kind == "sign")',
+      "BN -> k-bit quantizer folded without its shift: test_deploy_variants[act2]",
+      tests=["tests/test_deploy_variants.py"]),
     M("probe_sign_of_zero", "bmx/converter/build_blocks.py",
       "return np.where(x < 0, -1.0, 1.0).astype(np.float32)",
       "return np.where(x <= 0, -1.0, 1.0).astype(np.float32)",
@@ -166,6 +174,21 @@ MUTATIONS = [
       "average pool border windows divided by the wrong count: "
       "test_converter::test_pooling_windows_match_mxnet (engine vs MXNet per pooling form)",
       tests=["tests/test_converter.py"] + RUNTIME_TESTS),
+    M("kconv_pad_correction_dropped", "src/runtime/ops/kbit_conv2d.cc",
+      "epilogue(p, s, scale, bsa, shift, border ? corr : nullptr, n, op.relu, o);",
+      "epilogue(p, s, scale, bsa, shift, nullptr, n, op.relu, o);",
+      "k-bit conv on Levels ignores Gluon's -1 padding at the border: "
+      "test_converter::test_kbit_conv_levels_weights_and_outputs, test_deploy_variants[act2]",
+      tests=["tests/test_converter.py", "tests/test_deploy_variants.py"]),
+    M("kconv_bits_padding_not_counted", "src/runtime/ops/kbit_conv2d.cc",
+      "else if (!g.levels) s += g.c;", "else if (false) s += g.c;",
+      "k-bit conv on +-1 input drops the padded taps from its window sums: "
+      "test_converter::test_kbit_conv_levels_weights_and_outputs[1-2], test_deploy_variants[dorefa2]",
+      tests=["tests/test_converter.py", "tests/test_deploy_variants.py"]),
+    M("kconv_dorefa_offset_sign", "src/runtime/ops/kbit_conv2d.cc",
+      "Encoding{2.0 / ((1 << planes) - 1), -1.0}", "Encoding{2.0 / ((1 << planes) - 1), 1.0}",
+      "DoReFa weights decoded as 2 L / n + 1: test_converter::test_kbit_conv_levels_weights_and_outputs",
+      tests=["tests/test_converter.py"]),
     M("sign_shift_is_scale", "src/runtime/ops/sign.cc",
       "copy_floats(p->shift(), op.shift);", "copy_floats(p->scale(), op.shift);",
       "BN -> sign thresholds loaded with the wrong vector: every engine test with a folded "
@@ -212,6 +235,19 @@ MUTATIONS = [
     M("kbgemm_avx2_plane_weight", "src/core/kbgemm/kbgemm_2x4__avx2.cc",
       "const __m128i shift = _mm_cvtsi32_si128(p + q);", "const __m128i shift = _mm_cvtsi32_si128(p * q);",
       "k-bit GEMM weighs plane pair (p, q) by 2^(p*q): test_kernels::test_kbit_gemm* (kbgemm_2x4__avx2)"),
+    M("levelpack_avx512_tie_down", "src/core/signpack/signpack__avx512.cc",
+      "_mm512_mask_cmp_ps_mask(live, u, _mm512_set1_ps(t - 0.5f), _CMP_GE_OQ)",
+      "_mm512_mask_cmp_ps_mask(live, u, _mm512_set1_ps(t - 0.5f), _CMP_GT_OQ)",
+      "k-bit activations round halves down in the AVX-512 level kernel (AVX-512 CPUs only): "
+      "test_kernels::test_level_pack_kernels_vs_numpy (exact ties), "
+      "test_converter::test_kbit_conv_levels_weights_and_outputs (levels vs Gluon)",
+      tests=["tests/test_kernels.py", "tests/test_converter.py"]),
+    M("levelpack_avx2_tie_down", "src/core/signpack/signpack__avx2.cc",
+      "_mm256_cmp_ps(u, _mm256_set1_ps(t - 0.5f), _CMP_GE_OQ)",
+      "_mm256_cmp_ps(u, _mm256_set1_ps(t - 0.5f), _CMP_GT_OQ)",
+      "k-bit activations round halves down in the AVX2 level kernel: "
+      "test_kernels::test_level_pack_kernels_vs_numpy[level_pack__avx2] (exact ties)",
+      tests=["tests/test_kernels.py"]),
     M("signpack_avx2_threshold_le", "src/core/signpack/signpack__avx2.cc",
       "_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_LT_OQ));",
       "_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_LE_OQ));",

@@ -647,6 +647,9 @@ def test_kbit_conv_levels_weights_and_outputs(bits_a, bits_w):
             nn.Flatten())
     _init(net, shape)
     x = _x(shape) * 0.7 + 0.4  # mostly inside [0, 1], where the levels differ
+    # exact rounding ties of x * (2^k - 1) (0.5 and 1.5 for 2 bits, 0.5 for 4): halves go up
+    x.reshape(-1)[::7] = np.float32(1 / 6) if bits_a == 2 else np.float32(1 / 30)
+    x.reshape(-1)[3::7] = np.float32(0.5)
     data = convert(net, shape)
     m = read_model(data)
     assert m["version"] == 3 == bmx.engine.FORMAT_VERSION

@@ -18,6 +18,7 @@ K_VALUES = [1, 63, 64, 65, 127, 128, 129, 4608]
 MN_VALUES = [1, 3, 7, 17, 33]
 
 SIGN_PACK_KERNELS = [name for name, ok in engine.list_sign_pack_kernels() if ok]
+LEVEL_PACK_KERNELS = [name for name, ok in engine.list_level_pack_kernels() if ok]
 
 
 def pm1(rng, shape):
@@ -80,6 +81,47 @@ def test_sign_pack_kernels_vs_numpy(kernel, c):
     got = engine.sign_pack(x, scale, shift, kernel=kernel)
     assert got.dtype == np.uint64 and got.shape == (pixels, convention.words_for_bits(c))
     np.testing.assert_array_equal(got, want, err_msg=f"kernel={kernel} seed={seed}")
+
+
+@pytest.mark.parametrize("kernel", LEVEL_PACK_KERNELS)
+@pytest.mark.parametrize("planes", [1, 2, 3, 4])
+@pytest.mark.parametrize("c", [1, 15, 16, 17, 63, 64, 65, 129])
+def test_level_pack_kernels_vs_numpy(kernel, planes, c):
+    """k-bit levels: every kernel equals numpy's round-half-up of float32
+    ``clip(scale * x + shift, 0, 1) * n``, with many exact ties (scale 1, shift 0,
+    x = (t + 1/2) / n for the n of every plane count), the clip borders, NaN and +-inf."""
+    seed = 7100 + 8 * c + planes
+    rng = np.random.default_rng(seed)
+    pixels = 10
+    scale = rng.uniform(0.5, 2.0, c).astype(np.float32)
+    shift = rng.uniform(-0.5, 0.5, c).astype(np.float32)
+    x = rng.uniform(-0.5, 1.5, (pixels, c)).astype(np.float32)
+    ties = rng.random(c) < 0.5
+    scale[ties], shift[ties] = 1.0, 0.0
+    n_any = rng.choice([1, 3, 7, 15], (pixels, c))
+    tie_x = ((rng.integers(0, 16, (pixels, c)) % n_any + 0.5) / n_any).astype(np.float32)
+    x[:, ties] = tie_x[:, ties]
+    x[-1, :] = np.nan
+    x[-2, :] = np.float32(np.inf) * rng.choice([-1.0, 1.0], c).astype(np.float32)
+    n = np.float32(2 ** planes - 1)
+    v = scale * x + shift
+    u = np.where(v > 0, np.minimum(v, np.float32(1)), np.float32(0)) * n  # NaN -> 0
+    levels = convention.round_half_away(u).astype(np.int64)
+    want = convention.pack_levels(levels, planes)
+    got = engine.level_pack(x, scale, shift, planes, kernel=kernel)
+    assert got.dtype == np.uint64 and got.shape == (pixels, planes, convention.words_for_bits(c))
+    np.testing.assert_array_equal(got, want, err_msg=f"kernel={kernel} seed={seed}")
+
+
+def test_level_pack_errors():
+    x = np.zeros((2, 3), np.float32)
+    s = np.ones(3, np.float32)
+    with pytest.raises(ValueError, match="unknown kernel 'nope'"):
+        engine.level_pack(x, s, s, 2, kernel="nope")
+    with pytest.raises(ValueError, match="planes must be in"):
+        engine.level_pack(x, s, s, 5)
+    with pytest.raises(ValueError, match="length 3"):
+        engine.level_pack(x, s[:2], s, 2)
 
 
 def test_sign_pack_errors():

@@ -621,6 +621,32 @@ py::array_t<word_t> sign_pack_named(py::array_t<float, py::array::c_style> x, py
   return out;
 }
 
+// One k-bit level-pack kernel by name on (pixels, c) float32 rows: the levels
+// round(clip(scale * x + shift, 0, 1) * (2^planes - 1)) as (pixels, planes, words) planes.
+py::array_t<word_t> level_pack_named(py::array_t<float, py::array::c_style> x, py::array_t<float, py::array::c_style> scale,
+                                     py::array_t<float, py::array::c_style> shift, int planes, const std::string& kernel) {
+  if (x.ndim() != 2) fail("level_pack: expected a 2-D float32 array (pixels, channels)");
+  const std::int64_t pixels = x.shape(0), c = x.shape(1);
+  if (scale.ndim() != 1 || scale.shape(0) != c || shift.ndim() != 1 || shift.shape(0) != c)
+    fail("level_pack: scale and shift must be 1-D float32 arrays of length " + std::to_string(c));
+  if (planes < 1 || planes > kMaxKbitPlanes) fail("level_pack: planes must be in [1, 4]");
+  const LevelPackKernel* k = nullptr;
+  std::string known;
+  for (const auto& cand : level_pack_kernels()) {
+    known += std::string(known.empty() ? "" : ", ") + cand.name;
+    if (kernel == cand.name || (kernel == "auto" && cand.available())) k = &cand;  // auto: the last available
+  }
+  if (!k) fail("level_pack: unknown kernel '" + kernel + "' (known: auto, " + known + ")");
+  if (!k->available()) fail(std::string("level_pack: kernel ") + k->name + " does not run on this CPU");
+  py::array_t<word_t> out({static_cast<py::ssize_t>(pixels), static_cast<py::ssize_t>(planes),
+                           static_cast<py::ssize_t>(words_for_bits(c))});
+  {
+    py::gil_scoped_release nogil;
+    k->run(x.data(), pixels, c, c, scale.data(), shift.data(), planes, out.mutable_data());
+  }
+  return out;
+}
+
 }  // namespace
 
 void bind_kernels(py::module_& m) {
@@ -693,6 +719,16 @@ void bind_kernels(py::module_& m) {
       "Every fused BatchNorm + sign + packing kernel compiled into this build as (name, available).");
   m.def("sign_pack", &sign_pack_named, py::arg("x"), py::arg("scale"), py::arg("shift"), py::arg("kernel") = "auto",
         "Bits (scale * x + shift < 0) of (pixels, c) float32 rows packed into uint64 words, by one named kernel.");
+  m.def(
+      "list_level_pack_kernels",
+      [] {
+        std::vector<std::tuple<std::string, bool>> out;
+        for (const auto& k : level_pack_kernels()) out.emplace_back(k.name, k.available());
+        return out;
+      },
+      "Every k-bit level packing kernel compiled into this build as (name, available).");
+  m.def("level_pack", &level_pack_named, py::arg("x"), py::arg("scale"), py::arg("shift"), py::arg("planes"),
+        py::arg("kernel") = "auto", "k-bit levels of (pixels, c) float32 rows as bit planes, by one named kernel.");
   m.def(
       "auto_kernel", [] { return std::string(bgemm_kernel("auto").name); },
       "Name of the kernel that kernel='auto' dispatches to on this CPU.");
