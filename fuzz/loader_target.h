@@ -35,8 +35,9 @@ constexpr std::size_t kMaxArenaBytes = 64u << 20;    // activations at batch 1
   std::abort();
 }
 
-// Rough cost of one predict() at batch 1: float MACs, binary MACs / 32, data movement
-// (the element count of inputs and output: the linear ops, e.g. MeanAbsChannels and Mul).
+// Rough cost of one predict() at batch 1: float MACs, binary MACs / 32 (a k-bit conv does
+// a binary conv's work per pair of activation and weight planes), data movement (the
+// element count of inputs and output: the linear ops, e.g. MeanAbsChannels, Mul, Quantize).
 inline double predict_cost(const rt::Graph& g) {
   double macs = 0;
   for (const rt::OpNode& op : g.ops) {
@@ -49,6 +50,9 @@ inline double predict_cost(const rt::Graph& g) {
         break;
       case rt::OpType::BinaryConv2D:
         macs += out * (x.c / op.groups) * op.kh * op.kw / 32.0 + out * op.kh * op.kw;
+        break;
+      case rt::OpType::KbitConv2D:
+        macs += out * x.c * op.kh * op.kw * x.planes * op.w_planes / 32.0 + out * op.kh * op.kw;
         break;
       case rt::OpType::Pool2D:
         macs += out * op.kh * op.kw;

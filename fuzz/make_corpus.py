@@ -1,12 +1,14 @@
 """Seed corpus for the model-loader fuzzer (fuzz/fuzz_loader.cc).
 
 Converts small members of the model zoo (the zoo's own constructors and blocks, thumbnail
-stem, 16x16 and 32x32 inputs, BatchNorm statistics randomised so no fold is trivial) and
-two tiny format-version-2 nets, a binary classifier (binary dense layers on 4-D and 2-D
-values) and an XNOR-Net convolution, with ``bmx.convert``, then writes hand-mutated
+stem, 16x16 and 32x32 inputs, BatchNorm statistics randomised so no fold is trivial), two
+tiny format-version-2 nets, a binary classifier (binary dense layers on 4-D and 2-D
+values) and an XNOR-Net convolution, and two tiny version-3 nets, k-bit activations into
+k-bit convolutions (Quantize -> KbitConv2D, twice) and a sign activation into a k-bit
+weight convolution (Sign -> KbitConv2D), with ``bmx.convert``, then writes hand-mutated
 variants of the smallest zoo model: truncations, a wrong file identifier, unknown format
 versions, an all-zero body, and byte flips in the header, the tables and the weights; and
-the two version-2 nets labelled version 1. Deterministic (fixed seeds).
+each version-2 or -3 net labelled one version lower. Deterministic (fixed seeds).
 
 Usage: python fuzz/make_corpus.py OUT_DIR [--full]
   --full  also converts the named zoo models (binarydensenet28, resnete18, meliusnet22)
@@ -104,15 +106,53 @@ def convert_xnor_net(seed, hw=8, classes=10):
     return bmx.convert(net, input_shape=(1, 3, hw, hw))
 
 
-def _expect_version_2(data, ops):
-    """The seed is the version-2 file it is meant to be: it loads, says version 2 and has `ops`."""
+def convert_kbit_net(seed, hw=8, classes=10):
+    """A float conv stem, then 2-bit activations into a 2-bit DoReFa conv and 4-bit
+    activations into a strided 3-bit one (Quantize with the BatchNorms folded ->
+    KbitConv2D, format version 3: Levels of 2 and 4 planes), global pooling and a float
+    classifier."""
+    import mxnet as mx
+    from mxnet.gluon import nn
+    import bmx
+    from bmx import model_zoo
+    mx.random.seed(seed)
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(16, 3, padding=1), nn.BatchNorm(), bmx.nn.QActivation(bits=2),
+            bmx.nn.QConv2D(16, 3, padding=1, bits=2), nn.BatchNorm(), bmx.nn.QActivation(bits=4),
+            bmx.nn.QConv2D(8, 3, strides=2, padding=1, bits=3), nn.BatchNorm(), nn.GlobalAvgPool2D(),
+            nn.Dense(classes))
+    net.initialize(model_zoo.default_initializer())
+    net(mx.nd.zeros((1, 3, hw, hw)))
+    _randomise_bn(net, np.random.default_rng(seed))
+    return bmx.convert(net, input_shape=(1, 3, hw, hw))
+
+
+def convert_sign_kbit_net(seed, hw=8, classes=10):
+    """A float conv stem, then sign activations into a 3-bit DoReFa conv (Sign ->
+    KbitConv2D on Bits, format version 3), global pooling and a float classifier."""
+    import mxnet as mx
+    from mxnet.gluon import nn
+    import bmx
+    from bmx import model_zoo
+    mx.random.seed(seed)
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(16, 3, padding=1), nn.BatchNorm(), bmx.nn.QActivation(),
+            bmx.nn.QConv2D(8, 3, padding=1, bits=3), nn.BatchNorm(), nn.GlobalAvgPool2D(), nn.Dense(classes))
+    net.initialize(model_zoo.default_initializer())
+    net(mx.nd.zeros((1, 3, hw, hw)))
+    _randomise_bn(net, np.random.default_rng(seed))
+    return bmx.convert(net, input_shape=(1, 3, hw, hw))
+
+
+def _expect_version(data, version, ops):
+    """The seed is the file it is meant to be: it loads, says `version` and has `ops`."""
     from bmx import engine
     from bmx.modelfile import read_model
     engine.validate_model(data)
     m = read_model(data)
     missing = set(ops) - {op["type"] for op in m["ops"]}
-    if m["version"] != 2 or missing:
-        raise SystemExit(f"expected a version-2 file with {sorted(ops)}, got version {m['version']} "
+    if m["version"] != version or missing:
+        raise SystemExit(f"expected a version-{version} file with {sorted(ops)}, got version {m['version']} "
                          f"without {sorted(missing)}")
 
 
@@ -175,16 +215,20 @@ def main(argv=None):
         with open(os.path.join(args.out, f"mut_{name}.bmx"), "wb") as f:
             f.write(data)
     print(f"{len(mutations(base))} mutated variants of a {len(base)}-byte model")
-    # Version-2 seeds, each also labelled version 1 (refused: it uses what version 2 added)
-    for name, convert, seed, ops in (("binary_classifier_6", convert_binary_classifier, 150, ["BinaryDense"]),
-                                     ("xnor_net_8", convert_xnor_net, 160, ["MeanAbsChannels", "Mul"])):
+    # Seeds of versions 2 and 3, each also labelled one version lower (refused: it uses
+    # what its version added)
+    for name, convert, seed, version, ops in (
+            ("binary_classifier_6", convert_binary_classifier, 150, 2, ["BinaryDense"]),
+            ("xnor_net_8", convert_xnor_net, 160, 2, ["MeanAbsChannels", "Mul"]),
+            ("kbit_net_8", convert_kbit_net, 170, 3, ["Quantize", "KbitConv2D"]),
+            ("sign_kbit_net_8", convert_sign_kbit_net, 180, 3, ["Sign", "KbitConv2D"])):
         data = convert(seed=seed)
-        _expect_version_2(data, ops)
+        _expect_version(data, version, ops)
         with open(os.path.join(args.out, f"{name}.bmx"), "wb") as f:
             f.write(data)
-        with open(os.path.join(args.out, f"mut_{name}_version_1.bmx"), "wb") as f:
-            f.write(with_version(data, 1))
-        print(f"{name}.bmx: {len(data)} bytes (and labelled version 1)")
+        with open(os.path.join(args.out, f"mut_{name}_version_{version - 1}.bmx"), "wb") as f:
+            f.write(with_version(data, version - 1))
+        print(f"{name}.bmx: {len(data)} bytes (and labelled version {version - 1})")
     if args.full:
         for i, (name, hw) in enumerate(FULL.items()):
             data = convert_one(name, {}, hw, seed=200 + i)

@@ -14,29 +14,37 @@ Every file is one fault away from a valid base model (:func:`base_model`: 13 ops
 each kind of format version 1, 3x4x4 input, 3 classes, written as version 1), from the
 version-2 bases of :func:`bdense_model` (BinaryDense on 4-D Bits of 70 channels, then a
 2-D Sign -> BinaryDense chain) and :func:`xnor_model` (an XNOR-Net convolution as the
-converter writes it: Sign -> BinaryConv2D, MeanAbsChannels -> Pool2D avg, Mul), from a
-prefix of their ops (also valid, and smaller) or from a two- or three-value model built
-for one bound (sizes that overflow, reductions that are too large). A few files must load
-(``"error": "none"``): a version-2 label on a model without version-2 ops, and the
-BinaryDense and XNOR bases. The bases are written directly with the FlatBuffers builder
-and the generated code in ``bmx/fb/`` (no MXNet), with weights that are multiples of 1/8
-(and, for the XNOR base, an input whose averages divide exactly: :func:`xnor_input`), so
-the engine's output equals ``bmx.modelfile.run_model``'s exactly; the replay tests check that every model the files come from loads and runs, so
-each file's failure is its own fault. The expected messages are written from the loader's
-source, not recorded from its output.
+converter writes it: Sign -> BinaryConv2D, MeanAbsChannels -> Pool2D avg, Mul), from the
+version-3 base of :func:`kbit_model` (Quantize -> Levels(2) -> KbitConv2D with 2 weight
+planes, Sign -> KbitConv2D with 3, padded), from a prefix of their ops (also valid, and
+smaller) or from a two- or three-value model built for one bound (sizes that overflow,
+reductions that are too large). A few files must load (``"error": "none"``): labels 2 to
+FORMAT_VERSION on a model without newer ops, the BinaryDense, XNOR and k-bit bases and a
+few k-bit boundary values. The bases are written directly with the FlatBuffers builder and
+the generated code in ``bmx/fb/`` (no MXNet), with weights that are multiples of 1/8 (and,
+for the XNOR base, an input whose averages divide exactly: :func:`xnor_input`), so the
+engine's output equals ``bmx.modelfile.run_model``'s exactly, except after a KbitConv2D
+(levels L/3 and weights 2L/3 - 1 are not dyadic: equal to float32 rounding); the replay
+tests check that every model the files come from loads and runs, so each file's failure is
+its own fault. The expected messages are written from the loader's source, not recorded
+from its output; the format versions and the plane bound are read from the C++ headers.
 
 Groups of files (name prefixes): ``buf_`` buffer size and identifier; ``trunc_``,
 ``flip_`` and ``corrupt_`` truncations, single-bit flips and overwritten words of a valid
 file that FlatBuffers verification rejects (positions found by walking the buffer, so each
 hits a known offset, length, alignment or string terminator); ``model_`` version (0,
-absent, the future FORMAT_VERSION + 1, 2^32 - 1; 2 loads), values, inputs/outputs, ops,
-output, num_classes, mean/std; ``op_`` the per-op checks shared by every op (type,
-options, arity of the lists, indices, order); then one prefix per op kind (``conv_``,
-``bconv_``, ``sign_``, ``affine_``, ``relu_``, ``pool_``, ``concat_``, ``add_``,
-``addlast_``, ``shuffle_``, ``dense_``, ``flatten_``, ``bdense_``; ``bdense_`` also holds
-what version 2 added, used in a file that says version 1: a BinaryDense, a 2-D Bits value),
-and ``xnor_`` for the two other ops of version 2, MeanAbsChannels (``xnor_mac_``) and Mul
-(``xnor_mul_``), each also in a file that says version 1.
+absent, the future FORMAT_VERSION + 1, 2^32 - 1; 2 to FORMAT_VERSION load), values (an
+unknown kind among them), inputs/outputs, ops, output, num_classes, mean/std; ``op_`` the
+per-op checks shared by every op (type, options, arity of the lists, indices, order); then
+one prefix per op kind (``conv_``, ``bconv_``, ``sign_``, ``affine_``, ``relu_``,
+``pool_``, ``concat_``, ``add_``, ``addlast_``, ``shuffle_``, ``dense_``, ``flatten_``,
+``bdense_``; ``bdense_`` also holds what version 2 added, used in a file that says
+version 1: a BinaryDense, a 2-D Bits value), ``xnor_`` for the two other ops of version 2,
+MeanAbsChannels (``xnor_mac_``) and Mul (``xnor_mul_``), each also in a file that says
+version 1, and ``kbit_`` for what version 3 added: Levels values (version, planes; planes
+on Float and Bits values; a Levels model input or output; the older ops fed one),
+Quantize (``kbit_quant_``) and KbitConv2D (``kbit_conv_``, with its reduction bound per
+pair of plane counts), each also in a file that says version 2.
 
 Entries whose ``source`` is not ``generated`` (minimised fuzz finds added by hand, see
 fuzz/README.md) and their files are kept as they are when the corpus is regenerated.
@@ -49,6 +57,7 @@ import argparse
 import copy
 import json
 import os
+import re
 import struct
 import sys
 
@@ -59,15 +68,29 @@ ROOT = os.path.dirname(HERE)
 if ROOT not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, ROOT)
 
-from bmx.convention import pack_bits  # noqa: E402
+from bmx.convention import pack_bits, pack_levels  # noqa: E402
 from bmx.fb.OpOptions import OpOptions as OO  # noqa: E402
 
 DEFAULT_OUT = os.path.join(ROOT, "tests", "data", "fuzz-regressions")
 MANIFEST = "manifest.json"
 FILE_IDENTIFIER = b"BMX1"
-FORMAT_VERSION = 2            # kFormatVersion (bmx/engine.h): the newest version read
-MIN_FORMAT_VERSION = 1        # kMinFormatVersion: the oldest (2 adds BinaryDense,
-                              # MeanAbsChannels, Mul, 2-D Bits)
+
+
+def _cxx_constant(path, name):
+    """The integer value of `constexpr <type> name = <int>;` in a C++ header of src/."""
+    with open(os.path.join(ROOT, "src", path)) as f:
+        found = re.findall(rf"constexpr\s+[\w:]+\s+{name}\s*=\s*(\d+)\s*;", f.read())
+    if len(found) != 1:
+        raise SystemExit(f"{name} not found once in src/{path}")
+    return int(found[0])
+
+
+# Read from the sources so that a format bump shows up here without an edit: version 2
+# added BinaryDense, MeanAbsChannels, Mul and 2-D Bits; version 3 Levels values, Quantize
+# and KbitConv2D.
+FORMAT_VERSION = _cxx_constant("include/bmx/engine.h", "kFormatVersion")         # the newest read
+MIN_FORMAT_VERSION = _cxx_constant("include/bmx/engine.h", "kMinFormatVersion")  # the oldest
+MAX_PLANES = _cxx_constant("core/kbgemm/kbgemm.h", "kMaxKbitPlanes")  # planes of Levels / weights
 READS = f"this bmx reads versions {MIN_FORMAT_VERSION} to {FORMAT_VERSION}"
 MAX_DIM = 1 << 20             # loader.cc kMaxDim
 MAX_WINDOW = 4096             # loader.cc kMaxWindow
@@ -75,7 +98,7 @@ WEIGHT_ALIGN = 16             # as bmx/converter/serialize.py writes weight vect
 VERIFY = "corrupted model file (FlatBuffers verification failed)"
 ERROR = "ModelError"          # bmx.engine.ModelError, bmx::Error in C++
 
-F, B = 0, 1                   # ValueKind Float, Bits
+F, B, LV = 0, 1, 2            # ValueKind Float, Bits, Levels
 NONE_ACT, RELU = 0, 1         # Activation
 MAX_POOL, AVG_POOL = 0, 1     # PoolType
 
@@ -104,6 +127,10 @@ TABLES = {
                     ("activation", "byte")],
     "MeanAbsChannels": [],
     "Mul": [],
+    "Quantize": [("scale", "fvec"), ("shift", "fvec")],
+    "KbitConv2D": [("out_channels", "int"), ("in_channels", "int"), ("kernel", "ivec"), ("stride", "ivec"),
+                   ("pad", "ivec"), ("dilation", "ivec"), ("weight_planes", "int"), ("weight_bits", "raw"),
+                   ("scale", "fvec"), ("shift", "fvec"), ("activation", "byte")],
 }
 # Generated Add* function name of a field (bmx/fb/<Table>.py).
 _ADDER = {"global": "Global_"}
@@ -117,7 +144,7 @@ def _adder(field):
 # A model as plain data, and its FlatBuffers serialisation
 #
 # model: {"version", "producer", "values", "inputs", "outputs", "ops", "num_classes",
-#         "mean", "std"}; value: {"name", "shape", "kind"}; op: {"name", "type" (union
+#         "mean", "std"}; value: {"name", "shape", "kind", "planes"}; op: {"name", "type" (union
 # type number), "table" (options table written), "options" (dict, None: absent),
 # "inputs", "outputs"}. A key that is missing or None is a field that is not written; an
 # empty list is an empty vector.
@@ -205,6 +232,8 @@ def serialize(model):
         if shape is not None:
             Value.AddShape(b, shape)
         Value.AddKind(b, v.get("kind", F))
+        if v.get("planes") is not None:
+            Value.AddPlanes(b, v["planes"])
         val_offsets.append(Value.End(b))
     vec = {}
     if model.get("ops") is not None:
@@ -451,6 +480,82 @@ def xnor_input(batch=2):
     return (sign.reshape(batch, XN_C, XN_HW, XN_HW) * (a + delta)).astype(np.float32)
 
 
+# The version-3 base: k-bit convolutions on a Levels input (2 planes of activations and of
+# weights) and on a Bits input (3 weight planes), summed, pooled and classified.
+KB_C, KB_OUT = 5, 4
+KB_OPS = ["conv0", "quant1", "kconv2", "sign3", "kconv4", "add5", "gpool6", "flatten7", "dense8"]
+KB_TYPES = ["Conv2D", "Quantize", "KbitConv2D", "Sign", "KbitConv2D", "Add", "Pool2D", "Flatten", "Dense"]
+KB_LEVELS = 2                      # planes of the Quantize output (value 2)
+KB_PREFIXES = (0, 2, 4, 5, 6, 7)   # ops 0..k whose last output is Float
+QUANT_SCALE = [0.25, 0.375, 2.0, -0.25, 0.25]  # each channel of conv0 onto about [0, 1]
+QUANT_SHIFT = [0.75, 0.875, 2.25, 0.25, 1.0]
+
+
+def kbit_weight_words(out_c, in_c, planes, salt, kh=3, kw=3):
+    """Weight levels in [0, 2^planes - 1] packed as KbitConv2D stores them: uint64 words
+    [C_out, planes, KH, KW, words(C_in)] (plane i: bit i of the level, tail bits 0)."""
+    levels = ((np.asarray(dyadic(out_c * kh * kw * in_c, salt)) + 2) * 8).astype(np.int64) % (1 << planes)
+    words = pack_levels(levels.reshape(out_c, kh, kw, in_c), planes)  # [C_out, KH, KW, planes, words]
+    return np.ascontiguousarray(np.transpose(words, (0, 3, 1, 2, 4))).astype("<u8")
+
+
+def _kbit_conv(name, inputs, output, planes, salt, scale, shift, activation):
+    return {"name": name, "type": OO.KbitConv2D, "table": "KbitConv2D", "inputs": list(inputs),
+            "outputs": [output],
+            "options": dict(out_channels=KB_OUT, in_channels=KB_C, kernel=[3, 3], stride=[1, 1], pad=[1, 1],
+                            dilation=[1, 1], weight_planes=planes,
+                            weight_bits=kbit_weight_words(KB_OUT, KB_C, planes, salt).tobytes(),
+                            scale=scale, shift=shift, activation=activation)}
+
+
+def kbit_model(upto=None):
+    """The valid version-3 model of the ``kbit_`` files.
+
+    data [1,3,4,4] -> Conv2D 1x1 [1,5,4,4] -> Quantize (scale/shift) -> Levels(2) ->
+    KbitConv2D 3x3 pad 1, 2 weight planes (ReLU) [1,4,4,4]; conv0 -> Sign (scale/shift) ->
+    KbitConv2D 3x3 pad 1, 3 weight planes [1,4,4,4]; Add of the two -> Pool2D global avg ->
+    Flatten -> Dense(3). Value i + 1 is the output of op i. ``upto`` in KB_PREFIXES: ops
+    0..upto only (a Float last output), also valid.
+    """
+    def v(name, shape, kind=F, planes=None):
+        return {"name": name, "shape": list(shape), "kind": kind, "planes": planes}
+
+    def op(name, table, inputs, output, **options):
+        return {"name": name, "type": getattr(OO, table), "table": table, "options": options,
+                "inputs": list(inputs), "outputs": [output]}
+
+    s_c, s_o = (1, KB_C, HW, HW), (1, KB_OUT, HW, HW)
+    values = [v("data", (1, C_IN, HW, HW)), v("conv0", s_c), v("quant1", s_c, LV, KB_LEVELS), v("kconv2", s_o),
+              v("sign3", s_c, B), v("kconv4", s_o), v("add5", s_o), v("gpool6", (1, KB_OUT, 1, 1)),
+              v("flatten7", (1, KB_OUT)), v("dense8", (1, CLASSES))]
+    ops = [
+        op("conv0", "Conv2D", [0], 1, out_channels=KB_C, kernel=[1, 1], stride=[1, 1], pad=[0, 0],
+           dilation=[1, 1], groups=1, weight=f32(dyadic(KB_C * C_IN, 21)), bias=f32(dyadic(KB_C, 22)),
+           activation=NONE_ACT),
+        op("quant1", "Quantize", [1], 2, scale=QUANT_SCALE, shift=QUANT_SHIFT),
+        _kbit_conv("kconv2", [2], 3, 2, 24, [0.5, -0.75, 0.375, 0.25], [2.0, -1.0, 0.5, 1.5], RELU),
+        op("sign3", "Sign", [1], 4, scale=[1.0, -0.5, 0.25, -1.0, 0.5], shift=[-0.5, -0.25, 0.1875, -1.0, -0.125]),
+        _kbit_conv("kconv4", [4], 5, 3, 23, [0.25, -0.125, 0.5, 0.375], [1.0, -0.5, 0.25, 2.0], NONE_ACT),
+        op("add5", "Add", [3, 5], 6),
+        op("gpool6", "Pool2D", [6], 7, type=AVG_POOL, **{"global": True}),
+        op("flatten7", "Flatten", [7], 8),
+        op("dense8", "Dense", [8], 9, units=CLASSES, weight=f32(dyadic(CLASSES * KB_OUT, 25)),
+           bias=f32(dyadic(CLASSES, 26))),
+    ]
+    num_classes = CLASSES
+    if upto is not None:
+        if upto not in KB_PREFIXES:
+            raise ValueError(f"no valid prefix of the k-bit base ends at op {upto}")
+        ops, values, num_classes = ops[:upto + 1], values[:upto + 2], 0
+    return {"version": 3, "producer": "bmx corpus base (k-bit)", "values": values,
+            "inputs": [0], "outputs": [len(values) - 1], "ops": ops, "num_classes": num_classes}
+
+
+def kbit_input(batch=2):
+    """A dyadic NCHW input for the k-bit base."""
+    return np.asarray(dyadic(batch * C_IN * HW * HW, 27), np.float32).reshape(batch, C_IN, HW, HW)
+
+
 # ---------------------------------------------------------------------------------------
 # Message helpers (the loader's formats: loader.cc OpChecker, shape_str, load_graph)
 
@@ -458,9 +563,9 @@ def desc(k, name, type_name):
     return f"op {k} '{name}' ({type_name})"
 
 
-def shape_str(shape, kind=F):
+def shape_str(shape, kind=F, planes=0):
     s = "[" + ", ".join(str(d) for d in shape) + "]"
-    return s + (" Bits" if kind == B else " Float")
+    return s + (f" Levels({planes})" if kind == LV else " Bits" if kind == B else " Float")
 
 
 BASE_OPS = ["conv0", "sign1", "bconv2", "add3", "affine4", "relu5", "pool6", "concat7", "addlast8",
@@ -529,6 +634,13 @@ def _retype(k, table, inputs=None, **options):
         if inputs is not None:
             op["inputs"] = list(inputs)
     return fn
+
+
+def _relabelled(cp, version, name, fn, message, check, description):
+    """A case made from the whole base labelled `version` (it loads so: model_cases), then fn."""
+    m = copy.deepcopy(base_model())
+    _chain(_set(["version"], version), fn)(m)
+    cp.add(name, serialize(m), message, check, description, base=f"base model relabelled version {version}")
 
 
 def _chain(*fns):
@@ -701,17 +813,20 @@ def model_cases(cp):
        "load_graph: version", f"Model.version = {future}, a future format")
     mu("model_version_max", _set(["version"], 0xFFFFFFFF), f"unsupported model format version 4294967295 ({READS})",
        "load_graph: version", "Model.version = 2^32 - 1")
-    mu(f"model_version_{FORMAT_VERSION}_loads", _set(["version"], FORMAT_VERSION), "",
-       "load_graph: version (every version read loads)",
-       f"the whole base, written as version 1, relabelled {FORMAT_VERSION}: it uses nothing newer, so it loads",
-       error="none", upto=len(BASE_OPS) - 1)
+    for version in range(MIN_FORMAT_VERSION + 1, FORMAT_VERSION + 1):
+        mu(f"model_version_{version}_loads", _set(["version"], version), "",
+           "load_graph: version (every version read loads)",
+           f"the whole base, written as version 1, relabelled {version}: it uses nothing newer, so it loads",
+           error="none", upto=len(BASE_OPS) - 1)
     mu("model_values_absent", _set(["values"], None), "model has no values", "load_graph: values present",
        "Model.values not written")
     mu("model_values_empty", _set(["values"], []), "model has no values", "load_graph: values present",
        "Model.values is an empty vector")
     # Values
-    mu("model_value_kind_2", _set(["values", 1, "kind"], 2), "value 1 'conv0': unknown kind",
-       "load_graph: value kind", "value 1 has ValueKind 2 (neither Float nor Bits)")
+    mu("model_value_kind_3", _set(["values", 1, "kind"], LV + 1), "value 1 'conv0': unknown kind",
+       "load_graph: value kind", "value 1 has ValueKind 3 (neither Float, Bits nor Levels)")
+    mu("model_value_kind_negative", _set(["values", 1, "kind"], -1), "value 1 'conv0': unknown kind",
+       "load_graph: value kind", "value 1 has ValueKind -1 (the enum is a signed byte)")
     rank_msg = "shape must be [1, C] or [1, C, H, W]"
     mu("model_value_shape_absent", _set(["values", 1, "shape"], None), f"value 1 'conv0': {rank_msg}",
        "load_graph: value rank", "value 1 has no shape")
@@ -1320,7 +1435,7 @@ def bdense_cases(cp):
     mu("bdense_activation_2", _opt(k, "activation", 2), f"{d}: unknown activation", "BinaryDense: activation",
        "activation 2 (neither None nor Relu)")
     # units * H * W rows of weights overflow the size arithmetic before any vector is read.
-    big = {"version": FORMAT_VERSION, "producer": "bmx regression corpus",
+    big = {"version": 2, "producer": "bmx regression corpus",
            "values": [{"name": "data", "shape": [1, 1, 256, 256], "kind": F},
                       {"name": "bits", "shape": [1, 1, 256, 256], "kind": B},
                       {"name": "fc", "shape": [1, MAX_DIM], "kind": F}],
@@ -1401,10 +1516,8 @@ def xnor_cases(cp):
         cp.add(name, serialize(m), message, check, description, error=error,
                base="xnor base" if upto is None else f"xnor base ops 0-{upto}")
 
-    def v2(name, fn, message, check, description):
-        m = copy.deepcopy(base_model())
-        _chain(_set(["version"], FORMAT_VERSION), fn)(m)
-        cp.add(name, serialize(m), message, check, description, base=f"base model relabelled version {FORMAT_VERSION}")
+    def v2(*args):
+        _relabelled(cp, 2, *args)
 
     def xd(k):
         return desc(k, XN_OPS[k], XN_TYPES[k])
@@ -1428,7 +1541,7 @@ def xnor_cases(cp):
     v2("xnor_mac_input_rank_2", _retype(12, "MeanAbsChannels", [12]),
        f"{desc(12, 'dense12', 'MeanAbsChannels')}: input 0 'flatten11' must be 4-D, is {shape_str([1, 2 * C])}",
        "MeanAbsChannels: input rank",
-       f"op 12 retyped as MeanAbsChannels in the base labelled version {FORMAT_VERSION}: it reads the 2-D "
+       "op 12 retyped as MeanAbsChannels in the base labelled version 2: it reads the 2-D "
        "output of the Flatten")
     for case, fn, shape, kind, what in (
             ("all_channels", _set(["values", 3, "shape"], s_in), s_in, F,
@@ -1477,13 +1590,277 @@ def xnor_cases(cp):
     v2("xnor_mul_ranks_differ", _retype(12, "Mul", [12, 11]),
        f"{desc(12, 'dense12', 'Mul')}: {against([1, 2 * C, 1, 1], [1, 2 * C])}", shapes,
        f"op 12 retyped as Mul of its [1, {2 * C}] input and the [1, {2 * C}, 1, 1] value 11 (same channels), "
-       f"in the base labelled version {FORMAT_VERSION}")
+       "in the base labelled version 2")
     mu("xnor_mul_output_b_shape", _set(["values", 5, "shape"], s_one),
        f"{d}: output 'mul4' is recorded as {shape_str(s_one)} but the op computes {shape_str(s_out)}",
        "Mul: output shape", "the broadcast Mul's output recorded with the second input's one channel", upto=4)
     mu("xnor_mul_output_recorded_bits", _set(["values", 5, "kind"], B),
        f"{d}: output 'mul4' is recorded as {shape_str(s_out, B)} but the op computes {shape_str(s_out)}",
        "Mul: output shape", "the broadcast Mul's output (read by the next Mul) is marked Bits")
+
+
+# -- k-bit (format version 3): Levels values, Quantize, KbitConv2D
+
+def kbgemm_max_words(pa, pb):
+    """core/kbgemm/kbgemm.cc kbgemm_max_words: the longest row of pa x pb planes whose
+    weighted popcounts fit int32."""
+    return (2**31 - 1) // (((1 << pa) - 1) * ((1 << pb) - 1) * 64)
+
+
+def KD(k):
+    """describe() of k-bit base op k."""
+    return desc(k, KB_OPS[k], KB_TYPES[k])
+
+
+def _kbit_mutator(cp):
+    """mu(name, fn, ...): a case made from the k-bit base, by default its ops 0-2 (Conv2D,
+    Quantize, KbitConv2D on Levels: the smallest files)."""
+    def mu(name, fn, message, check, description, upto=2, error=ERROR):
+        m = copy.deepcopy(kbit_model(upto))
+        fn(m)
+        cp.add(name, serialize(m), message, check, description, error=error,
+               base="kbit base" if upto is None else f"kbit base ops 0-{upto}")
+    return mu
+
+
+def kbit_value_cases(cp):
+    """Levels values (loader.cc read_kind) and the ops of the older formats fed one."""
+    mu, s_c = _kbit_mutator(cp), [1, KB_C, HW, HW]
+    lv = shape_str(s_c, LV, KB_LEVELS)
+    cp.add("kbit_valid", serialize(kbit_model()), "", "valid: k-bit base loads and runs",
+           f"the k-bit base itself: Quantize -> Levels({KB_LEVELS}) -> KbitConv2D (2 weight planes) and Sign -> "
+           "KbitConv2D (3 weight planes), both padded, added, pooled, classified", error="none", base="kbit base")
+    mu("kbit_levels_in_version_2", _set(["version"], 2),
+       "value 2 'quant1': Levels values need model format version 3", "load_graph: Levels values need version 3",
+       "the whole k-bit base labelled version 2: its Levels value is refused before any op", upto=None)
+    for planes in (1, MAX_PLANES):
+        mu(f"kbit_levels_planes_{planes}_loads", _set(["values", 2, "planes"], planes), "",
+           "load_graph: value planes (each count in range loads)",
+           f"the Quantize output has {planes} planes (the KbitConv2D reads them all)", error="none")
+    for case, planes, what in (("absent", None, "planes not written (default 0)"),
+                               (MAX_PLANES + 1, MAX_PLANES + 1, "planes 5, one past the bound"),
+                               ("negative", -1, "planes -1")):
+        mu(f"kbit_levels_planes_{case}", _set(["values", 2, "planes"], planes),
+           f"value 2 'quant1': planes {planes or 0} out of range [1, {MAX_PLANES}]", "load_graph: value planes",
+           f"the Levels value: {what}")
+    mu("kbit_float_planes_2", _set(["values", 1, "planes"], 2), "value 1 'conv0': planes 2 set on a non-Levels value",
+       "load_graph: value planes", "the Float output of the Conv2D has planes 2", upto=0)
+    mu("kbit_bits_planes_1", _set(["values", 4, "planes"], 1), "value 4 'sign3': planes 1 set on a non-Levels value",
+       "load_graph: value planes", "the Bits output of the Sign has planes 1", upto=4)
+    mu("kbit_model_input_levels", _set(["inputs"], [2]), f"model input must be a 4-D Float value, is {lv}",
+       "load_graph: input 4-D Float", "the input is value 2, the Levels output of the Quantize")
+    mu("kbit_model_output_levels", _set(["outputs"], [2]), "model output must be Float", "load_graph: output Float",
+       "the output is value 2, the Levels output of the Quantize")
+    mu("kbit_sign_output_recorded_levels", _chain(_set(["values", 4, "kind"], LV), _set(["values", 4, "planes"], 1)),
+       f"{KD(3)}: output 'sign3' is recorded as {shape_str(s_c, LV, 1)} but the op computes {shape_str(s_c, B)}",
+       "Sign: output shape", "the Sign's output is marked Levels(1) (levels 0/1, not +-1)", upto=4)
+    # Ops of formats 1 and 2 read Bits or Float, never Levels: op 2 retyped, reading value 2.
+    for typ, want, opts in (
+            ("BinaryConv2D", "Bits", dict(out_channels=KB_OUT, in_channels=KB_C, kernel=[3, 3], pad=[1, 1])),
+            ("BinaryDense", "Bits", dict(units=KB_OUT)), ("Sign", "Float", {}),
+            ("Conv2D", "Float", dict(out_channels=KB_OUT, kernel=[3, 3], pad=[1, 1]))):
+        prefix = {"BinaryConv2D": "bconv", "BinaryDense": "bdense", "Sign": "sign", "Conv2D": "float_conv"}[typ]
+        mu(f"kbit_{prefix}_input_levels", _retype(2, typ, None, **opts),
+           f"{desc(2, 'kconv2', typ)}: input 0 'quant1' must be {want}, is {lv}", f"{typ}: input kind",
+           f"op 2 retyped as {typ}: it reads the Levels output of the Quantize")
+
+
+def kbit_quantize_cases(cp):
+    """Quantize's checks (ops/quantize.cc), on op 1 of the k-bit base (conv0 -> quant1)."""
+    mu, d, k = _kbit_mutator(cp), KD(1), 1
+    s_c, c = [1, KB_C, HW, HW], KB_C
+    lv = shape_str(s_c, LV, KB_LEVELS)
+    _relabelled(cp, 2, "kbit_quant_in_version_2", _retype(1, "Quantize"),
+                f"{desc(1, 'sign1', 'Quantize')}: needs model format version 3, the file says 2",
+                "Quantize: format version",
+                "the version-1 base labelled 2 with its Sign retyped as Quantize (its output stays Bits, so no "
+                "value check fires first)")
+    mu("kbit_quant_arity_2", _set(["ops", k, "inputs"], [1, 1]), f"{d}: expected 1 input(s), got 2",
+       "Quantize: arity", "the Quantize reads the Conv2D output twice")
+    mu("kbit_quant_arity_0", _set(["ops", k, "inputs"], []), f"{d}: expected 1 input(s), got 0",
+       "Quantize: arity", "the Quantize has an empty inputs vector")
+    for case, op, kind, planes, upto in (("bits", 4, B, 0, 4), ("levels", 2, LV, KB_LEVELS, 2)):
+        v = KB_OPS[op - 1]
+        mu(f"kbit_quant_input_{case}", _retype(op, "Quantize"),
+           f"{desc(op, KB_OPS[op], 'Quantize')}: input 0 '{v}' must be Float, is {shape_str(s_c, kind, planes)}",
+           "Quantize: input kind", f"op {op} retyped as Quantize: it reads the {shape_str(s_c, kind, planes)} "
+           f"output of the {KB_TYPES[op - 1]}", upto=upto)
+    _relabelled(cp, 3, "kbit_quant_input_rank_2", _retype(12, "Quantize", [12]),
+                f"{desc(12, 'dense12', 'Quantize')}: input 0 'flatten11' must be 4-D, is {shape_str([1, 2 * C])}",
+                "Quantize: input rank",
+                "op 12 of the version-1 base labelled 3 retyped as Quantize: it reads the 2-D output of the Flatten")
+    for case, field, value, msg, what in (
+            ("scale_long", "scale", [0.5] * (c + 1), f"scale has {c + 1} floats, expected {c}", "one scale too many"),
+            ("shift_short", "shift", [0.5] * (c - 1), f"shift has {c - 1} floats, expected {c}", "one shift too few"),
+            ("scale_absent", "scale", None, f"scale has 0 floats, expected {c}", "a shift without a scale"),
+            ("shift_absent", "shift", None, f"shift has 0 floats, expected {c}", "a scale without a shift")):
+        mu(f"kbit_quant_{case}", _opt(k, field, value), f"{d}: {msg}", "Quantize: scale/shift size", what)
+    mu("kbit_quant_scale_nan", _opt(k, "scale", QUANT_SCALE[:2] + [float("nan")] + QUANT_SCALE[3:]),
+       f"{d}: scale or shift is not finite", "Quantize: finite scale/shift", "scale 2 is NaN")
+    mu("kbit_quant_shift_inf", _opt(k, "shift", QUANT_SHIFT[:4] + [float("inf")]),
+       f"{d}: scale or shift is not finite", "Quantize: finite scale/shift", "shift 4 is +Inf")
+    mu("kbit_quant_no_scale_shift_loads", _chain(_opt(k, "scale", None), _opt(k, "shift", None)), "",
+       "Quantize: scale/shift size (both absent loads)", "no scale and no shift: the plain quantizer of x",
+       error="none")
+    for case, kind in (("float", F), ("bits", B)):
+        mu(f"kbit_quant_output_{case}", _chain(_set(["values", 2, "kind"], kind), _set(["values", 2, "planes"], None)),
+           f"{d}: output 'quant1' must be a Levels value, is {shape_str(s_c, kind)}", "Quantize: output Levels",
+           f"the Quantize output is marked {'Float' if kind == F else 'Bits'} (no planes)")
+    for case, shape in (("channels", [1, c - 1, HW, HW]), ("width", [1, c, HW, HW - 1])):
+        mu(f"kbit_quant_output_{case}", _set(["values", 2, "shape"], shape),
+           f"{d}: output 'quant1' is recorded as {shape_str(shape, LV, KB_LEVELS)} but the op computes {lv}",
+           "Quantize: output shape", f"the Quantize output recorded as {shape}")
+
+
+def kbit_conv_cases(cp):
+    """KbitConv2D's checks (ops/kbit_conv2d.cc) on op 2 of the k-bit base (Levels(2)
+    input, 2 weight planes) or op 4 (Bits input, 3 weight planes); sizes near the bounds
+    in :func:`kbit_conv_bound_cases`."""
+    mu, d, k = _kbit_mutator(cp), KD(2), 2
+    s_c, s_o, c, o = [1, KB_C, HW, HW], [1, KB_OUT, HW, HW], KB_C, KB_OUT
+    chk = "KbitConv2D: "
+    _relabelled(cp, 2, "kbit_conv_in_version_2", _retype(2, "KbitConv2D"),
+                f"{desc(2, 'bconv2', 'KbitConv2D')}: needs model format version 3, the file says 2",
+                chk + "format version",
+                "the version-1 base labelled 2 with its BinaryConv2D retyped as KbitConv2D (it reads Bits: no "
+                "Levels value in the file)")
+    mu("kbit_conv_arity_2", _set(["ops", k, "inputs"], [2, 2]), f"{d}: expected 1 input(s), got 2", chk + "arity",
+       "the KbitConv2D reads the Levels value twice")
+    mu("kbit_conv_input_float", _set(["ops", k, "inputs"], [1]),
+       f"{d}: input 0 'conv0' must be Bits or Levels, is {shape_str(s_c)}", chk + "input kind",
+       "the KbitConv2D reads the Float output of the Conv2D")
+    m = bdense_model()
+    _chain(_set(["version"], 3), _retype(3, "KbitConv2D", None, out_channels=CLASSES, in_channels=BD_UNITS,
+                                         kernel=[1, 1], weight_planes=1))(m)
+    cp.add("kbit_conv_input_rank_2", serialize(m),
+           f"{desc(3, 'bdense3', 'KbitConv2D')}: input 0 'sign2' must be 4-D, is {shape_str([1, BD_UNITS], B)}",
+           chk + "input rank", "op 3 of the BinaryDense base labelled 3 retyped as KbitConv2D: it reads the 2-D Bits "
+           "output of the Sign", base="bdense base relabelled version 3")
+    for case, field, value, msg in (
+            ("kernel_absent", "kernel", None, "kernel is missing"),
+            ("kernel_3_entries", "kernel", [3, 3, 3], "kernel must have 2 entries, has 3"),
+            ("stride_zero", "stride", [0, 1], f"stride (0, 1) out of range [1, {MAX_WINDOW}]"),
+            ("pad_negative", "pad", [1, -1], f"pad (1, -1) out of range [0, {MAX_WINDOW}]"),
+            ("dilation_4097", "dilation", [MAX_WINDOW + 1, 1], f"dilation (4097, 1) out of range [1, {MAX_WINDOW}]")):
+        mu(f"kbit_conv_{case}", _opt(k, field, value), f"{d}: {msg}", chk + "kernel/stride/pad/dilation",
+           f"{field} {value}")
+    for case, value in (("absent", None), (str(c + 1), c + 1)):
+        mu(f"kbit_conv_in_channels_{case}", _opt(k, "in_channels", value),
+           f"{d}: in_channels {value or 0} differs from the input's {c}", chk + "in_channels",
+           f"in_channels {value or 0} for a {c}-channel input")
+    mu("kbit_conv_out_channels_absent", _opt(k, "out_channels", None), f"{d}: out_channels 0 out of range",
+       chk + "out_channels range", "out_channels not written (default 0)")
+    mu("kbit_conv_activation_2", _opt(k, "activation", 2), f"{d}: unknown activation", chk + "activation",
+       "activation 2 (neither None nor Relu)")
+    mu("kbit_conv_kernel_larger_than_input", _opt(k, "kernel", [7, 7]), f"{d}: kernel larger than the padded input",
+       chk + "window fits the padded input", "7x7 kernel on a 4x4 input padded by 1")
+    for case, fn, shape, kind, what in (
+            ("stride_2", _opt(k, "stride", [2, 2]), s_o, F, "stride 2 while the output is recorded at 4x4"),
+            ("recorded_levels", _chain(_set(["values", 3, "kind"], LV), _set(["values", 3, "planes"], 2)),
+             s_o, LV, "the output value is marked Levels(2)")):
+        computed = [1, o, 2, 2] if case == "stride_2" else s_o
+        mu(f"kbit_conv_output_{case}", fn,
+           f"{d}: output 'kconv2' is recorded as {shape_str(shape, kind, 2)} but the op computes "
+           f"{shape_str(computed)}", chk + "output shape", what)
+    for planes, what in ((None, "weight_planes not written (default 0)"), (MAX_PLANES + 1, "weight_planes 5")):
+        mu(f"kbit_conv_weight_planes_{planes or 'absent'}", _opt(k, "weight_planes", planes),
+           f"{d}: weight_planes {planes or 0} out of range [1, {MAX_PLANES}]", chk + "weight_planes range", what)
+    _kbit_weight_cases(cp, mu)
+
+
+def _kbit_weight_cases(cp, mu):
+    """weight_bits size and tail bits, scale and shift, of the two KbitConv2D of the base."""
+    d, k, c, o = KD(2), 2, KB_C, KB_OUT
+    chk = "KbitConv2D: "
+    wb = kbit_model()["ops"][k]["options"]["weight_bits"]
+    nb = o * 2 * 9 * 8  # [C_out, 2 planes, 3, 3, 1 word]
+    for case, value, what in (("short", wb[:-8], "the packed weights lack their last word"),
+                              ("absent", None, "no weight_bits vector")):
+        mu(f"kbit_conv_weight_bits_{case}", _opt(k, "weight_bits", value),
+           f"{d}: weight_bits has {0 if value is None else nb - 8} bytes, expected {nb}", chk + "weight_bits size",
+           what)
+    mu("kbit_conv_weight_planes_3_on_2", _opt(k, "weight_planes", 3),
+       f"{d}: weight_bits has {nb} bytes, expected {nb // 2 * 3}", chk + "weight_bits size",
+       "weight_planes 3 on weights packed with 2 planes")
+    for case, field, value, msg in (
+            ("scale_absent", "scale", None, f"scale has 0 floats, expected {o}"),
+            ("scale_short", "scale", [1.0] * (o - 1), f"scale has {o - 1} floats, expected {o}"),
+            ("shift_long", "shift", [0.0] * (o + 1), f"shift has {o + 1} floats, expected {o}"),
+            ("shift_absent", "shift", None, f"shift has 0 floats, expected {o}")):
+        mu(f"kbit_conv_{case}", _opt(k, field, value), f"{d}: {msg}", f"{chk}{field} size",
+           f"{field} {'absent' if value is None else f'of {len(value)} floats'} for {o} output channels")
+    mu("kbit_conv_scale_nan", _opt(k, "scale", [0.5, -0.75, float("nan"), 0.25]),
+       f"{d}: scale or shift is not finite", chk + "finite scale/shift", "scale 2 is NaN")
+    mu("kbit_conv_shift_neg_inf", _opt(k, "shift", [float("-inf"), -1.0, 0.5, 1.5]),
+       f"{d}: scale or shift is not finite", chk + "finite scale/shift", "shift 0 is -Inf")
+
+    # Tail bits: 5 input channels use bits 0..4 of each row's one word; a row is one
+    # (output channel, plane, tap).
+    def with_bit(op, row, bit, upto):
+        w = np.frombuffer(kbit_model(upto)["ops"][op]["options"]["weight_bits"], "<u8").copy()
+        w[row] |= np.uint64(1) << np.uint64(bit)
+        return _opt(op, "weight_bits", w.tobytes())
+    tail = "(tail bits must be 0)"
+    for case, op, row, bit, upto, what in (
+            ("bit_5", 2, 10, c, 2, "bit 5 (channel 5 of 5) of row 10 (output 0, plane 1, tap 1)"),
+            ("bit_63", 2, o * 2 * 9 - 1, 63, 2, "bit 63 of the last row"),
+            ("plane_2_bit_6", 4, (1 * 3 + 2) * 9 + 4, c + 1, 4,
+             "bit 6 of row 49 of the Bits-input conv (output 1, weight plane 2 of 3, the centre tap)")):
+        mu(f"kbit_conv_tail_{case}", with_bit(op, row, bit, upto),
+           f"{KD(op)}: weight_bits row {row} has bits set past in_channels = {c} {tail}", chk + "zero tail bits",
+           what, upto=upto)
+
+
+def _kbit_wide(name, in_c, levels, conv, out_shape):
+    """Three values: data [1, in_c, 1, 1] -> Sign (levels 0) or Quantize (Levels(levels))
+    -> KbitConv2D(**conv) recorded as out_shape: a model for sizes near the bounds."""
+    q = {"name": "q", "shape": [1, in_c, 1, 1], "kind": LV if levels else B, "planes": levels or None}
+    table = "Quantize" if levels else "Sign"
+    return {"version": 3, "producer": "bmx regression corpus",
+            "values": [{"name": "data", "shape": [1, in_c, 1, 1], "kind": F}, q,
+                       {"name": name, "shape": list(out_shape), "kind": F}],
+            "inputs": [0], "outputs": [2],
+            "ops": [{"name": "q", "type": getattr(OO, table), "table": table, "options": {}, "inputs": [0],
+                     "outputs": [1]},
+                    {"name": name, "type": OO.KbitConv2D, "table": "KbitConv2D",
+                     "options": dict(in_channels=in_c, **conv), "inputs": [1], "outputs": [2]}]}
+
+
+def kbit_conv_bound_cases(cp):
+    """KbitConv2D's size arithmetic and its reduction bound: the longest row the kbgemm's
+    int32 sums allow for the planes (kbgemm_max_words), and K <= 2^30."""
+    def add(name, model, message, check, description):
+        cp.add(name, serialize(model), message, check, description)
+    chk = "KbitConv2D: "
+    d = desc(1, "kconv", "KbitConv2D")
+    top = kbgemm_max_words(4, 4)  # 149130 = 45 * 3314 words of 64 channels (one per tap)
+    assert top == 45 * 3314 and top + 1 == 47 * 3173
+    add("kbit_conv_reduction_too_large_4x4_planes",
+        _kbit_wide("kconv", 64, 4, dict(out_channels=1, kernel=[47, 3173], pad=[23, 1586], weight_planes=4),
+                   [1, 1, 1, 1]),
+        f"{d}: reduction size too large for 4 x 4 planes", chk + "reduction size",
+        f"Levels(4) of 64 channels into a 47x3173 conv of 4 weight planes: rows of {top + 1} words, one past "
+        "the kbgemm bound")
+    add("kbit_conv_reduction_at_bound_4x4_planes",
+        _kbit_wide("kconv", 64, 4, dict(out_channels=1, kernel=[45, 3314], pad=[22, 1657], weight_planes=4),
+                   [1, 1, 1, 2]),
+        f"{d}: weight_bits has 0 bytes, expected {4 * top * 8}", chk + "weight_bits size",
+        f"as the file past the bound with a 45x3314 kernel: rows of {top} words pass the reduction check")
+    add("kbit_conv_reduction_too_large_bits",
+        _kbit_wide("kconv", 128, 0, dict(out_channels=1, kernel=[MAX_WINDOW, 2049], pad=[2048, 1024],
+                                         weight_planes=1), [1, 1, 2, 1]),
+        f"{d}: reduction size too large for 1 x 1 planes", chk + "reduction size",
+        "Bits of 128 channels into a 4096x2049 sign-weight conv: K = 2^30 + 2^20 (the rows fit the kbgemm)")
+    add("kbit_conv_reduction_size_overflow",
+        _kbit_wide("kconv", 2048, 0, dict(out_channels=1, kernel=[MAX_WINDOW, MAX_WINDOW], pad=[2048, 2048],
+                                          weight_planes=1), [1, 1, 2, 2]),
+        "(KbitConv2D): K: size overflow", chk + "weight size arithmetic",
+        "Bits of 2048 channels into a 4096x4096 conv: K = 2^35 overflows the size arithmetic first")
+    add("kbit_conv_weight_bits_size_overflow",
+        _kbit_wide("kconv", 64, 0, dict(out_channels=MAX_DIM, kernel=[128, 256], pad=[64, 128], weight_planes=4),
+                   [1, MAX_DIM, 2, 2]),
+        "(KbitConv2D): weight_bits: size overflow", chk + "weight size arithmetic",
+        "2^20 output channels of 4 weight planes, 128x256 kernel on 64 channels: 2^37 words")
 
 
 def build():
@@ -1499,6 +1876,10 @@ def build():
     other_op_cases(cp)
     bdense_cases(cp)
     xnor_cases(cp)
+    kbit_value_cases(cp)
+    kbit_quantize_cases(cp)
+    kbit_conv_cases(cp)
+    kbit_conv_bound_cases(cp)
     cp.upto = None
     return cp.files, cp.entries
 
@@ -1552,6 +1933,7 @@ def check(out_dir, entries):
     engine.Model(base_bytes()).predict(base_input())
     engine.Model(serialize(bdense_model())).predict(bdense_input())
     engine.Model(serialize(xnor_model())).predict(xnor_input())
+    engine.Model(serialize(kbit_model())).predict(kbit_input())
     for name, e in entries.items():
         with open(os.path.join(out_dir, name), "rb") as f:
             data = f.read()

@@ -131,8 +131,15 @@ def test_every_check_of_the_loader_has_a_file(manifest):
         "MeanAbsChannels": ["format version", "arity", "input kind", "input rank", "output shape"],
         "Mul": ["format version", "arity", "input kind", "second input of the first's shape or one channel",
                 "output shape"],
+        "Quantize": ["format version", "arity", "input kind", "input rank", "scale/shift size", "finite scale/shift",
+                     "output Levels", "output shape"],
+        "KbitConv2D": ["format version", "arity", "input kind", "input rank", "kernel/stride/pad/dilation",
+                       "in_channels", "out_channels range", "activation", "window fits the padded input",
+                       "output shape", "weight_planes range", "weight size arithmetic", "reduction size",
+                       "weight_bits size", "scale size", "shift size", "finite scale/shift", "zero tail bits"],
     }
     graph = ["empty buffer", "size < 8", "file identifier", "size % 4", "version", "values present", "value kind",
+             "Levels values need version 3", "value planes",
              "value rank", "value batch 1", "value dimension range", "Bits values 4-D in version 1",
              "elements per value",
              "total value bytes", "one input", "one output", "input index", "output index", "input 4-D Float",
@@ -256,3 +263,32 @@ def test_xnor_bases_load_and_match_the_numpy_interpreter(gen, manifest):
     assert (values[1] > 0).any() and (values[1] < 0).any()
     assert np.unique(values[3]).size > 1 and np.unique(values[4]).size > np.unique(values[3]).size
     assert np.unique(values[5]).size > 50 and np.unique(y).size > 50
+
+
+def test_kbit_bases_load_and_match_the_numpy_interpreter(gen, manifest):
+    """The version-3 base of the ``kbit_`` files (Quantize -> Levels(2) -> KbitConv2D of 2
+    weight planes, Sign -> KbitConv2D of 3, both padded) and its prefixes load, run, and
+    agree with the plain-numpy interpreter: exactly before the k-bit convs (ops 0-0), to
+    float32 rounding after them (the engine folds 1/3 and 2/3 into float32 factors, the
+    interpreter sums float32 levels L/3 in float64; the levels themselves agree: dyadic
+    Quantize inputs never fall on a rounding tie)."""
+    from bmx.modelfile import read_model, run_model
+    bases = {e["base"] for e in manifest["files"].values()}
+    assert {"kbit base", "kbit base ops 0-2", "kbit base ops 0-4"} <= bases
+    assert manifest["files"]["kbit_valid.bmx"]["error"] == "none"
+    x = gen.kbit_input(batch=2)
+    for upto in gen.KB_PREFIXES + (None,):
+        data = gen.serialize(gen.kbit_model(upto))
+        assert read_model(data)["version"] == 3
+        engine.validate_model(data)
+        y, ref = engine.Model(data).predict(x), run_model(data, x)
+        if upto == 0:
+            np.testing.assert_array_equal(y, ref)
+        else:
+            np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5, err_msg=f"kbit base ops 0-{upto}")
+    # Not degenerate: every level and both signs reach the k-bit convs, their outputs vary.
+    y, values = run_model(gen.serialize(gen.kbit_model()), x, return_values=True)
+    assert set(np.unique(np.round(values[2] * 3))) == {0, 1, 2, 3}
+    assert (values[4] > 0).any() and (values[4] < 0).any()
+    assert np.unique(values[3]).size > 50 and np.unique(values[5]).size > 50
+    assert np.unique(y).size == y.size
