@@ -675,6 +675,33 @@ def test_kbit_conv_levels_weights_and_outputs(bits_a, bits_w):
     assert np.abs(bmx.engine.Model(data).predict(x) - ref).max() <= tol
 
 
+def test_bn_folds_into_quantize():
+    """BN -> k-bit QActivation (nothing before the BN to fold it into) becomes one Quantize
+    with the BN's per-channel scale/shift; the levels are those of the numpy BN except
+    within float32 rounding of a rounding tie, and the outputs Gluon's."""
+    net = nn.HybridSequential()
+    net.add(nn.BatchNorm(epsilon=1e-4), bmx.nn.QActivation(bits=2),
+            bmx.nn.QConv2D(4, 3, padding=1, bits=2), nn.Flatten())
+    shape = (3, 8, 6, 6)
+    _init(net, shape)
+    _randomize_bn(net)
+    data = convert(net, shape)
+    assert [o["type"] for o in _ops(data)] == ["Quantize", "KbitConv2D", "Flatten"]
+    s, t = _bn_np(net.collect_params(), net[0].prefix, fix_gamma=False, eps=1e-4)
+    q = _ops(data, "Quantize")[0]["options"]
+    np.testing.assert_allclose(q["scale"], s, rtol=STORE_RTOL)
+    np.testing.assert_allclose(q["shift"], t, rtol=STORE_RTOL)
+    x = _x(shape)
+    _, vals = run_model(data, x, return_values=True)
+    u = np.clip(x * s.reshape(1, -1, 1, 1) + t.reshape(1, -1, 1, 1), 0, 1) * 3  # float64
+    near = np.abs(u - np.floor(u) - 0.5) <= 8 * EPS32 * (1 + np.abs(u))
+    want = np.floor(u + 0.5) / 3
+    assert np.unique(want).size == 4, "every level occurs"
+    np.testing.assert_array_equal(vals[_ops(data)[0]["outputs"][0]][~near], want[~near].astype(np.float32))
+    # levels L/3 are not exact in float32: measured 4.3e-7 of max|y|; 2e-6 is ~5x that
+    _close(run_model(data, x), net(mx.nd.array(x)).asnumpy(), tol=2e-6)
+
+
 @pytest.mark.parametrize("act", [None, "relu"])
 def test_xnor_conv_becomes_sign_bconv_times_input_scale(act):
     """XNOR-Net scaling: Sign -> BinaryConv2D (scale 2 mean|W|, shift -K mean|W|) times
