@@ -7,6 +7,10 @@ lasting at least --min-time seconds), so each time includes one Python call's ov
 (a few us; the "bgemm C++" column is binary_gemm timed in C++ without it, for scale).
 
     PYTHONPATH=. python scripts/bench_kbgemm.py [--repeat 7] [--min-time 0.02] [--kernel auto]
+        [--bgemm-kernel auto]
+
+On an AVX-512 machine, the AVX2 kernels of both against each other:
+    --kernel kbgemm_3x4__avx2 --bgemm-kernel bgemm_2x8__avx2
 """
 import argparse
 import time
@@ -40,10 +44,12 @@ def main():
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--min-time", type=float, default=0.02)
     ap.add_argument("--kernel", default="auto", help="kbit_gemm kernel (default: auto)")
+    ap.add_argument("--bgemm-kernel", default="auto", help="binary_gemm kernel (default: auto)")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     auto = engine.list_kbit_kernels()
-    print(f"bgemm auto: {engine._engine.auto_kernel()}; kbgemm: {args.kernel} "
+    bk = engine.auto_kernel() if args.bgemm_kernel == "auto" else args.bgemm_kernel
+    print(f"bgemm: {bk}; kbgemm: {args.kernel} "
           f"(available: {[n for n, ok in auto if ok]})")
     cols = ["M", "C_in", "words", "bgemm us", "bgemm C++", "kb 1/1 us", "kb 2/2 us", "2/2 : bgemm", "1/1 : bgemm"]
     print("  ".join(f"{c:>11}" for c in cols))
@@ -56,8 +62,8 @@ def main():
             return rng.integers(0, 2**63, (rows, p, words), dtype=np.uint64) * np.uint64(2)
 
         a1, b1 = planes(m, 1)[:, 0], planes(N, 1)[:, 0]
-        t_b = best_time(lambda: engine.binary_gemm(a1, b1, k), args.repeat, args.min_time)
-        t_bc = min(engine._engine.time_binary_gemm(a1, b1, k, 1, "auto", args.min_time, args.repeat, 0.01))
+        t_b = best_time(lambda: engine.binary_gemm(a1, b1, k, kernel=bk), args.repeat, args.min_time)
+        t_bc = min(engine._engine.time_binary_gemm(a1, b1, k, 1, bk, args.min_time, args.repeat, 0.01))
         ts = []
         for p in (1, 2):
             a, b = planes(m, p), planes(N, p)

@@ -106,14 +106,17 @@ struct OpNode {
   bool relu = false;
   bool pool_max = true, global = false, count_include_pad = true, ceil_mode = false;
   std::int64_t k_bits = 0;   // BinaryConv2D, KbitConv2D: C_in/groups * KH * KW
-  int w_planes = 1;          // KbitConv2D: weight bit planes
+  // KbitConv2D: weight bit planes; the integer numerator of a window's dot product is
+  // p_mul * P + sa_mul * SA + kterms[c] (+ padded-tap rows of kterms), ops/kbit_conv2d.cc
+  int w_planes = 1;
+  double p_mul = 0, sa_mul = 0;
+  AlignedBuffer<double> kterms;
   // Weights, repacked for the kernels at load:
   //  Conv2D: w = [exec_groups][KH][KW][C_in/eg][C_out/eg] (GEMM B operand per group;
   //          zeros outside the diagonal blocks when expanded), b = [C_out]
   //  BinaryConv2D: wbits = [C_out][KH][KW][words(C_in/g)], scale/shift = [C_out]
-  //  KbitConv2D: wbits = [C_out][planes][KH][KW][words(C_in)], scale = the weight of the
-  //          popcount term, shift = the constant term, b = the row-sum term, w = the
-  //          padded-tap correction [C_out][KH][KW] (ops/kbit_conv2d.cc)
+  //  KbitConv2D: wbits = [C_out][planes][KH][KW][words(C_in)], scale/shift = [C_out] of the
+  //          integer numerator (ops/kbit_conv2d.cc)
   //  Sign/Affine/Quantize: scale/shift = [C] (Sign, Quantize: empty means none)
   //  Dense: w = [units][F] with F in the engine's storage order (NHWC for a 4-D input)
   AlignedBuffer<float> w, b, scale, shift;

@@ -102,6 +102,8 @@ const std::vector<KbgemmKernel>& kbgemm_kernels() {
 #if defined(BMX_ARCH_X86)
       {"kbgemm_2x4__popcnt", &has_popcnt, 15, &kernels::kbgemm_2x4__popcnt},
       {"kbgemm_2x4__avx2", &has_avx2, 20, &kernels::kbgemm_2x4__avx2},
+      {"kbgemm_3x4__avx2", &has_avx2, 21, &kernels::kbgemm_3x4__avx2, &kernels::kbgemm_3x4__avx2_packed_b_words,
+       &kernels::kbgemm_3x4__avx2_pack_b, &kernels::kbgemm_3x4__avx2_run_packed, 4},
       {"kbgemm_4x4__avx512", &has_avx512, 30, &kernels::kbgemm_4x4__avx512},
       {"kbgemm_4x16__avx512", &has_avx512, 31, &kernels::kbgemm_4x16__avx512,
        &kernels::kbgemm_4x16__avx512_packed_b_words, &kernels::kbgemm_4x16__avx512_pack_b,

@@ -25,6 +25,11 @@ void kbgemm_2x4__scalar(BMX_KBGEMM_ARGS);
 #if defined(BMX_ARCH_X86)
 void kbgemm_2x4__popcnt(BMX_KBGEMM_ARGS);
 void kbgemm_2x4__avx2(BMX_KBGEMM_ARGS);
+void kbgemm_3x4__avx2(BMX_KBGEMM_ARGS);
+std::int64_t kbgemm_3x4__avx2_packed_b_words(std::int64_t n, std::int64_t words, int pb);
+void kbgemm_3x4__avx2_pack_b(const word_t* b, std::int64_t ldb, std::int64_t n, std::int64_t words, int pb,
+                             word_t* out);
+void kbgemm_3x4__avx2_run_packed(BMX_KBGEMM_PACKED_ARGS);
 void kbgemm_4x4__avx512(BMX_KBGEMM_ARGS);
 void kbgemm_4x16__avx512(BMX_KBGEMM_ARGS);
 std::int64_t kbgemm_4x16__avx512_packed_b_words(std::int64_t n, std::int64_t words, int pb);

@@ -1,16 +1,20 @@
 // KbitConv2D: k-bit convolution by bit-plane decomposition (Zhou et al., DoReFa-Net, 2016;
-// Bethge et al., BMXNet 2, 2019). With activations a = am * La + aa and weights
-// w = wm * Lw + wa for unsigned levels La, Lw (Levels input: am = 1/(2^k - 1), aa = 0;
-// Bits input: am = -2, aa = 1; sign weights: wm = -2, wa = 1; DoReFa weights:
-// wm = 2/(2^p - 1), wa = -1), the dot product of a window is
-//   dot = am*wm * P + am*wa * SA + aa*wm * SW + aa*wa * K
-// with P = sum La*Lw (core/kbgemm: weighted popcounts of plane pairs, the weights in the
+// Bethge et al., BMXNet 2, 2019). Activations and weights are integer affine maps of
+// unsigned levels La, Lw over a common denominator: a = (am * La + aa) / da (Levels input:
+// am = 1, aa = 0, da = 2^k - 1; Bits input: am = -2, aa = 1, da = 1) and w = (wm * Lw + wa)
+// / dw (sign weights: wm = -2, wa = 1, dw = 1; DoReFa weights: wm = 2, wa = -n, dw = n =
+// 2^p - 1). A window's dot product is I / (da * dw) with the integer
+//   I = am*wm * P + am*wa * SA + aa*wm * SW + aa*wa * K,
+// P = sum La*Lw (core/kbgemm: weighted popcounts of plane pairs, the weights in the
 // kernel's packed panels), SA = sum La over the window (from each input pixel's level
-// sum), SW = sum Lw of the filter and K its size. The file's output
-// y = scale * dot + shift is folded at load into per-channel factors of P, SA and 1.
+// sum), SW = sum Lw of the filter, K its size. I is computed exactly (doubles holding
+// integers) and scaled once: y = scale / (da * dw) * I + shift. Folding the float factors
+// into per-term scales instead would cancel large terms in float32 (relative errors of
+// 1e-5 at C_in = 160 with 3-bit weights, which then flip later signs).
 // Padding: the file means the value -1. A Bits input pads with bit 1 (exactly -1); a
 // Levels input pads with level 0 (value 0) and each output pixel whose window reaches
-// into the padding adds -scale * (the weights on its padded taps), precomputed per tap.
+// into the padding adds -da * (the weights of its padded taps, times dw): integers
+// precomputed per tap.
 #include <algorithm>
 #include <cstring>
 
@@ -29,13 +33,14 @@ namespace {
 constexpr std::int64_t kRowsPerBlock = 64;  // output pixels per GEMM block (per thread)
 
 struct Encoding {
-  double mul, add;  // value = mul * level + add
+  std::int64_t mul, add, den;  // value = (mul * level + add) / den
 };
 Encoding act_encoding(const ValueInfo& x) {
-  return x.levels ? Encoding{1.0 / ((1 << x.planes) - 1), 0.0} : Encoding{-2.0, 1.0};
+  return x.levels ? Encoding{1, 0, (1 << x.planes) - 1} : Encoding{-2, 1, 1};
 }
 Encoding weight_encoding(int planes) {
-  return planes == 1 ? Encoding{-2.0, 1.0} : Encoding{2.0 / ((1 << planes) - 1), -1.0};
+  const std::int64_t n = (1 << planes) - 1;
+  return planes == 1 ? Encoding{-2, 1, 1} : Encoding{2, -n, n};
 }
 
 // Sum of the levels of `words` words of each of `planes` planes (plane stride `ps`).
@@ -46,24 +51,25 @@ std::int64_t level_sum(const word_t* w, std::int64_t ps, std::int64_t words, int
   return s;
 }
 
-// The per-channel factors of the output (see the top of the file): scale = factor of P,
-// b = factor of SA, shift = constant, w = [KH*KW][C_out] terms of the padded taps.
-void prepare_factors(const fb::KbitConv2D* p, OpNode& op, const ValueInfo& x) {
+// The integer terms (see the top of the file): p_mul, sa_mul; kterms row 0 = the constant
+// aa*wm*SW + aa*wa*K per channel, rows 1 + tap (Levels input) = the padded tap's -da * dw *
+// (its weights' sum); scale = scale / (da * dw).
+void prepare_terms(const fb::KbitConv2D* p, OpNode& op, const ValueInfo& x) {
   const Encoding a = act_encoding(x), wq = weight_encoding(op.w_planes);
-  const std::int64_t wc = words_for_bits(x.c), taps = op.kh * op.kw, row = taps * wc;
-  op.scale.resize(op.out_c), op.shift.resize(op.out_c), op.b.resize(op.out_c);
-  op.w.resize(x.levels ? op.out_c * taps : 0);
-  for (std::int64_t c = 0; c < op.out_c; ++c) {
-    const double s = p->scale()->Get(c), t = p->shift()->Get(c);
+  const std::int64_t wc = words_for_bits(x.c), taps = op.kh * op.kw, row = taps * wc, n = op.out_c;
+  op.p_mul = static_cast<double>(a.mul * wq.mul);
+  op.sa_mul = static_cast<double>(a.mul * wq.add);
+  op.scale.resize(n), op.shift.resize(n);
+  op.kterms.resize(n * (x.levels ? 1 + taps : 1));
+  for (std::int64_t c = 0; c < n; ++c) {
     const word_t* wr = op.wbits.data() + c * op.w_planes * row;
-    const double sw = static_cast<double>(level_sum(wr, row, row, op.w_planes));
-    op.scale[c] = static_cast<float>(s * a.mul * wq.mul);
-    op.b[c] = static_cast<float>(s * a.mul * wq.add);
-    op.shift[c] = static_cast<float>(s * (a.add * wq.mul * sw + a.add * wq.add * op.k_bits) + t);
+    const std::int64_t sw = level_sum(wr, row, row, op.w_planes);
+    op.scale[c] = static_cast<float>(static_cast<double>(p->scale()->Get(c)) / static_cast<double>(a.den * wq.den));
+    op.shift[c] = p->shift()->Get(c);
+    op.kterms[c] = static_cast<double>(a.add * wq.mul * sw + a.add * wq.add * op.k_bits);
     for (std::int64_t k = 0; x.levels && k < taps; ++k) {
-      // the -1 the file pads with, times the weights of this tap
-      const double tap = wq.mul * level_sum(wr + k * wc, row, wc, op.w_planes) + wq.add * x.c;
-      op.w[k * op.out_c + c] = static_cast<float>(-s * tap);
+      const std::int64_t tap = wq.mul * level_sum(wr + k * wc, row, wc, op.w_planes) + wq.add * x.c;  // dw * sum w
+      op.kterms[(1 + k) * n + c] = static_cast<double>(-a.den * tap);  // the value -1 = -da / da
     }
   }
 }
@@ -104,7 +110,7 @@ void load(const fb::Op* fop, OpNode& op, const Graph& g, bool prepare) {
   if (!prepare) return;
   op.wbits.resize(nwords);
   std::memcpy(op.wbits.data(), wb, nwords * 8);
-  prepare_factors(p, op, x);
+  prepare_terms(p, op, x);
   const std::vector<word_t> panels = kbgemm_pack_b(kbgemm_kernel("auto"), op.wbits.data(), op.w_planes * row,
                                                    op.out_c, row, op.w_planes);
   op.wpanels.resize(panels.size(), /*zero=*/false);
@@ -156,17 +162,17 @@ void im2col(const word_t* in, const Geometry& g, const OpNode& op, std::int64_t 
   }
 }
 
-// The padded-tap correction of output pixel (oy, ox) for every channel: the sum of the
-// rows of op.w of its taps that fall into the padding.
-void pad_correction(const OpNode& op, const Geometry& g, std::int64_t oy, std::int64_t ox, float* corr) {
+// The padded-tap term of output pixel (oy, ox) for every channel: the sum of the kterms
+// rows of its taps that fall into the padding.
+void pad_correction(const OpNode& op, const Geometry& g, std::int64_t oy, std::int64_t ox, double* corr) {
   const std::int64_t n = op.out_c;
-  std::fill(corr, corr + n, 0.0f);
+  std::fill(corr, corr + n, 0.0);
   for (std::int64_t i = 0; i < op.kh; ++i) {
     const std::int64_t y = oy * op.sh - op.ph + i * op.dh;
     for (std::int64_t j = 0; j < op.kw; ++j) {
       const std::int64_t x = ox * op.sw - op.pw + j * op.dw;
       if (y >= 0 && y < g.h && x >= 0 && x < g.w) continue;
-      const float* t = op.w.data() + (i * op.kw + j) * n;
+      const double* t = op.kterms.data() + (1 + i * op.kw + j) * n;
       for (std::int64_t ch = 0; ch < n; ++ch) corr[ch] += t[ch];
     }
   }
@@ -177,13 +183,19 @@ bool window_padded(const OpNode& op, const Geometry& g, std::int64_t oy, std::in
   return y0 < 0 || x0 < 0 || y0 + op.dh * (op.kh - 1) >= g.h || x0 + op.dw * (op.kw - 1) >= g.w;
 }
 
-// One output pixel: y = scale * P + b * SA + shift (+ corr, the padded taps' term, at the
-// border of a Levels input), then the ReLU.
-BMX_SIMD_CLONES void epilogue(const std::int32_t* p, float sa, const float* scale, const float* bsa,
-                              const float* shift, const float* corr, std::int64_t n, bool relu, float* o) {
-  for (std::int64_t ch = 0; ch < n; ++ch) o[ch] = scale[ch] * static_cast<float>(p[ch]) + bsa[ch] * sa + shift[ch];
-  if (corr)
-    for (std::int64_t ch = 0; ch < n; ++ch) o[ch] += corr[ch];
+// One output pixel: the exact numerator I = p_mul * P + base + kterms[c] (+ corr[c], the
+// padded taps at the border of a Levels input; base = sa_mul * SA), y = scale * I + shift,
+// then the ReLU.
+BMX_SIMD_CLONES void epilogue(const std::int32_t* p, double base, double p_mul, const double* kterms,
+                              const double* corr, const float* scale, const float* shift, std::int64_t n,
+                              bool relu, float* o) {
+  if (corr) {
+    for (std::int64_t ch = 0; ch < n; ++ch)
+      o[ch] = scale[ch] * static_cast<float>(p_mul * p[ch] + base + kterms[ch] + corr[ch]) + shift[ch];
+  } else {
+    for (std::int64_t ch = 0; ch < n; ++ch)
+      o[ch] = scale[ch] * static_cast<float>(p_mul * p[ch] + base + kterms[ch]) + shift[ch];
+  }
   if (relu)
     for (std::int64_t ch = 0; ch < n; ++ch) o[ch] = std::max(o[ch], 0.0f);
 }
@@ -225,14 +237,14 @@ void run(const RunContext& c, const OpNode& op) {
   float* out = c.fptr(op.out);
   const std::int64_t out_ps = c.ps(op.out), lda = g.planes * g.row;
   const int pa = static_cast<int>(g.planes);
-  const float *scale = op.scale.data(), *bsa = op.b.data(), *shift = op.shift.data();
+  const float *scale = op.scale.data(), *shift = op.shift.data();
   pfor(c.pool, blocks, 1, [&](std::int64_t b0, std::int64_t b1) {
     thread_local ScratchBuffer<word_t> a_buf;
     thread_local ScratchBuffer<std::int32_t> c_buf;
-    thread_local ScratchBuffer<float> corr_buf;
+    thread_local ScratchBuffer<double> corr_buf;
     word_t* a = a_buf.get(kRowsPerBlock * lda);
     std::int32_t* acc = c_buf.get(kRowsPerBlock * n);
-    float* corr = corr_buf.get(n);
+    double* corr = corr_buf.get(n);
     for (std::int64_t b = b0; b < b1; ++b) {
       const std::int64_t m0 = b * kRowsPerBlock, m1 = std::min(m, m0 + kRowsPerBlock);
       im2col(in, g, op, m0, m1, a);
@@ -243,12 +255,12 @@ void run(const RunContext& c, const OpNode& op) {
       }
       for (std::int64_t r = m0; r < m1; ++r) {
         const std::int32_t* p = acc + (r - m0) * n;
-        const float s = static_cast<float>(window_sum(sums, g, op, r));
-        float* o = out + r * out_ps;
+        const double base = op.sa_mul * window_sum(sums, g, op, r);
         const std::int64_t oy = r / g.ow % g.oh, ox = r % g.ow;
         const bool border = g.levels && window_padded(op, g, oy, ox);
         if (border) pad_correction(op, g, oy, ox, corr);
-        epilogue(p, s, scale, bsa, shift, border ? corr : nullptr, n, op.relu, o);
+        epilogue(p, base, op.p_mul, op.kterms.data(), border ? corr : nullptr, scale, shift, n, op.relu,
+                 out + r * out_ps);
       }
     }
   });
