@@ -84,11 +84,19 @@ def _op_stats(model, op):
     weight_bytes = sum(len(o[k]) for k in ("weight_raw", "bias_raw", "weightbits_raw") if o.get(k))
     weight_bytes += sum(4 * len(o[k]) for k in ("scale", "shift") if o.get(k) is not None)
     binary_weights = float_weights = macs = 0
+    weight_bits, bops = 1, 0  # bits per quantized weight; BOPs = MACs * bits_w * bits_a
     if t == "BinaryConv2D":
         kh, kw = o["kernel"]
         k = o["inchannels"] // o["groups"] * kh * kw
         binary_weights = o["outchannels"] * k
         macs = _prod(out) * k
+        float_weights = 2 * o["outchannels"]  # folded scale and shift
+    elif t == "KbitConv2D":
+        kh, kw = o["kernel"]
+        k = o["inchannels"] * kh * kw
+        binary_weights, weight_bits = o["outchannels"] * k, o["weightplanes"]
+        macs = _prod(out) * k
+        bops = macs * weight_bits * max(_in(model, op)["planes"], 1)
         float_weights = 2 * o["outchannels"]  # folded scale and shift
     elif t == "Conv2D":
         kh, kw = o["kernel"]
@@ -105,11 +113,13 @@ def _op_stats(model, op):
         fin = _prod(_in(model, op)["shape"][1:])
         float_weights = o["units"] * fin + (o["units"] if o["bias_raw"] else 0)
         macs = o["units"] * fin
-    elif t in ("Sign", "Affine"):
+    elif t in ("Sign", "Affine", "Quantize"):
         float_weights = sum(len(o[k]) for k in ("scale", "shift") if o.get(k) is not None)
+    if t in ("BinaryConv2D", "BinaryDense"):
+        bops = macs
     return {"weight_bytes": weight_bytes, "binary_weights": binary_weights,
-            "float_weights": float_weights, "macs": macs,
-            "binary_macs": macs if t in ("BinaryConv2D", "BinaryDense") else 0}
+            "binary_weight_bits": binary_weights * weight_bits, "float_weights": float_weights,
+            "macs": macs, "binary_macs": macs if bops else 0, "bops": bops}
 
 
 def _attrs(op):
@@ -146,11 +156,13 @@ def summarize(model):
     -------
     dict
         ``ops``: one dict per op (``index``, ``type``, ``name``, ``inputs``, ``output``,
-        ``shape``, ``bits`` (1 for a bit-packed output, else 32), ``attrs``,
-        ``weight_bytes``, ``binary_weights``, ``float_weights``, ``macs``); ``counts``
-        (ops per type); the totals ``weight_bytes``, ``binary_weights``,
-        ``float_weights``, ``macs``, ``binary_macs``; and ``input_shape``,
-        ``output_shape``.
+        ``shape``, ``bits`` (1 for a bit-packed output, k for k-bit levels, else 32),
+        ``attrs``, ``weight_bytes``, ``binary_weights``, ``binary_weight_bits``,
+        ``float_weights``, ``macs``, ``binary_macs``, ``bops``); ``counts`` (ops per type);
+        the totals ``weight_bytes``, ``binary_weights`` (quantized weights, any bit width),
+        ``binary_weight_bits``, ``float_weights``, ``macs``, ``binary_macs`` (MACs of the
+        binary and k-bit layers), ``bops`` (those MACs times bits_w * bits_a, the papers'
+        rule for k-bit layers); and ``input_shape``, ``output_shape``.
     """
     ops, tot = [], Counter()
     for i, op in enumerate(model["ops"]):
@@ -159,12 +171,12 @@ def summarize(model):
         out = _out(model, op)
         ops.append({"index": i, "type": op["type"], "name": op["name"], "inputs": op["inputs"],
                     "output": op["outputs"][0], "shape": out["shape"],
-                    "bits": 1 if out["kind"] == "Bits" else 32, "attrs": _attrs(op), **s})
+                    "bits": {"Bits": 1, "Levels": out["planes"]}.get(out["kind"], 32), "attrs": _attrs(op), **s})
     return {"ops": ops, "counts": dict(Counter(op["type"] for op in model["ops"])),
             "input_shape": model["values"][model["inputs"][0]]["shape"],
             "output_shape": model["values"][model["outputs"][0]]["shape"],
-            **{k: int(tot[k]) for k in ("weight_bytes", "binary_weights", "float_weights",
-                                        "macs", "binary_macs")}}
+            **{k: int(tot[k]) for k in ("weight_bytes", "binary_weights", "binary_weight_bits",
+                                        "float_weights", "macs", "binary_macs", "bops")}}
 
 
 def _fmt_floats(v):
@@ -195,8 +207,10 @@ def format_summary(model, path=None):
     """
     s = summarize(model)
     fmacs = s["macs"] - s["binary_macs"]
-    # The papers' rule (Bethge et al. 2019): OPs = FLOPs + BOPs / 64, one MAC = one op.
-    ops_rule = fmacs + s["binary_macs"] / 64
+    # The papers' rule (Bethge et al. 2019): OPs = FLOPs + BOPs / 64, one MAC = one op; a
+    # k-bit MAC is bits_w * bits_a binary ones (Zhou et al., DoReFa-Net, 2016).
+    ops_rule = fmacs + s["bops"] / 64
+    kbit = s["binary_weight_bits"] != s["binary_weights"]
     w = max([4] + [len(op["name"]) for op in s["ops"]])  # names are whole: they key profiles
     lines = [
         f"model:      {path if path is not None else '<bytes>'}",
@@ -211,10 +225,12 @@ def format_summary(model, path=None):
                           else "(none recorded)"),
         f"ops:        {len(s['ops'])} (" + ", ".join(f"{t} {n}" for t, n in sorted(s["counts"].items()))
         + f"), values {len(model['values'])}",
-        f"weights:    {s['binary_weights']} binary (1 bit, {s['binary_weights'] / 8 / 2 ** 20:.3f} MiB), "
+        f"weights:    {s['binary_weights']} binary ({'1 to 4 bits' if kbit else '1 bit'}, "
+        f"{s['binary_weight_bits'] / 8 / 2 ** 20:.3f} MiB), "
         f"{s['float_weights']} float (32 bit, {s['float_weights'] * 4 / 2 ** 20:.3f} MiB)",
         f"MACs:       {_si(s['binary_macs'])} binary + {_si(fmacs)} float at batch 1; "
-        f"OPs (FLOPs + BOPs/64) {ops_rule:.3g}",
+        + (f"BOPs (k-bit MACs x bits_w x bits_a) {_si(s['bops'])}; " if kbit or s['bops'] != s['binary_macs'] else "")
+        + f"OPs (FLOPs + BOPs/64) {ops_rule:.3g}",
         "",
         f"{'#':>3}  {'op':<17} {'name':<{w}} {'inputs':<10} {'out':>4}  {'shape':<18} {'bits':>4} "
         f"{'weights':>10} {'MACs':>8}  attrs",
@@ -232,7 +248,8 @@ def _q(s):
     return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-_COLORS = {"BinaryConv2D": "#f4b183", "BinaryDense": "#f4b183", "Sign": "#ffe699", "Conv2D": "#9dc3e6", "Dense": "#9dc3e6",
+_COLORS = {"BinaryConv2D": "#f4b183", "BinaryDense": "#f4b183", "KbitConv2D": "#f4b183", "Sign": "#ffe699",
+           "Quantize": "#ffe699", "Conv2D": "#9dc3e6", "Dense": "#9dc3e6",
            "Pool2D": "#c5e0b4", "Concat": "#d9d9d9", "Add": "#d9d9d9", "AddToLastChannels": "#d9d9d9"}
 
 

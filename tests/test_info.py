@@ -84,6 +84,28 @@ def test_binary_dense_counts_as_binary(tmp_path):
     assert s["binary_weights"] == s["binary_macs"] == int(np.prod(net[3].weight.shape)) == 7 * 5 * 8 * 8
 
 
+def test_kbit_conv_counts_by_the_papers_rule():
+    """A 2-bit-activation, 3-bit-weight conv: its weights count at 3 bits (size), its MACs
+    as binary MACs, its BOPs as MACs x 3 x 2 (Zhou et al., DoReFa-Net, 2016), as
+    bmx.summary counts the Gluon net; the Levels value shows 2 bits."""
+    mx.random.seed(5)
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(5, 3, padding=1), nn.BatchNorm(),
+            bmx.nn.BinaryConvolution(6, 3, padding=1, bits=3, bits_a=2), nn.Flatten())
+    net.initialize(mx.init.Xavier())
+    net(mx.nd.zeros(IN_SHAPE))
+    model = read_model(bmx.convert(net, IN_SHAPE))
+    s = info.summarize(model)
+    k = 5 * 3 * 3
+    macs = 6 * IN_SHAPE[2] * IN_SHAPE[3] * k
+    assert s["binary_weights"] == 6 * k and s["binary_weight_bits"] == 3 * 6 * k
+    assert s["binary_macs"] == macs and s["bops"] == macs * 3 * 2
+    assert {op["type"]: op["bits"] for op in s["ops"]}["Quantize"] == 2
+    assert bmx.summary(net, IN_SHAPE).bops == s["bops"]
+    out = info.format_summary(model)
+    assert "binary (1 to 4 bits" in out and "BOPs (k-bit MACs x bits_w x bits_a)" in out
+
+
 def test_dot_parses_with_graphviz(tiny_model, tmp_path):
     if shutil.which("dot") is None:
         pytest.skip("Graphviz's dot is not installed (apt-get install graphviz)")

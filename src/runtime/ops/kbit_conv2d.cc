@@ -211,7 +211,7 @@ void pixel_sums(const word_t* in, const Geometry& g, std::int64_t pixels, std::i
 
 // SA of output pixel m: the level sums of its taps; a padded tap of a Bits input is -1 in
 // every channel (bit 1: C levels), of a Levels input level 0.
-std::int32_t window_sum(const std::int32_t* sums, const Geometry& g, const OpNode& op, std::int64_t m) {
+std::int64_t window_sum(const std::int32_t* sums, const Geometry& g, const OpNode& op, std::int64_t m) {
   const std::int64_t n = m / (g.oh * g.ow), oy = m / g.ow % g.oh, ox = m % g.ow;
   std::int64_t s = 0;
   for (std::int64_t i = 0; i < op.kh; ++i)
@@ -220,7 +220,7 @@ std::int32_t window_sum(const std::int32_t* sums, const Geometry& g, const OpNod
       if (y >= 0 && y < g.h && x >= 0 && x < g.w) s += sums[(n * g.h + y) * g.w + x];
       else if (!g.levels) s += g.c;
     }
-  return static_cast<std::int32_t>(s);
+  return s;
 }
 
 void run(const RunContext& c, const OpNode& op) {
@@ -255,7 +255,7 @@ void run(const RunContext& c, const OpNode& op) {
       }
       for (std::int64_t r = m0; r < m1; ++r) {
         const std::int32_t* p = acc + (r - m0) * n;
-        const double base = op.sa_mul * window_sum(sums, g, op, r);
+        const double base = op.sa_mul * static_cast<double>(window_sum(sums, g, op, r));
         const std::int64_t oy = r / g.ow % g.oh, ox = r % g.ow;
         const bool border = g.levels && window_padded(op, g, oy, ox);
         if (border) pad_correction(op, g, oy, ox, corr);
