@@ -60,16 +60,27 @@ def _act(activation):
 
 # -- options tables, one writer per IR kind: (builder, table module, attrs) -> offset ------
 
+def _window(b, at):
+    """The kernel, stride, pad and dilation vectors of a convolution (written before its
+    table starts)."""
+    return [_ivec(b, at[x]) for x in ("kernel", "stride", "pad", "dilation")]
+
+
+def _add_window(table, b, window):
+    kern, strd, pad, dil = window
+    table.AddKernel(b, kern)
+    table.AddStride(b, strd)
+    table.AddPad(b, pad)
+    table.AddDilation(b, dil)
+
+
 def _conv(b, Conv2D, at):
     w = _f32_bytes(b, at["W"])
     bias = _f32_bytes(b, at["b"]) if at["b"] is not None else None
-    kern, strd, pad, dil = (_ivec(b, at[x]) for x in ("kernel", "stride", "pad", "dilation"))
+    window = _window(b, at)
     Conv2D.Start(b)
     Conv2D.AddOutChannels(b, at["cout"])
-    Conv2D.AddKernel(b, kern)
-    Conv2D.AddStride(b, strd)
-    Conv2D.AddPad(b, pad)
-    Conv2D.AddDilation(b, dil)
+    _add_window(Conv2D, b, window)
     Conv2D.AddGroups(b, at["groups"])
     Conv2D.AddWeight(b, w)
     if bias is not None:
@@ -81,14 +92,11 @@ def _conv(b, Conv2D, at):
 def _bconv(b, BinaryConv2D, at):
     w = _bytes(b, pack_binary_weight(at["W"], at["groups"]).tobytes())
     sc, sh = _fvec(b, at["scale"]), _fvec(b, at["shift"])
-    kern, strd, pad, dil = (_ivec(b, at[x]) for x in ("kernel", "stride", "pad", "dilation"))
+    window = _window(b, at)
     BinaryConv2D.Start(b)
     BinaryConv2D.AddOutChannels(b, at["cout"])
     BinaryConv2D.AddInChannels(b, at["cin"])
-    BinaryConv2D.AddKernel(b, kern)
-    BinaryConv2D.AddStride(b, strd)
-    BinaryConv2D.AddPad(b, pad)
-    BinaryConv2D.AddDilation(b, dil)
+    _add_window(BinaryConv2D, b, window)
     BinaryConv2D.AddGroups(b, at["groups"])
     BinaryConv2D.AddWeightBits(b, w)
     BinaryConv2D.AddScale(b, sc)
@@ -123,14 +131,11 @@ def pack_kbit_weight(L, planes):
 def _kconv(b, KbitConv2D, at):
     w = _bytes(b, pack_kbit_weight(at["L"], at["w_planes"]).tobytes())
     sc, sh = _fvec(b, at["scale"]), _fvec(b, at["shift"])
-    kern, strd, pad, dil = (_ivec(b, at[x]) for x in ("kernel", "stride", "pad", "dilation"))
+    window = _window(b, at)
     KbitConv2D.Start(b)
     KbitConv2D.AddOutChannels(b, at["cout"])
     KbitConv2D.AddInChannels(b, at["cin"])
-    KbitConv2D.AddKernel(b, kern)
-    KbitConv2D.AddStride(b, strd)
-    KbitConv2D.AddPad(b, pad)
-    KbitConv2D.AddDilation(b, dil)
+    _add_window(KbitConv2D, b, window)
     KbitConv2D.AddWeightPlanes(b, at["w_planes"])
     KbitConv2D.AddWeightBits(b, w)
     KbitConv2D.AddScale(b, sc)

@@ -155,6 +155,17 @@ inline void check_scale_shift(const OpChecker& ck, const flatbuffers::Vector<flo
   if (!all_finite(scale) || !all_finite(shift)) ck.fail("scale or shift is not finite");
 }
 
+// check_scale_shift on a table's scale and shift, copied into op when preparing (and
+// present).
+template <typename Table>
+void read_scale_shift(const OpChecker& ck, const Table* p, OpNode& op, std::int64_t c, bool optional, bool prepare) {
+  check_scale_shift(ck, p->scale(), p->shift(), c, optional);
+  if (prepare && p->scale() && p->scale()->size()) {
+    copy_floats(p->scale(), op.scale);
+    copy_floats(p->shift(), op.shift);
+  }
+}
+
 // The activation field of a table: None or Relu.
 template <typename Table>
 bool read_relu(const OpChecker& ck, const Table* p) {

@@ -44,13 +44,9 @@ void load(const fb::Op* fop, OpNode& op, const Graph& g, bool prepare) {
   const fb::Affine* p = fop->options_as_Affine();
   ck.arity(1);
   const ValueInfo& x = ck.input(0, false, 0);
-  check_scale_shift(ck, p->scale(), p->shift(), x.c, false);
+  read_scale_shift(ck, p, op, x.c, false, prepare);
   op.relu = read_relu(ck, p);
   ck.output(x.rank, x.c, x.h, x.w, false);
-  if (prepare) {
-    copy_floats(p->scale(), op.scale);
-    copy_floats(p->shift(), op.shift);
-  }
 }
 
 void run(const RunContext& c, const OpNode& op) {

@@ -18,14 +18,10 @@ void load(const fb::Op* fop, OpNode& op, const Graph& g, bool prepare) {
   const fb::Quantize* p = fop->options_as_Quantize();
   ck.arity(1);
   const ValueInfo& x = ck.input(0, false);
-  check_scale_shift(ck, p->scale(), p->shift(), x.c, true);
+  read_scale_shift(ck, p, op, x.c, true, prepare);
   const ValueInfo& y = g.values[op.out];
   if (!y.levels) ck.fail("output '" + y.name + "' must be a Levels value, is " + shape_str(y));
   ck.output(4, x.c, x.h, x.w, true, y.planes);
-  if (prepare && p->scale() && p->scale()->size()) {
-    copy_floats(p->scale(), op.scale);
-    copy_floats(p->shift(), op.shift);
-  }
 }
 
 void run(const RunContext& c, const OpNode& op) {

@@ -15,12 +15,8 @@ void load(const fb::Op* fop, OpNode& op, const Graph& g, bool prepare) {
   const fb::Sign* p = fop->options_as_Sign();
   ck.arity(1);
   const ValueInfo& x = ck.input(0, false, 0);  // 2-D inputs need format 2 (2-D Bits values)
-  check_scale_shift(ck, p->scale(), p->shift(), x.c, true);
+  read_scale_shift(ck, p, op, x.c, true, prepare);
   ck.output(x.rank, x.c, x.h, x.w, true);
-  if (prepare && p->scale() && p->scale()->size()) {
-    copy_floats(p->scale(), op.scale);
-    copy_floats(p->shift(), op.shift);
-  }
 }
 
 void run(const RunContext& c, const OpNode& op) {
