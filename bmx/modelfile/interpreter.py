@@ -78,6 +78,26 @@ def _act(y, a):
     return np.maximum(y, 0) if a == "relu" else y
 
 
+def _binary_conv(a, o):
+    """BinaryConv2D: match counts of +-1 values padded with -1, times scale plus shift."""
+    kh, kw = o["kernel"]
+    cig = o["inchannels"] // o["groups"]
+    w = np.transpose(unpack_bits(o["weight_bits"], cig), (0, 3, 1, 2))  # C_out, C_in/g, KH, KW
+    dot = _conv(_pad(a, *o["pad"], -1.0), w, o["stride"], o["dilation"], o["groups"])
+    match = (dot + cig * kh * kw) / 2                                    # exact integers
+    return (o["scale"].reshape(1, -1, 1, 1) * match.astype(np.float32)
+            + o["shift"].reshape(1, -1, 1, 1)).astype(np.float32)
+
+
+def _binary_dense(a, o):
+    """BinaryDense: match counts over the input flattened in NCHW order."""
+    w = unpack_bits(o["weight_bits"], a.shape[1])                       # units, H, W, C
+    w = np.transpose(w, (0, 3, 1, 2)).reshape(w.shape[0], -1)           # NCHW flatten order
+    dot = a.reshape(a.shape[0], -1).astype(np.float64) @ w.T.astype(np.float64)
+    match = (dot + w.shape[1]) / 2                                      # exact integers
+    return (o["scale"] * match.astype(np.float32) + o["shift"]).astype(np.float32)
+
+
 def _kbit_conv(a, o):
     """KbitConv2D as the schema defines it: the activation values (+-1 or L / n) padded
     with -1, the weight values (1 plane: +-1; p planes: 2 L / (2^p - 1) - 1)."""
@@ -123,27 +143,13 @@ def run_model(model, x, return_values=False):
                 y = y + o["bias"].reshape(1, -1, 1, 1)
             y = _act(y.astype(np.float32), o["activation"])
         elif t == "BinaryConv2D":
-            kh, kw = o["kernel"]
-            cig = o["inchannels"] // o["groups"]
-            w = unpack_bits(o["weight_bits"], cig)          # C_out, KH, KW, C_in/g
-            w = np.transpose(w, (0, 3, 1, 2))
-            dot = _conv(_pad(a, *o["pad"], -1.0), w, o["stride"], o["dilation"], o["groups"])
-            match = (dot + cig * kh * kw) / 2                 # exact integers
-            y = (o["scale"].reshape(1, -1, 1, 1) * match.astype(np.float32)
-                 + o["shift"].reshape(1, -1, 1, 1))
-            y = _act(y.astype(np.float32), o["activation"])
+            y = _act(_binary_conv(a, o), o["activation"])
         elif t == "KbitConv2D":
             y = _act(_kbit_conv(a, o), o["activation"])
         elif t == "Quantize":
             y = _quantize(a, o, m["values"][op["outputs"][0]]["planes"])
         elif t == "BinaryDense":
-            c = a.shape[1]
-            w = unpack_bits(o["weight_bits"], c)             # units, H, W, C
-            w = np.transpose(w, (0, 3, 1, 2)).reshape(w.shape[0], -1)  # NCHW flatten order
-            dot = a.reshape(a.shape[0], -1).astype(np.float64) @ w.T.astype(np.float64)
-            match = (dot + w.shape[1]) / 2                   # exact integers
-            y = _act((o["scale"] * match.astype(np.float32) + o["shift"]).astype(np.float32),
-                     o["activation"])
+            y = _act(_binary_dense(a, o), o["activation"])
         elif t == "Sign":
             z = a
             if o["scale"] is not None:

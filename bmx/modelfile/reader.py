@@ -41,6 +41,35 @@ def _raw(tab, name):
     return np.asarray(getattr(tab, name + "AsNumpy")(), dtype=np.uint8).tobytes()
 
 
+def _shape_weights(tname, o, in_shape):
+    """The raw weight bytes of an op as numpy arrays of their documented shapes
+    (``in_shape()``: the shape of the op's first input)."""
+    if tname == "Conv2D":
+        cin = in_shape()[1]
+        kh, kw = o["kernel"]
+        o["weight"] = np.frombuffer(o["weight_raw"], "<f4").reshape(
+            o["outchannels"], cin // o["groups"], kh, kw)
+        o["bias"] = None if not o["bias_raw"] else np.frombuffer(o["bias_raw"], "<f4")
+    elif tname == "BinaryConv2D":
+        kh, kw = o["kernel"]
+        nw = (o["inchannels"] // o["groups"] + 63) // 64
+        o["weight_bits"] = np.frombuffer(o["weightbits_raw"], "<u8").reshape(
+            o["outchannels"], kh, kw, nw)
+    elif tname == "KbitConv2D":
+        kh, kw = o["kernel"]
+        nw = (o["inchannels"] + 63) // 64
+        o["weight_bits"] = np.frombuffer(o["weightbits_raw"], "<u8").reshape(
+            o["outchannels"], o["weightplanes"], kh, kw, nw)
+    elif tname == "BinaryDense":
+        _, c, *hw = in_shape()
+        h, w = hw if hw else (1, 1)
+        o["weight_bits"] = np.frombuffer(o["weightbits_raw"], "<u8").reshape(
+            o["units"], h, w, (c + 63) // 64)
+    elif tname == "Dense":
+        o["weight"] = np.frombuffer(o["weight_raw"], "<f4").reshape(o["units"], -1)
+        o["bias"] = None if not o["bias_raw"] else np.frombuffer(o["bias_raw"], "<f4")
+
+
 def read_model(data):
     """Parse a model file (bytes or path) into a dict: ``version``, ``producer``,
     ``values`` (name, shape, kind), ``inputs``, ``outputs``, ``num_classes``, ``mean``,
@@ -97,30 +126,7 @@ def read_model(data):
         for f in ("Weight", "Bias", "WeightBits"):
             if hasattr(t, f + "IsNone"):
                 o[f.lower() + "_raw"] = _raw(t, f)
-        if tname == "Conv2D":
-            cin = out["values"][_ints(op, "Inputs")[0]]["shape"][1]
-            kh, kw = o["kernel"]
-            o["weight"] = np.frombuffer(o["weight_raw"], "<f4").reshape(
-                o["outchannels"], cin // o["groups"], kh, kw)
-            o["bias"] = None if not o["bias_raw"] else np.frombuffer(o["bias_raw"], "<f4")
-        elif tname == "BinaryConv2D":
-            kh, kw = o["kernel"]
-            nw = (o["inchannels"] // o["groups"] + 63) // 64
-            o["weight_bits"] = np.frombuffer(o["weightbits_raw"], "<u8").reshape(
-                o["outchannels"], kh, kw, nw)
-        elif tname == "KbitConv2D":
-            kh, kw = o["kernel"]
-            nw = (o["inchannels"] + 63) // 64
-            o["weight_bits"] = np.frombuffer(o["weightbits_raw"], "<u8").reshape(
-                o["outchannels"], o["weightplanes"], kh, kw, nw)
-        elif tname == "BinaryDense":
-            _, c, *hw = out["values"][_ints(op, "Inputs")[0]]["shape"]
-            h, w = hw if hw else (1, 1)
-            o["weight_bits"] = np.frombuffer(o["weightbits_raw"], "<u8").reshape(
-                o["units"], h, w, (c + 63) // 64)
-        elif tname == "Dense":
-            o["weight"] = np.frombuffer(o["weight_raw"], "<f4").reshape(o["units"], -1)
-            o["bias"] = None if not o["bias_raw"] else np.frombuffer(o["bias_raw"], "<f4")
+        _shape_weights(tname, o, lambda: out["values"][_ints(op, "Inputs")[0]]["shape"])
         out["ops"].append({"type": tname, "name": (op.Name() or b"").decode(),
                            "inputs": _ints(op, "Inputs"), "outputs": _ints(op, "Outputs"),
                            "options": o})
